@@ -1,0 +1,1 @@
+"""Project code importable from DAGs as ``include.*`` (Airflow puts the project root on the path)."""

@@ -1,0 +1,7 @@
+"""Names and URIs of the Airflow Assets the DAGs publish and schedule on.
+
+Plain strings so this module needs no Airflow; DAG files build ``Asset(name=..., uri=...)``
+from them, so producer and consumers always agree.
+"""
+
+INVENTORY = {"name": "registry_inventory_snapshot", "uri": "registry-ops://inventory/snapshot"}

@@ -1,0 +1,79 @@
+"""Build registry adapters and AWS clients from Airflow connections.
+
+The same code path serves DAG tasks and the command line: credentials always come from an
+Airflow connection (metastore inside tasks; ``AIRFLOW_CONN_<ID>`` variables or a secrets
+backend outside), never from the config file. Airflow is imported lazily so the rest of the
+package stays importable without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config, RegistryConfig
+from .registries.base import Registry
+from .registries.ecr import EcrRegistry
+from .registries.oci import OciRegistry
+
+# botocore "standard" mode retries throttling (ThrottlingException, 429) and 5xx with
+# exponential backoff and jitter; 8 attempts ride out a burst of throttling.
+RETRIES = {"mode": "standard", "max_attempts": 8}
+
+
+def aws_client(service: str, conn_id: str, region: str | None = None) -> Any:
+    """A boto3 client through the Amazon provider's hook (endpoint, region, keys from the conn)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from botocore.config import Config as BotoConfig
+
+    hook = AwsBaseHook(
+        aws_conn_id=conn_id,
+        client_type=service,
+        region_name=region,
+        config=BotoConfig(retries=RETRIES, max_pool_connections=32),
+    )
+    return hook.get_conn()
+
+
+def ecr_client(conn_id: str, region: str | None = None) -> Any:
+    from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+    from botocore.config import Config as BotoConfig
+
+    hook = EcrHook(aws_conn_id=conn_id, region_name=region, config=BotoConfig(retries=RETRIES))
+    return hook.conn
+
+
+def get_connection(conn_id: str) -> Any:
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id)
+
+
+def oci_url(conn: Any) -> str:
+    """``scheme://host[:port]`` of an OCI connection; scheme from extra ``scheme`` (default https)."""
+    host = (conn.host or "").rstrip("/")
+    if not host:
+        raise ValueError(f"connection {conn.conn_id!r} has no host")
+    if "://" in host:
+        return host
+    scheme = conn.extra_dejson.get("scheme", "https")
+    return f"{scheme}://{host}:{conn.port}" if conn.port else f"{scheme}://{host}"
+
+
+def build_registry(reg: RegistryConfig) -> Registry:
+    """The adapter for one configured registry."""
+    if reg.kind == "ecr":
+        return EcrRegistry(reg.name, ecr_client(reg.conn_id, reg.region), reg.registry_id)
+    conn = get_connection(reg.conn_id)
+    return OciRegistry(
+        reg.name,
+        reg.url or oci_url(conn),
+        conn.login or None,
+        conn.password or None,
+        verify=conn.extra_dejson.get("verify", True),
+        concurrency=reg.concurrency,
+        read_configs=reg.read_configs,
+    )
+
+
+def s3_client(config: Config) -> Any:
+    return aws_client("s3", config.storage.conn_id)

@@ -1,0 +1,160 @@
+"""The one config file (YAML), validated by a pydantic model.
+
+pydantic (already an Airflow dependency) gives typed, documented fields and error locations
+for free; :func:`load_config` turns its errors into one message that names the file, the key
+path (``registries[1].kind``) and the problem, so ops see exactly what to fix.
+
+Secrets never live here: registries name an Airflow connection id, and credentials come from
+that connection (or a secrets backend).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "registry-ops.yaml"
+CONFIG_ENV = "REGISTRY_OPS_CONFIG"
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid; the message names file, key and problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistryConfig(_Strict):
+    """One registry of the fleet."""
+
+    name: Name
+    kind: Literal["ecr", "oci"]
+    conn_id: str = Field(min_length=1, description="Airflow connection id holding credentials")
+    region: str | None = Field(None, description="ECR: AWS region (default: the connection's)")
+    registry_id: str | None = Field(
+        None, pattern=r"^\d{12}$", description="ECR: account id of the registry"
+    )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/\s]+/?$",
+        description="OCI: base URL; default: the connection's schema://host:port",
+    )
+    include: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    read_configs: bool = Field(
+        True, description="OCI: read each image's config blob for platform and created time"
+    )
+    concurrency: int = Field(8, ge=1, le=64, description="OCI: parallel manifest requests")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> RegistryConfig:
+        if self.kind == "oci" and (self.region or self.registry_id):
+            raise ValueError("'region' and 'registry_id' apply to kind 'ecr' only")
+        if self.kind == "ecr" and self.url:
+            raise ValueError("'url' applies to kind 'oci' only (ECR uses the connection)")
+        return self
+
+    def wants(self, repository: str) -> bool:
+        """Include/exclude globs (fnmatch, case-sensitive) applied to a repository name."""
+        inc = any(fnmatch.fnmatchcase(repository, g) for g in self.include)
+        return inc and not any(fnmatch.fnmatchcase(repository, g) for g in self.exclude)
+
+
+class Prefixes(_Strict):
+    inventory: str = "inventory/"
+    archive: str = "archive/"
+    backup: str = "backup/"
+    reports: str = "reports/"
+
+
+class StorageConfig(_Strict):
+    """Where snapshots, archives, backups and reports go."""
+
+    conn_id: str = "aws_default"
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefixes: Prefixes = Prefixes()
+
+
+class NotificationConfig(_Strict):
+    smtp_conn_id: str = "smtp_default"
+    sender: str | None = None
+    recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+
+
+class InventoryConfig(_Strict):
+    batch_size: int = Field(10, ge=1, le=1000, description="repositories per mapped task")
+
+
+class Config(_Strict):
+    """The whole file. ``source`` records where it was read from (for messages)."""
+
+    registries: list[RegistryConfig] = Field(min_length=1)
+    storage: StorageConfig
+    notifications: NotificationConfig = NotificationConfig()
+    inventory: InventoryConfig = InventoryConfig()
+    source: str = "<memory>"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [r.name for r in self.registries]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"registry names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def registry(self, name: str) -> RegistryConfig:
+        for reg in self.registries:
+            if reg.name == name:
+                return reg
+        known = ", ".join(r.name for r in self.registries)
+        raise ConfigError(f"{self.source}: unknown registry {name!r} (configured: {known})")
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """Explicit path, else $REGISTRY_OPS_CONFIG, else the shipped local-stack config."""
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def parse_config(data: object, source: str = "<memory>") -> Config:
+    """Validate an already-loaded mapping; errors name the source, key and problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems = [f"{source}: {_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid config\n  " + "\n  ".join(problems)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the config file (see :func:`config_path` for which one)."""
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
+    return parse_config(data, str(file))

@@ -1,0 +1,193 @@
+"""Local services on 127.0.0.1 for tests, benches and the demo (never used in production).
+
+- :class:`MotoService`: moto's ``ThreadedMotoServer`` (ECR, S3, IAM, STS, ECS, Lambda,
+  CloudWatch, Secrets Manager) on a free port, in this process so the seeder can reach its
+  backend; ECR listing calls page like AWS (see ``moto_paging``).
+- :class:`RegistryService`: the CNCF distribution registry from Debian's ``docker-registry``
+  package, deletes enabled, optional htpasswd basic auth (bcrypt, the only hash it accepts).
+- :class:`SmtpService`: aiosmtpd keeping every message in memory and as ``.eml`` files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REGISTRY_BIN = "docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, ok: tuple[int, ...] = (200, 401), timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code in ok:
+                return
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout:.0f}s ({last})")
+
+
+class MotoService:
+    """moto server on 127.0.0.1 and a free port."""
+
+    def __init__(self, paging: bool = True) -> None:
+        from moto.server import ThreadedMotoServer
+
+        from .moto_paging import enable_aws_paging
+
+        if paging:
+            enable_aws_paging()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+
+    def start(self) -> MotoService:
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access line per request
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        return self
+
+    def reset(self) -> None:
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def conn_json(self, region: str = "us-east-1") -> str:
+        """An Airflow AWS connection (JSON form) pointing at this server."""
+        import json
+
+        return json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"region_name": region, "endpoint_url": self.endpoint,
+                      "config_kwargs": {"s3": {"addressing_style": "path"}}},
+        })
+
+
+class RegistryService:
+    """``docker-registry serve CONFIG`` with filesystem storage in a temp dir."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, username: str | None = None,
+                 password: str | None = None, port: int | None = None) -> None:
+        if not shutil.which(REGISTRY_BIN):
+            raise RuntimeError(
+                f"{REGISTRY_BIN} not found: install Debian's package (apt-get install docker-registry)"
+            )
+        self._own_root = root is None
+        self.root = Path(root or tempfile.mkdtemp(prefix="registry-"))
+        self.username, self.password = username, password
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _config(self) -> Path:
+        auth = ""
+        if self.username:
+            import bcrypt
+
+            hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=5)).decode()
+            (self.root / "htpasswd").write_text(f"{self.username}:{hashed}\n")
+            auth = f"auth:\n  htpasswd:\n    realm: registry-ops-test\n    path: {self.root / 'htpasswd'}\n"
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: registry-ops-local\n" + auth
+        )
+        return config
+
+    def start(self) -> RegistryService:
+        config = self._config()
+        self._log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - lives with the process
+        self._proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=self._log,
+                                      stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"{self.url}/v2/")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+            if self._proc.poll() is None:
+                self._proc.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def conn_json(self) -> str:
+        import json
+
+        conn: dict[str, Any] = {"conn_type": "http", "host": "127.0.0.1", "port": self.port,
+                                "extra": {"scheme": "http"}}
+        if self.username:
+            conn.update(login=self.username, password=self.password)
+        return json.dumps(conn)
+
+
+class SmtpService:
+    """An SMTP sink on 127.0.0.1 that keeps what it receives (memory and ``.eml`` files)."""
+
+    def __init__(self, maildir: str | os.PathLike[str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.maildir = Path(maildir or tempfile.mkdtemp(prefix="mail-"))
+        self.maildir.mkdir(parents=True, exist_ok=True)
+        self.messages: list[Message] = []
+        self._controller: Any = None
+
+    def start(self) -> SmtpService:
+        from aiosmtpd.controller import Controller
+
+        service = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+                raw = envelope.original_content or envelope.content
+                msg = email.message_from_bytes(raw)
+                service.messages.append(msg)
+                (service.maildir / f"{len(service.messages):04d}.eml").write_bytes(raw)
+                return "250 Message accepted for delivery"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller:
+            self._controller.stop()
+
+    def conn_json(self) -> str:
+        import json
+
+        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
+                           "extra": {"disable_tls": True, "disable_ssl": True,
+                                     "from_email": "registry-ops@example.com"}})

@@ -1,0 +1,96 @@
+"""Inventory steps as the DAG maps them: each resolves its clients from connections, does one
+step and returns small JSON (S3 keys and counts), never the data itself (claim-check).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+from typing import Any
+
+from . import inventory, storage
+from .clients import build_registry, s3_client
+from .config import Config
+from .registries.base import RegistryError
+
+log = logging.getLogger("airflow.task")
+
+
+class InventoryIncomplete(RuntimeError):
+    """Some registries or repositories could not be listed; the message names each."""
+
+
+def start(config: Config) -> list[str]:
+    """Make sure the bucket exists (parts land there first); the registries to list."""
+    storage.ensure_bucket(s3_client(config), config.storage.bucket)
+    return [r.name for r in config.registries]
+
+
+def repository_batches(config: Config, registry: str) -> dict[str, Any]:
+    """Batches of one registry's repositories, or the registry's error (the others go on)."""
+    reg = config.registry(registry)
+    try:
+        repos = inventory.list_repositories(build_registry(reg), reg)
+    except (RegistryError, ValueError) as exc:
+        log.error("inventory: registry %s: %s", registry, exc)
+        return {"registry": registry, "batches": [], "error": str(exc)}
+    log.info("inventory: registry %s: %d repositories", registry, len(repos))
+    return {
+        "registry": registry,
+        "batches": inventory.plan_batches(registry, repos, config.inventory.batch_size),
+        "error": None,
+    }
+
+
+def part_key(config: Config, run_id: str, batch: dict[str, Any]) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+    return f"{config.storage.prefixes.inventory}_parts/{safe}/{batch['registry']}-{batch['batch']:05d}.parquet"
+
+
+def list_batch_to_s3(
+    config: Config, batch: dict[str, Any], snapshot_at: datetime, run_id: str
+) -> dict[str, Any]:
+    """List one batch and park its rows in S3; returns the key, counts and errors."""
+    registry = build_registry(config.registry(batch["registry"]))
+    listing = inventory.list_batch(registry, batch["repositories"], snapshot_at)
+    key = part_key(config, run_id, batch)
+    storage.put_table(s3_client(config), config.storage.bucket, key, listing.table)
+    log.info(
+        "inventory: %s batch %d: %d repositories, %d images, %d errors, %d requests %s",
+        batch["registry"], batch["batch"], listing.repositories, listing.table.num_rows,
+        len(listing.errors), registry.requests.total, dict(registry.requests.counts),
+    )
+    return {"key": key, "rows": listing.table.num_rows, "errors": listing.errors}
+
+
+def publish(
+    config: Config,
+    registries: list[dict[str, Any]],
+    parts: list[dict[str, Any]],
+    snapshot_at: datetime,
+) -> dict[str, Any]:
+    """Combine the parts into the dated snapshot, write its manifest, drop the parts."""
+    s3 = s3_client(config)
+    bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
+    tables = [storage.get_table(s3, bucket, p["key"]) for p in parts]
+    errors = [{"registry": r["registry"], "repository": "*", "error": r["error"]}
+              for r in registries if r["error"]]
+    errors += [e for p in parts for e in p["errors"]]
+    manifest = inventory.publish_snapshot(
+        s3, bucket, prefix, inventory.combine(tables), errors, snapshot_at,
+        [r["registry"] for r in registries],
+    )
+    storage.delete_keys(s3, bucket, [p["key"] for p in parts])
+    log.info("inventory: snapshot s3://%s/%s: %d images", bucket, manifest["key"], manifest["images"])
+    return manifest
+
+
+def raise_if_incomplete(manifest: dict[str, Any]) -> None:
+    """Fail loudly (after publishing) when anything could not be listed."""
+    if manifest["errors"]:
+        lines = [f"{e['registry']}/{e['repository']}: {e['error']}" for e in manifest["errors"]]
+        raise InventoryIncomplete(
+            f"inventory incomplete, {len(lines)} failure(s); snapshot {manifest['key']} holds the rest:\n  "
+            + "\n  ".join(lines)
+        )
