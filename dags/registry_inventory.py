@@ -32,9 +32,15 @@ INVENTORY_ASSET = Asset(**INVENTORY)
 
 
 def _config():
-    from include.registry_ops.config import load_config
+    """The validated config; a bad file fails the task at once (retrying cannot fix it)."""
+    from airflow.sdk.exceptions import AirflowFailException
 
-    return load_config()
+    from include.registry_ops.config import ConfigError, load_config
+
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def _run() -> tuple[str, object]:
@@ -89,16 +95,37 @@ def registry_inventory():
 
         _, run_after = _run()
         manifest = inventory_jobs.publish(_config(), list(registries), list(parts), run_after)
-        yield Metadata(INVENTORY_ASSET, {k: manifest[k] for k in (
-            "bucket", "key", "snapshot_at", "images", "registries", "complete", "registries_failed")})
+        yield Metadata(
+            INVENTORY_ASSET,
+            {
+                k: manifest[k]
+                for k in (
+                    "bucket",
+                    "key",
+                    "snapshot_at",
+                    "images",
+                    "registries",
+                    "complete",
+                    "registries_failed",
+                )
+            },
+        )
         return manifest
 
     @task
     def check_complete(manifest: dict) -> None:
-        """Fail the run, naming each registry or repository that could not be listed."""
+        """Fail the run, naming each registry or repository that could not be listed.
+
+        No retry: the listing is over; the next scheduled run lists again.
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
         from include.registry_ops import inventory_jobs
 
-        inventory_jobs.raise_if_incomplete(manifest)
+        try:
+            inventory_jobs.raise_if_incomplete(manifest)
+        except inventory_jobs.InventoryIncomplete as exc:
+            raise AirflowFailException(str(exc)) from None
 
     regs = list_repositories.expand(registry=registries())
     parts = list_batch.expand(batch=plan(regs))

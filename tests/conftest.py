@@ -90,16 +90,25 @@ def seeded(moto_server, registry_server, ecr, fleet):
 @pytest.fixture(scope="session")
 def config_file(moto_server, registry_server, smtp_server, tmp_path_factory):
     path = tmp_path_factory.mktemp("config") / "registry-ops.yaml"
-    path.write_text(yaml.safe_dump({
-        "registries": [
-            {"name": "ecr-local", "kind": "ecr", "conn_id": "aws_default", "region": "us-east-1",
-             "include": ["fleet/*"]},
-            {"name": "oci-local", "kind": "oci", "conn_id": "oci_local", "include": ["fleet/*"]},
-        ],
-        "storage": {"conn_id": "aws_default", "bucket": BUCKET},
-        "notifications": {"recipients": ["ops@example.com"]},
-        "inventory": {"batch_size": 2},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "registries": [
+                    {
+                        "name": "ecr-local",
+                        "kind": "ecr",
+                        "conn_id": "aws_default",
+                        "region": "us-east-1",
+                        "include": ["fleet/*"],
+                    },
+                    {"name": "oci-local", "kind": "oci", "conn_id": "oci_local", "include": ["fleet/*"]},
+                ],
+                "storage": {"conn_id": "aws_default", "bucket": BUCKET},
+                "notifications": {"recipients": ["ops@example.com"]},
+                "inventory": {"batch_size": 2},
+            }
+        )
+    )
     os.environ["REGISTRY_OPS_CONFIG"] = str(path)
     return path
 
@@ -107,6 +116,11 @@ def config_file(moto_server, registry_server, smtp_server, tmp_path_factory):
 @pytest.fixture(scope="session")
 def airflow_db():
     """A migrated SQLite metadata DB in the temp AIRFLOW_HOME (dag.test() needs one)."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                   capture_output=True, env=os.environ.copy(), timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
     return _HOME

@@ -83,16 +83,28 @@ def test_delete_batches_of_100(moto_server, ecr):
     reg = EcrRegistry("ecr", ecr)
     digests = []
     for i in range(150):
-        body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": f"sha256:{i:064x}", "size": 100},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                            "digest": f"sha256:{i + 1000:064x}", "size": 1000}]}
+        body = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": f"sha256:{i:064x}",
+                "size": 100,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": f"sha256:{i + 1000:064x}",
+                    "size": 1000,
+                }
+            ],
+        }
         raw = json.dumps(body).encode()
         from include.registry_ops.registries.base import digest_of
 
-        digests.append(reg.put_manifest("scratch/ecr-batch",
-                                        Manifest(digest_of(raw), body["mediaType"], raw), f"t{i}"))
+        digests.append(
+            reg.put_manifest("scratch/ecr-batch", Manifest(digest_of(raw), body["mediaType"], raw), f"t{i}")
+        )
     reg.requests.counts.clear()
     result = reg.delete_images("scratch/ecr-batch", digests)
     assert sorted(result.deleted) == sorted(digests) and not result.failures
@@ -111,8 +123,12 @@ def test_dead_endpoint_is_a_clear_error():
     import boto3
     from botocore.config import Config
 
-    client = boto3.client("ecr", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
-                          config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    client = boto3.client(
+        "ecr",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
     with pytest.raises(RegistryError) as err:
         EcrRegistry("ecr-dead", client).list_repositories()
     assert "registry ecr-dead" in str(err.value) and "describe_repositories" in str(err.value)

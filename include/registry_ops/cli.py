@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     inv = sub.add_parser("inventory", help="list every image of every configured registry")
-    inv.add_argument("--config", help="config file (default: $REGISTRY_OPS_CONFIG or config/registry-ops.yaml)")
+    inv.add_argument(
+        "--config", help="config file (default: $REGISTRY_OPS_CONFIG or config/registry-ops.yaml)"
+    )
     inv.add_argument("--out", required=True, help="output file: .parquet, .csv or .json")
     inv.add_argument("--registry", action="append", help="only this registry (repeatable)")
     inv.set_defaults(func=cmd_inventory)
@@ -57,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except (ConfigError, ValueError) as exc:

@@ -39,9 +39,7 @@ class RegistryConfig(_Strict):
     kind: Literal["ecr", "oci"]
     conn_id: str = Field(min_length=1, description="Airflow connection id holding credentials")
     region: str | None = Field(None, description="ECR: AWS region (default: the connection's)")
-    registry_id: str | None = Field(
-        None, pattern=r"^\d{12}$", description="ECR: account id of the registry"
-    )
+    registry_id: str | None = Field(None, pattern=r"^\d{12}$", description="ECR: account id of the registry")
     url: str | None = Field(
         None,
         pattern=r"^https?://[^/\s]+/?$",
@@ -86,9 +84,7 @@ class StorageConfig(_Strict):
 class NotificationConfig(_Strict):
     smtp_conn_id: str = "smtp_default"
     sender: str | None = None
-    recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
-        default_factory=list
-    )
+    recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
 
 
 class InventoryConfig(_Strict):

@@ -45,7 +45,9 @@ def repository_batches(config: Config, registry: str) -> dict[str, Any]:
 
 def part_key(config: Config, run_id: str, batch: dict[str, Any]) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
-    return f"{config.storage.prefixes.inventory}_parts/{safe}/{batch['registry']}-{batch['batch']:05d}.parquet"
+    return (
+        f"{config.storage.prefixes.inventory}_parts/{safe}/{batch['registry']}-{batch['batch']:05d}.parquet"
+    )
 
 
 def list_batch_to_s3(
@@ -58,8 +60,13 @@ def list_batch_to_s3(
     storage.put_table(s3_client(config), config.storage.bucket, key, listing.table)
     log.info(
         "inventory: %s batch %d: %d repositories, %d images, %d errors, %d requests %s",
-        batch["registry"], batch["batch"], listing.repositories, listing.table.num_rows,
-        len(listing.errors), registry.requests.total, dict(registry.requests.counts),
+        batch["registry"],
+        batch["batch"],
+        listing.repositories,
+        listing.table.num_rows,
+        len(listing.errors),
+        registry.requests.total,
+        dict(registry.requests.counts),
     )
     return {"key": key, "rows": listing.table.num_rows, "errors": listing.errors}
 
@@ -74,11 +81,17 @@ def publish(
     s3 = s3_client(config)
     bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
     tables = [storage.get_table(s3, bucket, p["key"]) for p in parts]
-    errors = [{"registry": r["registry"], "repository": "*", "error": r["error"]}
-              for r in registries if r["error"]]
+    errors = [
+        {"registry": r["registry"], "repository": "*", "error": r["error"]} for r in registries if r["error"]
+    ]
     errors += [e for p in parts for e in p["errors"]]
     manifest = inventory.publish_snapshot(
-        s3, bucket, prefix, inventory.combine(tables), errors, snapshot_at,
+        s3,
+        bucket,
+        prefix,
+        inventory.combine(tables),
+        errors,
+        snapshot_at,
         [r["registry"] for r in registries],
     )
     storage.delete_keys(s3, bucket, [p["key"] for p in parts])

@@ -39,9 +39,11 @@ def ensure_bucket(s3: Any, bucket: str) -> None:
         s3.head_bucket(Bucket=bucket)
     except s3.exceptions.ClientError:
         region = s3.meta.region_name
-        extra = {} if region in (None, "us-east-1") else {
-            "CreateBucketConfiguration": {"LocationConstraint": region}
-        }
+        extra = (
+            {}
+            if region in (None, "us-east-1")
+            else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        )
         s3.create_bucket(Bucket=bucket, **extra)
 
 

@@ -34,11 +34,38 @@ SIG_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
 INTOTO = "application/vnd.in-toto+json"
 MB = 1024 * 1024
 # Shared base layers (name, MB at layer_scale 1.0): OS bases, runtimes, fat toolchains.
-POOL = (("alpine", 3), ("debian-slim", 28), ("distroless", 7), ("python", 45), ("node", 62),
-        ("jdk", 95), ("cuda", 130), ("assets", 18))
-APPS = ("api", "web", "worker", "billing", "auth", "search", "payments", "gateway", "reports",
-        "notifier", "ingest", "scheduler", "ledger", "catalog", "media", "ml-serving",
-        "frontend", "batch", "metrics", "edge")
+POOL = (
+    ("alpine", 3),
+    ("debian-slim", 28),
+    ("distroless", 7),
+    ("python", 45),
+    ("node", 62),
+    ("jdk", 95),
+    ("cuda", 130),
+    ("assets", 18),
+)
+APPS = (
+    "api",
+    "web",
+    "worker",
+    "billing",
+    "auth",
+    "search",
+    "payments",
+    "gateway",
+    "reports",
+    "notifier",
+    "ingest",
+    "scheduler",
+    "ledger",
+    "catalog",
+    "media",
+    "ml-serving",
+    "frontend",
+    "batch",
+    "metrics",
+    "edge",
+)
 TEAMS = ("platform", "data", "shop", "core")
 
 
@@ -93,7 +120,9 @@ def _blob(data: bytes, media_type: str) -> Blob:
 def layer_pool(seed: int, layer_scale: float) -> dict[str, Blob]:
     rng = random.Random(seed)
     return {
-        name: _blob(_tar(f"{name}/rootfs.bin", rng.randbytes(max(1024, int(mb * MB * layer_scale)))), LAYER_TYPE)
+        name: _blob(
+            _tar(f"{name}/rootfs.bin", rng.randbytes(max(1024, int(mb * MB * layer_scale)))), LAYER_TYPE
+        )
         for name, mb in POOL
     }
 
@@ -108,44 +137,99 @@ def _desc(b: Blob) -> dict:
 
 
 def _image(
-    rng: random.Random, pool: dict[str, Blob], repo: str, build: int, created: datetime,
-    arch: str, bases: list[str],
+    rng: random.Random,
+    pool: dict[str, Blob],
+    repo: str,
+    build: int,
+    created: datetime,
+    arch: str,
+    bases: list[str],
 ) -> tuple[str, bytes, list[Blob]]:
-    unique = _blob(_tar("app/build-info.json", json.dumps(
-        {"repo": repo, "build": build, "arch": arch, "nonce": rng.getrandbits(64)}).encode()), LAYER_TYPE)
+    unique = _blob(
+        _tar(
+            "app/build-info.json",
+            json.dumps({"repo": repo, "build": build, "arch": arch, "nonce": rng.getrandbits(64)}).encode(),
+        ),
+        LAYER_TYPE,
+    )
     layers = [pool[b] for b in bases] + [unique]
-    config = _blob(json.dumps({
-        "architecture": arch, "os": "linux", "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "config": {"Labels": {"org.opencontainers.image.source": f"https://git.example.com/{repo}",
-                              "build": str(build)}},
-        "rootfs": {"type": "layers", "diff_ids": [x.digest for x in layers]},
-    }, sort_keys=True).encode(), CONFIG_TYPE)
-    digest, raw = _manifest({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": _desc(config),
-                             "layers": [_desc(x) for x in layers]})
+    config = _blob(
+        json.dumps(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "config": {
+                    "Labels": {
+                        "org.opencontainers.image.source": f"https://git.example.com/{repo}",
+                        "build": str(build),
+                    }
+                },
+                "rootfs": {"type": "layers", "diff_ids": [x.digest for x in layers]},
+            },
+            sort_keys=True,
+        ).encode(),
+        CONFIG_TYPE,
+    )
+    digest, raw = _manifest(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": _desc(config),
+            "layers": [_desc(x) for x in layers],
+        }
+    )
     return digest, raw, [config, *layers]
 
 
 def _referrer(subject: ManifestSpec, kind: str, when: datetime) -> ManifestSpec:
     if kind == "sig":
-        payload = json.dumps({"critical": {"image": {"docker-manifest-digest": subject.digest},
-                                           "type": "cosign container image signature"}}).encode()
+        payload = json.dumps(
+            {
+                "critical": {
+                    "image": {"docker-manifest-digest": subject.digest},
+                    "type": "cosign container image signature",
+                }
+            }
+        ).encode()
         layer = _blob(payload, SIG_LAYER)
         config = _blob(b"{}", CONFIG_TYPE)
         artifact = None
     else:
-        layer = _blob(json.dumps({"_type": "https://in-toto.io/Statement/v1",
-                                  "subject": [{"digest": {"sha256": subject.digest[7:]}}]}).encode(), INTOTO)
+        layer = _blob(
+            json.dumps(
+                {
+                    "_type": "https://in-toto.io/Statement/v1",
+                    "subject": [{"digest": {"sha256": subject.digest[7:]}}],
+                }
+            ).encode(),
+            INTOTO,
+        )
         config = _blob(b"{}", EMPTY_CONFIG)
         artifact = INTOTO
-    body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": _desc(config),
-            "layers": [_desc(layer)], "subject": {"mediaType": subject.media_type,
-                                                  "digest": subject.digest, "size": len(subject.raw)}}
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _desc(config),
+        "layers": [_desc(layer)],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": len(subject.raw)},
+    }
     if artifact:
         body["artifactType"] = artifact
     digest, raw = _manifest(body)
     tag = f"sha256-{subject.digest[7:]}.{kind}"
-    return ManifestSpec(digest, OCI_MANIFEST, raw, [tag], when, None, "referrer", [config, layer],
-                        subject=subject.digest, artifact_type=artifact)
+    return ManifestSpec(
+        digest,
+        OCI_MANIFEST,
+        raw,
+        [tag],
+        when,
+        None,
+        "referrer",
+        [config, layer],
+        subject=subject.digest,
+        artifact_type=artifact,
+    )
 
 
 def make_fleet(
@@ -162,8 +246,11 @@ def make_fleet(
     now = (now or datetime(2026, 11, 27, tzinfo=UTC)).replace(microsecond=0)
     rng = random.Random(seed)
     pool = layer_pool(seed, layer_scale)
-    names = [f"{prefix}{TEAMS[i % len(TEAMS)]}/{APPS[i % len(APPS)]}" + (f"-{i // len(APPS)}" if i >= len(APPS) else "")
-             for i in range(repositories)]
+    names = [
+        f"{prefix}{TEAMS[i % len(TEAMS)]}/{APPS[i % len(APPS)]}"
+        + (f"-{i // len(APPS)}" if i >= len(APPS) else "")
+        for i in range(repositories)
+    ]
     per_repo = max(1, images // repositories)
     fleet = []
     for r, name in enumerate(names):
@@ -178,7 +265,9 @@ def make_fleet(
         while len(manifests) < per_repo:
             build += 1
             age = days * (1 - build / (per_repo * 0.8 + 1)) * rng.uniform(0.9, 1.0)
-            pushed = (now - timedelta(days=max(age, 0.02), seconds=rng.randint(0, 86399))).replace(microsecond=0)
+            pushed = (now - timedelta(days=max(age, 0.02), seconds=rng.randint(0, 86399))).replace(
+                microsecond=0
+            )
             release = rng.random() < 0.35
             commit = f"{rng.getrandbits(28):07x}"
             tags = [commit]
@@ -194,32 +283,61 @@ def make_fleet(
                 tags.append(pushed.strftime("%Y%m%d-%H%M%S"))
             if rng.random() < 0.15:
                 tags = []  # tags moved on: an untagged image
-            pulled = (pushed + timedelta(days=rng.uniform(0, (now - pushed).days or 1))).replace(microsecond=0) \
-                if rng.random() < 0.6 else None
-            bases = base + [runtime] + extra
+            pulled = (
+                (pushed + timedelta(days=rng.uniform(0, (now - pushed).days or 1))).replace(microsecond=0)
+                if rng.random() < 0.6
+                else None
+            )
+            bases = [*base, runtime, *extra]
             if multiarch:
                 kids = []
                 for arch in ("amd64", "arm64"):
                     d, raw, blobs = _image(rng, pool, name, build, pushed, arch, bases)
-                    kids.append(ManifestSpec(d, OCI_MANIFEST, raw, [], pushed, pulled, "image", blobs,
-                                             platform=f"linux/{arch}"))
-                idx_digest, idx_raw = _manifest({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-                    {"mediaType": OCI_MANIFEST, "digest": k.digest, "size": len(k.raw),
-                     "platform": {"os": "linux", "architecture": k.platform.split("/")[1]}} for k in kids]})
-                top = ManifestSpec(idx_digest, OCI_INDEX, idx_raw, tags, pushed, pulled, "index",
-                                   children=[k.digest for k in kids])
+                    kids.append(
+                        ManifestSpec(
+                            d, OCI_MANIFEST, raw, [], pushed, pulled, "image", blobs, platform=f"linux/{arch}"
+                        )
+                    )
+                idx_digest, idx_raw = _manifest(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": OCI_INDEX,
+                        "manifests": [
+                            {
+                                "mediaType": OCI_MANIFEST,
+                                "digest": k.digest,
+                                "size": len(k.raw),
+                                "platform": {"os": "linux", "architecture": k.platform.split("/")[1]},
+                            }
+                            for k in kids
+                        ],
+                    }
+                )
+                top = ManifestSpec(
+                    idx_digest,
+                    OCI_INDEX,
+                    idx_raw,
+                    tags,
+                    pushed,
+                    pulled,
+                    "index",
+                    children=[k.digest for k in kids],
+                )
                 manifests.extend(kids)
                 manifests.append(top)
             else:
                 d, raw, blobs = _image(rng, pool, name, build, pushed, "amd64", bases)
-                top = ManifestSpec(d, OCI_MANIFEST, raw, tags, pushed, pulled, "image", blobs,
-                                   platform="linux/amd64")
+                top = ManifestSpec(
+                    d, OCI_MANIFEST, raw, tags, pushed, pulled, "image", blobs, platform="linux/amd64"
+                )
                 manifests.append(top)
             if signed and release and tags:
                 manifests.append(_referrer(top, "sig", pushed + timedelta(minutes=2)))
                 if rng.random() < 0.5:
                     manifests.append(_referrer(top, "att", pushed + timedelta(minutes=3)))
-        releases = [m for m in manifests if m.kind != "referrer" and any(t[0].isdigit() and "." in t for t in m.tags)]
+        releases = [
+            m for m in manifests if m.kind != "referrer" and any(t[0].isdigit() and "." in t for t in m.tags)
+        ]
         if releases:
             releases[-1].tags.append("latest")
         for m in manifests:

@@ -12,9 +12,11 @@ import base64
 from typing import Any
 
 _PATCHED = False
-LISTS = {"describe_repositories": ("repositories", "repositoryNames"),
-         "describe_images": ("imageDetails", "imageIds"),
-         "list_images": ("imageIds", None)}
+LISTS = {
+    "describe_repositories": ("repositories", "repositoryNames"),
+    "describe_images": ("imageDetails", "imageIds"),
+    "list_images": ("imageIds", None),
+}
 
 
 def _token(offset: int) -> str:

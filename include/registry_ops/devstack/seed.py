@@ -13,12 +13,14 @@ blobs (monolithic upload), then manifests by digest, then one PUT per tag.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..registries.oci import OciRegistry
 from ..registries.base import Manifest
+from ..registries.oci import OciRegistry
 from .fleet import ManifestSpec, RepoSpec
+
 
 def _seeded_image_class() -> type:
     from moto.ecr.models import Image
@@ -27,8 +29,14 @@ def _seeded_image_class() -> type:
         """moto Image with the size, times and referrer fields a real ECR reports."""
 
         def __init__(self, spec: ManifestSpec, repository: str, account_id: str, size: int) -> None:
-            super().__init__(account_id, spec.tags[0] if spec.tags else None, spec.raw.decode(),
-                             repository, spec.media_type, spec.digest)
+            super().__init__(
+                account_id,
+                spec.tags[0] if spec.tags else None,
+                spec.raw.decode(),
+                repository,
+                spec.media_type,
+                spec.digest,
+            )
             self.image_tags = list(spec.tags)
             self.image_tag = spec.tags[-1] if spec.tags else None
             self.image_pushed_at = int(spec.pushed_at.timestamp())
@@ -56,10 +64,8 @@ def seed_ecr(ecr_client: Any, fleet: list[RepoSpec], region: str = "us-east-1") 
     backend = ecr_backends[DEFAULT_ACCOUNT_ID][region]
     count = 0
     for repo in fleet:
-        try:
+        with contextlib.suppress(ecr_client.exceptions.RepositoryAlreadyExistsException):
             ecr_client.create_repository(repositoryName=repo.name)
-        except ecr_client.exceptions.RepositoryAlreadyExistsException:
-            pass
         images = backend.repositories[repo.name].images
         present = {i.image_digest for i in images}
         sizes = {s.digest: s.size for s in repo.manifests}

@@ -78,18 +78,30 @@ class MotoService:
         """An Airflow AWS connection (JSON form) pointing at this server."""
         import json
 
-        return json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"region_name": region, "endpoint_url": self.endpoint,
-                      "config_kwargs": {"s3": {"addressing_style": "path"}}},
-        })
+        return json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {
+                    "region_name": region,
+                    "endpoint_url": self.endpoint,
+                    "config_kwargs": {"s3": {"addressing_style": "path"}},
+                },
+            }
+        )
 
 
 class RegistryService:
     """``docker-registry serve CONFIG`` with filesystem storage in a temp dir."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, username: str | None = None,
-                 password: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+    ) -> None:
         if not shutil.which(REGISTRY_BIN):
             raise RuntimeError(
                 f"{REGISTRY_BIN} not found: install Debian's package (apt-get install docker-registry)"
@@ -123,8 +135,9 @@ class RegistryService:
     def start(self) -> RegistryService:
         config = self._config()
         self._log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - lives with the process
-        self._proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=self._log,
-                                      stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", str(config)], stdout=self._log, stderr=subprocess.STDOUT
+        )
         try:
             wait_http(f"{self.url}/v2/")
         except RuntimeError:
@@ -147,8 +160,12 @@ class RegistryService:
     def conn_json(self) -> str:
         import json
 
-        conn: dict[str, Any] = {"conn_type": "http", "host": "127.0.0.1", "port": self.port,
-                                "extra": {"scheme": "http"}}
+        conn: dict[str, Any] = {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "extra": {"scheme": "http"},
+        }
         if self.username:
             conn.update(login=self.username, password=self.password)
         return json.dumps(conn)
@@ -170,7 +187,7 @@ class SmtpService:
         service = self
 
         class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 raw = envelope.original_content or envelope.content
                 msg = email.message_from_bytes(raw)
                 service.messages.append(msg)
@@ -188,6 +205,11 @@ class SmtpService:
     def conn_json(self) -> str:
         import json
 
-        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
-                           "extra": {"disable_tls": True, "disable_ssl": True,
-                                     "from_email": "registry-ops@example.com"}})
+        return json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "registry-ops@example.com"},
+            }
+        )

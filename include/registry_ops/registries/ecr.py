@@ -47,9 +47,7 @@ def _problem(exc: Exception) -> str:
 class EcrRegistry(Registry):
     kind = "ecr"
 
-    def __init__(
-        self, name: str, client: Any, registry_id: str | None = None, page_size: int = PAGE
-    ) -> None:
+    def __init__(self, name: str, client: Any, registry_id: str | None = None, page_size: int = PAGE) -> None:
         super().__init__(name)
         self.client = client
         self.registry_id = registry_id

@@ -141,7 +141,8 @@ class OciRegistry(Registry):
         scope = scope or (f"repository:{repository}:pull" if repository else "registry:catalog:*")
         headers = dict(kwargs.pop("headers", {}))
         authed = False
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             hdrs = {**headers, **self._auth_header(scope)}
             auth = self._creds if self._basic else None
             self.requests.add(op)
@@ -152,6 +153,7 @@ class OciRegistry(Registry):
             except requests.RequestException as exc:
                 if attempt < self.retries:
                     self._sleep(attempt, None)
+                    attempt += 1
                     continue
                 raise self.error(
                     f"{method} {path}: cannot reach {self.url}: {type(exc).__name__}", repository
@@ -168,11 +170,11 @@ class OciRegistry(Registry):
                 raise self.error(f"{method} {path}: unauthorized (no usable credentials)", repository)
             if resp.status_code in RETRY_STATUS and attempt < self.retries:
                 self._sleep(attempt, resp.headers.get("Retry-After"))
+                attempt += 1
                 continue
             if resp.status_code not in ok:
                 raise self.error(f"{method} {path}: HTTP {resp.status_code} {_api_error(resp)}", repository)
             return resp
-        raise AssertionError("unreachable")
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * (2**attempt) * (0.5 + random.random())
@@ -207,7 +209,7 @@ class OciRegistry(Registry):
         manifests: dict[str, Manifest] = {}
         tags_of: dict[str, list[str]] = {}
         with ThreadPoolExecutor(self.concurrency) as pool:
-            for tag, m in zip(tags, pool.map(lambda t: self.get_manifest(repository, t), tags)):
+            for tag, m in zip(tags, pool.map(lambda t: self.get_manifest(repository, t), tags), strict=False):
                 manifests[m.digest] = m
                 tags_of.setdefault(m.digest, []).append(tag)
             children: dict[str, list[str]] = {}
@@ -262,9 +264,7 @@ class OciRegistry(Registry):
         return self._referrers_api
 
     def referrers(self, repository: str, digest: str) -> list[dict[str, Any]]:
-        resp = self.request(
-            "GET", f"/v2/{repository}/referrers/{digest}", "referrers", repository=repository
-        )
+        resp = self.request("GET", f"/v2/{repository}/referrers/{digest}", "referrers", repository=repository)
         return resp.json().get("manifests", [])
 
     def _configs(
@@ -283,7 +283,7 @@ class OciRegistry(Registry):
         )
         blobs = pool.map(lambda d: self.get_blob(repository, d), wanted)
         out: dict[str, dict[str, Any]] = {}
-        for digest, blob in zip(wanted, blobs):
+        for digest, blob in zip(wanted, blobs, strict=False):
             try:
                 out[digest] = json.loads(blob)
             except ValueError:
@@ -348,7 +348,7 @@ class OciRegistry(Registry):
         if reference.startswith("sha256:") and reference != digest:
             raise self.error(f"manifest {reference}: bytes hash to {digest}", repository)
         try:
-            body = json.loads(raw)
+            json.loads(raw)
         except ValueError:
             raise self.error(f"manifest {reference} is not valid JSON", repository) from None
         media = resp.headers.get("Content-Type", "").split(";")[0].strip()
@@ -424,14 +424,23 @@ class OciRegistry(Registry):
         if self.blob_exists(repository, digest):
             return digest
         start = self.request(
-            "POST", f"/v2/{repository}/blobs/uploads/", "blob_upload", repository=repository,
-            scope=scope, ok=(202,),
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            "blob_upload",
+            repository=repository,
+            scope=scope,
+            ok=(202,),
         )
         location = urljoin(self.url + "/", start.headers["Location"])
         sep = "&" if "?" in location else "?"
         self.request(
-            "PUT", f"{location}{sep}digest={quote(digest)}", "blob_upload", repository=repository,
-            scope=scope, ok=(201,), data=data,
+            "PUT",
+            f"{location}{sep}digest={quote(digest)}",
+            "blob_upload",
+            repository=repository,
+            scope=scope,
+            ok=(201,),
+            data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
         return digest

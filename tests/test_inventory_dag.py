@@ -1,0 +1,93 @@
+"""registry_inventory end to end with dag.test() on moto, the registry and S3."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from include.registry_ops import schema
+from include.registry_ops.inventory import latest_snapshot
+from tests.conftest import BUCKET
+from tests.fleet_expect import all_ecr, visible_oci
+
+
+@pytest.fixture(scope="module")
+def inventory_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder="dags").dags["registry_inventory"]
+
+
+def test_inventory_run_matches_the_seeded_fleet(airflow_db, seeded, config_file, s3, inventory_dag):
+    from airflow.sdk import DagRunState
+
+    dr = inventory_dag.test()
+    assert dr.state == DagRunState.SUCCESS, {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+    pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="inventory/latest.json")["Body"].read())
+    assert pointer["key"].startswith("inventory/dt=") and pointer["key"].endswith("/inventory.parquet")
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=pointer["manifest"])["Body"].read())
+    assert manifest["complete"] is True and manifest["errors"] == []
+
+    table = latest_snapshot(s3, BUCKET, "inventory/")
+    assert table.schema.equals(schema.ARROW_SCHEMA)
+    frame = schema.table_to_frame(table)
+    schema.validate_frame(frame)
+    for registry, expect in (("ecr-local", all_ecr), ("oci-local", visible_oci)):
+        got = frame[frame.registry == registry]
+        want = {(r.name, d): m for r in seeded for d, m in expect(r).items()}
+        assert set(zip(got.repository, got.digest, strict=False)) == set(want), registry
+        for row in got.itertuples():
+            spec = want[(row.repository, row.digest)]
+            assert row.tags == spec.tags
+            assert row.kind == spec.kind
+    assert manifest["images"] == len(frame)
+    assert set(manifest["registries"]) == {"ecr-local", "oci-local"}
+    # the mapped parts were cleaned up after the snapshot was written
+    parts = s3.list_objects_v2(Bucket=BUCKET, Prefix="inventory/_parts/").get("KeyCount", 0)
+    assert parts == 0
+    # the snapshot is a real Parquet file any tool can read
+    body = s3.get_object(Bucket=BUCKET, Key=pointer["key"])["Body"].read()
+    import io
+
+    assert pq.read_table(io.BytesIO(body)).num_rows == len(frame)
+
+
+def test_dead_registry_is_named_and_the_others_still_land(
+    airflow_db, seeded, config_file, s3, inventory_dag, tmp_path, monkeypatch
+):
+    import yaml
+    from airflow.sdk import DagRunState
+
+    cfg = yaml.safe_load(config_file.read_text())
+    cfg["registries"].append(
+        {"name": "oci-dead", "kind": "oci", "conn_id": "oci_local", "url": "http://127.0.0.1:9"}
+    )
+    broken = tmp_path / "with-dead.yaml"
+    broken.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(broken))
+
+    dr = inventory_dag.test()
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert dr.state == DagRunState.FAILED
+    assert states["publish"] == "success" and states["check_complete"] == "failed"
+    pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="inventory/latest.json")["Body"].read())
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=pointer["manifest"])["Body"].read())
+    assert manifest["registries_failed"] == ["oci-dead"]
+    assert "cannot reach http://127.0.0.1:9" in manifest["errors"][0]["error"]
+    assert set(manifest["registries"]) == {"ecr-local", "oci-local"}
+
+
+def test_bad_config_fails_the_task_not_the_parse(
+    airflow_db, config_file, inventory_dag, tmp_path, monkeypatch
+):
+    from airflow.sdk import DagRunState
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("registries:\n  - name: x\n    kind: quay\n    conn_id: c\nstorage: {bucket: b-b}\n")
+    monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(bad))
+    dr = inventory_dag.test()
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert dr.state == DagRunState.FAILED and states["registries"] == "failed"
