@@ -8,10 +8,12 @@ backend (never from the metastore).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from .config import ConfigError, load_config
@@ -19,7 +21,7 @@ from .config import ConfigError, load_config
 log = logging.getLogger("registry_ops")
 
 
-def cmd_inventory(args: argparse.Namespace) -> int:
+def cmd_inventory(args: argparse.Namespace) -> tuple[int, dict]:
     from .clients import build_registry
     from .inventory import run_inventory, summarize
     from .inventory_files import file_format, write_inventory
@@ -36,10 +38,9 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     write_inventory(listing.table, args.out)
     summary = summarize(listing.table)
     summary.update(out=str(args.out), repositories=listing.repositories, errors=listing.errors)
-    print(json.dumps(summary, indent=2, default=str))
     for err in listing.errors:
         print(f"error: registry {err['registry']}/{err['repository']}: {err['error']}", file=sys.stderr)
-    return 1 if listing.errors else 0
+    return (1 if listing.errors else 0), summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,16 +58,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """Point file descriptor 1 at stderr while working: Airflow's loggers write to stdout, and
+    stdout must carry only the command's result (JSON) so it can be piped."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return args.func(args)
+        with _logs_to_stderr():
+            code, result = args.func(args)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(json.dumps(result, indent=2, default=str))
+    return code
 
 
 if __name__ == "__main__":

@@ -42,10 +42,22 @@ def ecr_client(conn_id: str, region: str | None = None) -> Any:
     return hook.conn
 
 
+class ConnectionMissing(ValueError):
+    """The named Airflow connection is not defined where this process can see it."""
+
+
 def get_connection(conn_id: str) -> Any:
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    return BaseHook.get_connection(conn_id)
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        env = "AIRFLOW_CONN_" + conn_id.upper()
+        raise ConnectionMissing(
+            f"Airflow connection {conn_id!r} is not defined (outside a task define {env} "
+            "or a secrets backend)"
+        ) from None
 
 
 def oci_url(conn: Any) -> str:

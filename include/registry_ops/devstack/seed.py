@@ -14,6 +14,7 @@ blobs (monolithic upload), then manifests by digest, then one PUT per tag.
 from __future__ import annotations
 
 import contextlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -82,13 +83,20 @@ def seed_ecr(ecr_client: Any, fleet: list[RepoSpec], region: str = "us-east-1") 
 def seed_oci(registry: OciRegistry, fleet: list[RepoSpec], concurrency: int = 8) -> int:
     """Push the fleet through the distribution API; returns manifests pushed."""
 
+    holder: dict[str, str] = {}  # blob digest -> a repository that has it (cross-repo mount)
+    lock = threading.Lock()
+
     def push_repo(repo: RepoSpec) -> int:
         uploaded: set[str] = set()
         for spec in repo.manifests:  # children come before their index in the fleet
             for blob in spec.blobs:
                 if blob.digest not in uploaded:
-                    registry.upload_blob(repo.name, blob.data)
+                    with lock:
+                        source = holder.get(blob.digest)
+                    registry.upload_blob(repo.name, blob.data, mount_from=source)
                     uploaded.add(blob.digest)
+                    with lock:
+                        holder.setdefault(blob.digest, repo.name)
             manifest = Manifest(spec.digest, spec.media_type, spec.raw)
             registry.put_manifest(repo.name, manifest)
             for tag in spec.tags:

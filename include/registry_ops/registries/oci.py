@@ -106,20 +106,25 @@ class OciRegistry(Registry):
         return {}
 
     def _fetch_token(self, challenge: str, scope: str, repository: str | None) -> None:
-        params = dict(_CHALLENGE.findall(challenge))
-        realm = params.pop("realm", None)
+        challenge_params = dict(_CHALLENGE.findall(challenge))
+        realm = challenge_params.get("realm")
         if not realm:
             raise self.error("bearer challenge without realm", repository)
+        # only service and scope go to the token service (not e.g. error="invalid_token")
+        params = {k: challenge_params[k] for k in ("service", "scope") if k in challenge_params}
         params.setdefault("scope", scope)
         self.requests.add("token")
         try:
             resp = self.session.get(realm, params=params, auth=self._creds, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise self.error(f"token service {realm} unreachable: {type(exc).__name__}") from None
+            raise self.error(f"token service {realm} unreachable: {type(exc).__name__}", repository) from None
         if resp.status_code != 200:
             raise self.error(f"token service {realm} refused: HTTP {resp.status_code}", repository)
-        body = resp.json()
-        token = body.get("token") or body.get("access_token")
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise self.error(f"token service {realm} returned no token", repository)
         with self._lock:
@@ -417,20 +422,27 @@ class OciRegistry(Registry):
         )
         return resp.status_code == 200
 
-    def upload_blob(self, repository: str, data: bytes) -> str:
-        """Monolithic upload (POST then PUT with the digest); skipped when the blob exists."""
+    def upload_blob(self, repository: str, data: bytes, mount_from: str | None = None) -> str:
+        """Monolithic upload (POST then PUT with the digest); skipped when the blob exists.
+
+        With ``mount_from`` (a repository known to hold the blob) the registry is first asked
+        to mount it across repositories, which moves no bytes; it falls back to an upload.
+        """
         digest = digest_of(data)
         scope = f"repository:{repository}:pull,push"
         if self.blob_exists(repository, digest):
             return digest
+        query = f"?mount={quote(digest)}&from={quote(mount_from)}" if mount_from else ""
         start = self.request(
             "POST",
-            f"/v2/{repository}/blobs/uploads/",
+            f"/v2/{repository}/blobs/uploads/{query}",
             "blob_upload",
             repository=repository,
             scope=scope,
-            ok=(202,),
+            ok=(201, 202),
         )
+        if start.status_code == 201:  # mounted
+            return digest
         location = urljoin(self.url + "/", start.headers["Location"])
         sep = "&" if "?" in location else "?"
         self.request(

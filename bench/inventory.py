@@ -1,0 +1,690 @@
+"""Inventory listing bench: ECR on moto, OCI on the distribution registry, and skopeo.
+
+Run from the repository root (not a pytest test)::
+
+    .venv/bin/python bench/inventory.py            # 50 ECR repos x ~1,000 images, 20 OCI repos x ~200 tags
+    .venv/bin/python bench/inventory.py --quick    # a small smoke run
+
+What it measures, all on local services started here and stopped at the end:
+
+1. ECR (moto in this process, AWS-like paging shim): ``EcrRegistry.list_repositories`` then
+   ``list_images`` per repository; requests by API operation against the least AWS allows
+   (pages of 1,000; plus ``batch_get_image`` at 100 ids for image indexes).
+2. OCI (Debian's CNCF distribution 2.8): ``OciRegistry`` at concurrency 8 and 1; requests by
+   operation against the least the distribution API allows (list pages + one manifest GET per
+   tag + one per untagged manifest reached through an index) and against the goal "one
+   manifest request per unique digest plus list pages"; peak requests in flight.
+3. skopeo as a user runs it: ``list-tags`` per repository then ``inspect`` per tag, timed
+   (on every repository unless ``--skopeo-repos N`` asks for a subset, then extrapolated).
+
+Every figure printed is measured in the run; nothing is hard-coded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python bench/inventory.py``: make ``include`` importable
+    sys.path.insert(0, str(ROOT))
+
+for _key, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+import boto3  # noqa: E402
+from botocore.config import Config as BotoConfig  # noqa: E402
+
+from include.registry_ops.clients import RETRIES  # noqa: E402
+from include.registry_ops.devstack.fleet import RepoSpec, make_fleet  # noqa: E402
+from include.registry_ops.devstack.seed import seed_ecr, seed_oci  # noqa: E402
+from include.registry_ops.devstack.services import MotoService, RegistryService  # noqa: E402
+from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
+from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
+
+REGION = "us-east-1"
+WIDTH = 100
+
+
+@dataclass(frozen=True)
+class Sizes:
+    ecr_repos: int
+    ecr_images_per_repo: int  # make_fleet's per-repository target (it may overshoot by up to 4)
+    oci_repos: int
+    oci_tags_per_repo: int
+    skopeo_repos: int | None  # None: every repository
+    ecr_layer_scale: float = 0.0001
+    oci_layer_scale: float = 0.001
+
+
+QUICK = Sizes(ecr_repos=5, ecr_images_per_repo=1200, oci_repos=3, oci_tags_per_repo=40, skopeo_repos=None)
+# 996 so that make_fleet's overshoot (at most 4 manifests) keeps every repository at <= 1,000.
+# skopeo runs on every repository by default (~4,000 invocations at ~35 ms: minutes, not hours);
+# --skopeo-repos N times a subset and extrapolates.
+FULL = Sizes(ecr_repos=50, ecr_images_per_repo=996, oci_repos=20, oci_tags_per_repo=200, skopeo_repos=None)
+
+
+# -- report helpers ---------------------------------------------------------------------------
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def note(line: str) -> None:
+    """Progress, on stderr so the report on stdout stays clean."""
+    print(f"[bench] {line}", file=sys.stderr, flush=True)
+
+
+def title(text: str) -> None:
+    out()
+    out("=" * WIDTH)
+    out(text)
+    out("=" * WIDTH)
+
+
+def row(label: str, value: Any, comment: str = "") -> None:
+    text = f"  {label:<46} {value!s:>16}"
+    out(f"{text}   {comment}" if comment else text)
+
+
+def ops_table(counts: Counter[str], comments: dict[str, str] | None = None) -> None:
+    comments = comments or {}
+    out(f"  {'requests by operation':<46} {'count':>16}")
+    out(f"  {'-' * 46} {'-' * 16}")
+    for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        row(f"  {op}", f"{n:,}", comments.get(op, ""))
+    row("  total", f"{sum(counts.values()):,}")
+
+
+def secs(t: float) -> str:
+    return f"{t:,.2f} s"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "n/a"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def version_of(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({type(exc).__name__})"
+    return (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr).strip() else "?"
+
+
+def header(args: argparse.Namespace, sizes: Sizes) -> None:
+    title("registry-ops inventory listing bench" + ("  (--quick)" if args.quick else ""))
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mem = ""
+    try:
+        kb = next(
+            int(x.split()[1])
+            for x in Path("/proc/meminfo").read_text().splitlines()
+            if x.startswith("MemTotal")
+        )
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        mem = "?"
+    row("date (UTC)", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
+    row("nproc (usable CPUs / os.cpu_count)", f"{affinity} / {os.cpu_count()}")
+    row("memory", mem)
+    row("python", platform.python_version(), sys.executable)
+    row("platform", platform.machine(), platform.platform())
+    for pkg in ("moto", "boto3", "botocore", "requests"):
+        try:
+            row(pkg, metadata.version(pkg))
+        except metadata.PackageNotFoundError:
+            row(pkg, "not installed")
+    out(f"  {'docker-registry':<46} {version_of(['docker-registry', '--version'])}")
+    out(f"  {'skopeo':<46} {version_of(['skopeo', '--version'])}")
+    out(
+        f"  sizes: ECR {sizes.ecr_repos} repos x ~{sizes.ecr_images_per_repo:,} images;"
+        f" OCI {sizes.oci_repos} repos x ~{sizes.oci_tags_per_repo} tags;"
+        f" skopeo on {sizes.skopeo_repos or 'all'} OCI repos"
+    )
+
+
+# -- ECR ----------------------------------------------------------------------------------------
+@dataclass
+class EcrResult:
+    wall: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)
+    images: int = 0
+
+
+def bench_ecr(moto: MotoService, sizes: Sizes) -> EcrResult:
+    note(f"ECR: building fleet {sizes.ecr_repos} x ~{sizes.ecr_images_per_repo} ...")
+    fleet, t_fleet = timed(
+        lambda: make_fleet(
+            seed=7,
+            repositories=sizes.ecr_repos,
+            images=sizes.ecr_repos * sizes.ecr_images_per_repo,
+            layer_scale=sizes.ecr_layer_scale,
+            prefix="bench/",
+        )
+    )
+    seeded_per_repo = {r.name: len(r.manifests) for r in fleet}
+    seeded_kinds = Counter(m.kind for r in fleet for m in r.manifests)
+    client = boto3.client(
+        "ecr", endpoint_url=moto.endpoint, region_name=REGION, config=BotoConfig(retries=RETRIES)
+    )
+    note("ECR: seeding moto ...")
+    t = time.perf_counter()
+    seeded = seed_ecr(client, fleet, REGION)
+    t_seed = time.perf_counter() - t
+    del fleet
+    gc.collect()
+
+    reg = EcrRegistry("ecr-bench", client)
+    note("ECR: listing ...")
+
+    def listing() -> dict[str, list[dict[str, Any]]]:
+        repos = reg.list_repositories()
+        return {r: reg.list_images(r) for r in repos}
+
+    listed, wall = timed(listing)
+    res = EcrResult(wall=wall, counts=Counter(reg.requests.counts))
+    per_repo = {r: len(recs) for r, recs in listed.items()}
+    indexes = {r: sum(1 for x in recs if x["kind"] == "index") for r, recs in listed.items()}
+    res.images = sum(per_repo.values())
+    kinds = Counter(x["kind"] for recs in listed.values() for x in recs)
+
+    repos = len(listed)
+    least_repo_pages = max(1, ceil_div(repos, PAGE))
+    least_image_pages = sum(max(1, ceil_div(n, PAGE)) for n in per_repo.values())
+    least_plain = least_repo_pages + least_image_pages
+    least_index_calls = sum(ceil_div(n, BATCH) for n in indexes.values())
+    least_with_index = least_plain + least_index_calls
+    actual = sum(res.counts.values())
+
+    title(f"1. ECR on moto: {repos} repositories, EcrRegistry (page size {reg.page_size})")
+    row("fleet generation (make_fleet)", secs(t_fleet))
+    row("seeding (seed_ecr into moto's backend)", secs(t_seed), f"{seeded:,} images")
+    row(
+        "images per repository (seeded min..max)",
+        f"{min(seeded_per_repo.values()):,}..{max(seeded_per_repo.values()):,}",
+    )
+    row("images per repository (listed min..max)", f"{min(per_repo.values()):,}..{max(per_repo.values()):,}")
+    mismatch = [r for r in seeded_per_repo if per_repo.get(r) != seeded_per_repo[r]]
+    row(
+        "repositories listed / seeded",
+        f"{repos} / {len(seeded_per_repo)}",
+        "MISMATCH: " + ", ".join(mismatch[:5]) if mismatch else "all counts match",
+    )
+    row(
+        "images listed",
+        f"{res.images:,}",
+        "by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())),
+    )
+    row("  (seeded by kind)", "", ", ".join(f"{k} {v:,}" for k, v in sorted(seeded_kinds.items())))
+    row(
+        "wall time (list_repositories + list_images)",
+        secs(wall),
+        f"{res.images / wall:,.0f} images/s" if wall else "",
+    )
+    out()
+    ops_table(
+        res.counts,
+        {
+            "DescribeRepositories": f"least {least_repo_pages} (ceil({repos}/{PAGE}))",
+            "DescribeImages": f"least {least_image_pages} (sum of ceil(n/{PAGE}) per repo)",
+            "BatchGetImage": f"least {least_index_calls} (sum of ceil(indexes/{BATCH}) per repo;"
+            f" {sum(indexes.values()):,} indexes)",
+        },
+    )
+    out()
+    row("requests per image", f"{actual / res.images:.5f}" if res.images else "n/a")
+    row(
+        "least, issue's definition (list pages only)",
+        f"{least_plain:,}",
+        f"{least_repo_pages} + {least_image_pages}",
+    )
+    row(
+        "least incl. batch_get_image for indexes",
+        f"{least_with_index:,}",
+        f"{least_plain} + {least_index_calls}",
+    )
+    row("actual / least (issue's definition)", ratio(actual, least_plain))
+    row("actual / least incl. index reads", ratio(actual, least_with_index))
+    if actual == least_with_index:
+        verdict = "the run hit the least INCLUDING the batch_get_image index reads"
+    elif actual == least_plain:
+        verdict = "the run hit the issue's least (no index reads)"
+    else:
+        verdict = f"NEITHER least hit: {actual - least_with_index:+,} requests vs the least incl. index reads"
+    row("verdict", "", verdict)
+    retries = actual - (
+        res.counts["DescribeRepositories"] + res.counts["DescribeImages"] + res.counts["BatchGetImage"]
+    )
+    if retries:
+        row("other operations", f"{retries:,}", "see the table above")
+    return res
+
+
+# -- OCI ----------------------------------------------------------------------------------------
+def oci_fleet(sizes: Sizes) -> tuple[list[RepoSpec], float]:
+    """make_fleet with ample manifests, each repository cut to the first ~N tags.
+
+    make_fleet gives about 1.x tags per manifest in plain repositories but ~0.6 in multi-arch
+    ones (two untagged children per index), so a uniform ``images`` would give uneven tag counts.
+    The cut keeps a prefix of the repository's manifests ending at a tagged one (children come
+    before their index, so no index loses a child) and moves ``latest`` to the newest release
+    kept.
+    """
+    want = sizes.oci_tags_per_repo
+    fleet, t = timed(
+        lambda: make_fleet(
+            seed=11,
+            repositories=sizes.oci_repos,
+            images=sizes.oci_repos * max(want * 2, 10),
+            layer_scale=sizes.oci_layer_scale,
+            prefix="bench/",
+        )
+    )
+    for repo in fleet:
+        for m in repo.manifests:
+            if "latest" in m.tags:
+                m.tags.remove("latest")
+        kept, n = [], 0
+        for m in repo.manifests:
+            kept.append(m)
+            n += len(m.tags)
+            if n >= want:
+                break
+        releases = [
+            m for m in kept if m.kind != "referrer" and any(t[0].isdigit() and "." in t for t in m.tags)
+        ]
+        if releases:
+            releases[-1].tags.append("latest")
+            releases[-1].tags.sort()
+        repo.manifests = kept
+    return fleet, t
+
+
+class InFlight:
+    """Wraps a requests.Session's ``request`` to record the peak number of concurrent calls."""
+
+    def __init__(self, session: Any) -> None:
+        self._orig = session.request
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+        session.request = self._request
+
+    def _request(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            return self._orig(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+@dataclass
+class OciRun:
+    concurrency: int
+    wall: float
+    counts: Counter[str]
+    peak: int
+    records: dict[str, list[dict[str, Any]]]
+    repo_wall: dict[str, float]
+    page_size: int
+
+
+def list_oci(url: str, concurrency: int) -> OciRun:
+    reg = OciRegistry("oci-bench", url, concurrency=concurrency)
+    flight = InFlight(reg.session)
+    repo_wall: dict[str, float] = {}
+
+    def listing() -> dict[str, list[dict[str, Any]]]:
+        recs = {}
+        for r in reg.list_repositories():
+            recs[r], repo_wall[r] = timed(lambda r=r: reg.list_images(r))
+        return recs
+
+    records, wall = timed(listing)
+    return OciRun(
+        concurrency, wall, Counter(reg.requests.counts), flight.peak, records, repo_wall, reg.page_size
+    )
+
+
+@dataclass
+class OciFacts:
+    repos: int
+    tags: int
+    unique: int
+    untagged_reached: int
+    tags_per_repo: dict[str, int]
+
+
+def oci_facts(run: OciRun) -> OciFacts:
+    tags_per_repo = {r: sum(len(x["tags"]) for x in recs) for r, recs in run.records.items()}
+    return OciFacts(
+        repos=len(run.records),
+        tags=sum(tags_per_repo.values()),
+        unique=sum(len(recs) for recs in run.records.values()),
+        untagged_reached=sum(1 for recs in run.records.values() for x in recs if not x["tags"]),
+        tags_per_repo=tags_per_repo,
+    )
+
+
+def bench_oci(svc: RegistryService, sizes: Sizes) -> tuple[OciRun, OciFacts]:
+    note(f"OCI: building fleet {sizes.oci_repos} x ~{sizes.oci_tags_per_repo} tags ...")
+    fleet, t_fleet = oci_fleet(sizes)
+    pushed = sum(len(r.manifests) for r in fleet)
+    reachable = 0  # what the distribution API can reach: tagged manifests and their index children
+    for r in fleet:
+        seen = {m.digest for m in r.manifests if m.tags}
+        seen.update(c for m in r.manifests if m.tags for c in m.children)
+        reachable += len(seen)
+    note(f"OCI: seeding {pushed:,} manifests through the registry API ...")
+    seeder = OciRegistry("seed", svc.url)
+    t = time.perf_counter()
+    seed_oci(seeder, fleet)
+    t_seed = time.perf_counter() - t
+    seed_requests = seeder.requests.total
+    del fleet
+    gc.collect()
+
+    note("OCI: listing at concurrency 8 ...")
+    c8 = list_oci(svc.url, 8)
+    note("OCI: listing at concurrency 1 ...")
+    c1 = list_oci(svc.url, 1)
+    note("OCI: listing at concurrency 8 again (order check) ...")
+    c8b = list_oci(svc.url, 8)
+    f = oci_facts(c8)
+
+    list_pages = c8.counts["catalog"] + c8.counts["tags_list"]
+    least_list_pages = max(1, ceil_div(f.repos, c8.page_size)) + f.repos  # distribution 2.8: one tags page
+    manifest_reqs = c8.counts["manifest_get"] + c8.counts["manifest_head"]
+    least_manifests = f.tags + f.untagged_reached
+    least = least_list_pages + least_manifests
+    goal = least_list_pages + f.unique
+    actual = sum(c8.counts.values())
+
+    title(
+        f"2. OCI on distribution: {f.repos} repositories, OciRegistry"
+        f" (concurrency 8, page size {c8.page_size})"
+    )
+    row("fleet generation (make_fleet + cut to ~N tags)", secs(t_fleet))
+    row(
+        "seeding (seed_oci, through the API)",
+        secs(t_seed),
+        f"{pushed:,} manifests, {seed_requests:,} requests",
+    )
+    row(
+        "pushed manifests the API cannot reach",
+        f"{pushed - reachable:,}",
+        "untagged, no tagged index parent: not listable",
+    )
+    row(
+        "reachable manifests (seeded) / listed",
+        f"{reachable:,} / {f.unique:,}",
+        "match" if reachable == f.unique else "MISMATCH",
+    )
+    tpr = f.tags_per_repo.values()
+    row("tags per repository (min..max, mean)", f"{min(tpr)}..{max(tpr)}", f"mean {f.tags / f.repos:.1f}")
+    row("tags listed", f"{f.tags:,}")
+    row("unique digests listed (per repository)", f"{f.unique:,}", f"{f.tags / f.unique:.2f} tags per digest")
+    row("  of which untagged (index children)", f"{f.untagged_reached:,}")
+    row("wall time, concurrency 8", secs(c8.wall), f"{f.unique / c8.wall:,.0f} digests/s" if c8.wall else "")
+    out()
+    ops_table(
+        c8.counts,
+        {
+            "manifest_get": "one per tag + one per untagged child",
+            "catalog": "list page",
+            "tags_list": "list page",
+            "blob_get": "image config blobs (read_configs=True: platform, created)",
+            "referrers": "referrers API probe (once per registry; 404 on distribution 2.8)",
+        },
+    )
+    out()
+    row("list pages (catalog + tags_list)", f"{list_pages:,}", f"least {least_list_pages:,}")
+    row(
+        "manifest requests",
+        f"{manifest_reqs:,}",
+        f"least {least_manifests:,} = {f.tags:,} tags + {f.untagged_reached:,} untagged",
+    )
+    row("manifest requests per unique digest", f"{manifest_reqs / f.unique:.3f}" if f.unique else "n/a")
+    row("requests per unique digest (all operations)", f"{actual / f.unique:.3f}" if f.unique else "n/a")
+    out()
+    row(
+        "least possible: list pages + tags + untagged",
+        f"{least:,}",
+        "no bulk tag->digest call in the API: one request per tag",
+    )
+    row("actual (all operations) / least", ratio(actual, least))
+    row("actual manifest requests / least manifest", ratio(manifest_reqs, least_manifests))
+    row("issue's goal: list pages + 1 per unique digest", f"{goal:,}")
+    row("actual (all operations) / goal", ratio(actual, goal))
+    row("actual (list pages + manifests) / goal", ratio(list_pages + manifest_reqs, goal))
+    row("least possible / goal", ratio(least, goal), "> 1: the goal is below what the API allows")
+    extra = {op: n for op, n in c8.counts.items() if op not in ("catalog", "tags_list", "manifest_get")}
+    if extra:
+        row(
+            "requests beyond list pages + manifests",
+            f"{sum(extra.values()):,}",
+            ", ".join(f"{op} {n:,}" for op, n in sorted(extra.items())),
+        )
+    out()
+    out("  concurrency check (the same listing, fresh OciRegistry each time)")
+    for run in (c8, c1, c8b):
+        row(
+            f"  concurrency {run.concurrency}: wall / peak in flight",
+            f"{secs(run.wall)} / {run.peak}",
+            f"{sum(run.counts.values()):,} requests"
+            + ("" if run.counts == c8.counts else " (DIFFERENT counts)"),
+        )
+    row("speedup concurrency 8 vs 1 (first c8 run)", f"{c1.wall / c8.wall:.2f}x" if c8.wall else "n/a")
+    row("speedup concurrency 8 vs 1 (repeat c8 run)", f"{c1.wall / c8b.wall:.2f}x" if c8b.wall else "n/a")
+    concurrent = c8.peak > 1
+    row(
+        "requests issued concurrently?",
+        "yes" if concurrent else "NO",
+        f"peak {c8.peak} requests in flight at concurrency 8, {c1.peak} at concurrency 1",
+    )
+    return c8, f
+
+
+# -- skopeo -------------------------------------------------------------------------------------
+@dataclass
+class SkopeoResult:
+    repos: list[str]
+    list_calls: int = 0
+    inspect_calls: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    t_list: float = 0.0
+    t_inspect: float = 0.0
+    tags_seen: int = 0
+
+
+def skopeo(args: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    return timed(lambda: subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120))
+
+
+def debug_requests(ref: str) -> tuple[Counter[str], int]:
+    """HTTP requests one ``skopeo inspect`` issues, from its --debug log (one sample)."""
+    p, _ = skopeo(["--debug", "inspect", "--tls-verify=false", ref])
+    kinds: Counter[str] = Counter()
+    for line in p.stderr.splitlines():
+        if 'msg="GET ' in line or 'msg="HEAD ' in line:
+            url = line.split('msg="', 1)[1].split('"', 1)[0].split(" ", 1)[1]
+            if url.endswith("/v2/"):
+                kinds["ping " + url.split("://")[0]] += 1
+            elif "/manifests/" in url:
+                kinds["manifest"] += 1
+            elif "/blobs/" in url:
+                kinds["blob"] += 1
+            elif "/tags/list" in url:
+                kinds["tags/list"] += 1
+            else:
+                kinds["other"] += 1
+    return kinds, p.returncode
+
+
+def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Sizes) -> None:
+    host = svc.url.split("://", 1)[1]
+    all_repos = sorted(ours.records)
+    subset = all_repos if sizes.skopeo_repos is None else all_repos[: sizes.skopeo_repos]
+    res = SkopeoResult(subset)
+    note(f"skopeo: list-tags + inspect per tag on {len(subset)} repositories ...")
+    first_error: dict[str, str] = {}
+    for repo in subset:
+        p, t = skopeo(["list-tags", "--tls-verify=false", f"docker://{host}/{repo}"])
+        res.list_calls += 1
+        res.t_list += t
+        if p.returncode:
+            res.failures["list-tags"] += 1
+            first_error.setdefault(
+                "list-tags", p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
+            )
+            continue
+        tags = json.loads(p.stdout).get("Tags") or []
+        res.tags_seen += len(tags)
+        for tag in tags:
+            p, t = skopeo(["inspect", "--tls-verify=false", f"docker://{host}/{repo}:{tag}"])
+            res.inspect_calls += 1
+            res.t_inspect += t
+            if p.returncode:
+                res.failures["inspect"] += 1
+                first_error.setdefault(
+                    "inspect", p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
+                )
+
+    # one --debug sample each for a plain image tag and an index tag, to show what an inspect costs
+    samples: dict[str, str] = {}
+    for recs_repo in subset:
+        for x in ours.records[recs_repo]:
+            if x["tags"] and x["kind"] in ("image", "index") and x["kind"] not in samples:
+                samples[x["kind"]] = f"docker://{host}/{recs_repo}:{x['tags'][0]}"
+    sample_counts = {k: debug_requests(ref) for k, ref in sorted(samples.items())}
+
+    our_subset = sum(ours.repo_wall[r] for r in subset)
+    our_subset_tags = sum(facts.tags_per_repo[r] for r in subset)
+    sk_subset = res.t_list + res.t_inspect
+    full = len(subset) == len(all_repos)
+    if full:
+        sk_total = sk_subset
+    else:  # per-repository list-tags time x repositories + per-inspect time x all tags
+        sk_total = res.t_list / max(res.list_calls, 1) * len(all_repos) + (
+            res.t_inspect / max(res.inspect_calls, 1) * facts.tags
+        )
+
+    scope = "all" if full else f"{len(subset)} of {len(all_repos)}"
+    title(f"3. skopeo as a user runs it: list-tags per repository, inspect per tag ({scope} repositories)")
+    row(
+        "repositories run", f"{len(subset)} / {len(all_repos)}", ", ".join(subset) if len(subset) <= 4 else ""
+    )
+    row("tags (skopeo list-tags / our listing)", f"{res.tags_seen:,} / {our_subset_tags:,}")
+    row("skopeo list-tags invocations / time", f"{res.list_calls:,} / {secs(res.t_list)}")
+    row("skopeo inspect invocations / time", f"{res.inspect_calls:,} / {secs(res.t_inspect)}")
+    row("mean time per inspect", f"{res.t_inspect / max(res.inspect_calls, 1) * 1000:,.0f} ms")
+    row("skopeo invocations, total", f"{res.list_calls + res.inspect_calls:,}")
+    fails = sum(res.failures.values())
+    row(
+        "skopeo invocations that failed", f"{fails:,}", "; ".join(f"{k}: {v}" for k, v in first_error.items())
+    )
+    for kind, (counts, rc) in sample_counts.items():
+        row(
+            f"HTTP requests in one inspect of an {kind} tag",
+            f"{sum(counts.values())}",
+            ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + (f" (exit {rc})" if rc else ""),
+        )
+    out()
+    row("skopeo time on these repositories", secs(sk_subset), "measured")
+    row("our time on these repositories (c=8 run)", secs(our_subset), "measured, list_images only")
+    row("ratio skopeo / ours on these repositories", ratio(sk_subset, our_subset))
+    if full:
+        row("skopeo time, whole registry", secs(sk_total), "measured (every repository run)")
+    else:
+        row(
+            "skopeo time, whole registry",
+            secs(sk_total),
+            f"EXTRAPOLATED from {len(subset)} repositories: mean list-tags x {len(all_repos)} repos"
+            f" + mean inspect x {facts.tags:,} tags",
+        )
+    row("our time, whole registry (concurrency 8)", secs(ours.wall), "measured")
+    row("ratio skopeo / ours, whole registry", ratio(sk_total, ours.wall), "" if full else "(extrapolated)")
+
+
+# -- main -----------------------------------------------------------------------------------------
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for a fast smoke run")
+    parser.add_argument(
+        "--skopeo-repos",
+        type=int,
+        default=None,
+        help="run skopeo on only this many OCI repositories and extrapolate (default: all)",
+    )
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    sizes = QUICK if args.quick else FULL
+    if args.skopeo_repos is not None:
+        sizes = Sizes(**{**sizes.__dict__, "skopeo_repos": args.skopeo_repos or None})
+    if not shutil.which("skopeo"):
+        raise SystemExit("skopeo not found (apt-get install skopeo)")
+
+    header(args, sizes)
+    t0 = time.perf_counter()
+    moto: MotoService | None = None
+    svc: RegistryService | None = None
+    try:
+        note("starting moto ...")
+        moto = MotoService().start()
+        ecr = bench_ecr(moto, sizes)
+        moto.stop()
+        moto = None
+        note("starting docker-registry ...")
+        svc = RegistryService().start()
+        oci, facts = bench_oci(svc, sizes)
+        bench_skopeo(svc, oci, facts, sizes)
+    finally:
+        if moto is not None:
+            moto.stop()
+        if svc is not None:
+            svc.stop()
+
+    title("summary")
+    row("ECR: images / requests / wall", f"{ecr.images:,} / {sum(ecr.counts.values()):,} / {secs(ecr.wall)}")
+    row(
+        "OCI: digests / requests / wall (c=8)",
+        f"{facts.unique:,} / {sum(oci.counts.values()):,} / {secs(oci.wall)}",
+    )
+    row("bench total wall time", secs(time.perf_counter() - t0), "incl. fleet generation, seeding, skopeo")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

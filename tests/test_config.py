@@ -1,0 +1,95 @@
+"""The config model: the shipped file is valid; each kind of mistake names file, key and problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.registry_ops.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+
+GOOD = {
+    "registries": [
+        {
+            "name": "prod-ecr",
+            "kind": "ecr",
+            "conn_id": "aws_prod",
+            "region": "eu-west-1",
+            "include": ["team-*/*"],
+            "exclude": ["*/scratch-*"],
+        },
+        {"name": "harbor", "kind": "oci", "conn_id": "harbor", "url": "https://harbor.example.com"},
+    ],
+    "storage": {"bucket": "ops-bucket"},
+}
+
+
+def test_shipped_config_is_valid():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert [r.kind for r in cfg.registries] == ["ecr", "oci"]
+    assert cfg.storage.prefixes.inventory == "inventory/"
+
+
+def test_globs_include_and_exclude():
+    reg = parse_config(GOOD).registries[0]
+    assert reg.wants("team-a/api")
+    assert not reg.wants("team-a/scratch-1")
+    assert not reg.wants("other/api")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where", "problem"),
+    [
+        (lambda c: c["registries"][1].update(kind="quay"), "registries[1].kind", "'ecr' or 'oci'"),
+        (lambda c: c["registries"][0].pop("conn_id"), "registries[0].conn_id", "Field required"),
+        (lambda c: c["registries"][0].update(url="https://x"), "registries[0]", "'url' applies to kind"),
+        (lambda c: c["registries"][1].update(region="us-east-1"), "registries[1]", "'region' and"),
+        (lambda c: c["registries"][0].update(name="Bad Name"), "registries[0].name", "pattern"),
+        (lambda c: c["registries"][1].update(name="prod-ecr"), "<top level>", "repeated: prod-ecr"),
+        (lambda c: c["storage"].update(bucket="UPPER"), "storage.bucket", "pattern"),
+        (lambda c: c.update(registries=[]), "registries", "at least 1"),
+        (lambda c: c.update(extra_key=1), "extra_key", "Extra inputs are not permitted"),
+        (lambda c: c["registries"][0].update(registry_id="12"), "registries[0].registry_id", "pattern"),
+    ],
+)
+def test_each_mistake_names_file_key_and_problem(tmp_path, mutate, where, problem):
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(GOOD)
+    mutate(data)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert f"{path}: {where}" in msg and problem in msg
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("registries:\n  - name: a\n    kind: [ecr\n")
+    with pytest.raises(ConfigError, match=rf"{path}: not valid YAML at line \d+"):
+        load_config(path)
+
+
+def test_missing_file_and_wrong_top_level(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(path)
+
+
+def test_unknown_registry_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown registry 'nope' \(configured: prod-ecr, harbor\)"):
+        parse_config(GOOD).registry("nope")
+
+
+def test_env_var_selects_the_file(tmp_path, monkeypatch):
+    import yaml
+
+    path = tmp_path / "env.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(path))
+    assert load_config().source == str(path)
