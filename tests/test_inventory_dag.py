@@ -9,7 +9,7 @@ import pytest
 
 from include.registry_ops import schema
 from include.registry_ops.inventory import latest_snapshot
-from tests.conftest import BUCKET
+from tests.conftest import BUCKET, OCI_PASSWORD
 from tests.fleet_expect import all_ecr, visible_oci
 
 
@@ -20,10 +20,13 @@ def inventory_dag():
     return DagBag(dag_folder="dags").dags["registry_inventory"]
 
 
-def test_inventory_run_matches_the_seeded_fleet(airflow_db, seeded, config_file, s3, inventory_dag):
+def test_inventory_run_matches_the_seeded_fleet(airflow_db, seeded, config_file, s3, inventory_dag, capfd):
     from airflow.sdk import DagRunState
 
     dr = inventory_dag.test()
+    logs = capfd.readouterr()
+    assert "list_batch" in logs.out + logs.err  # the task logs were captured ...
+    assert OCI_PASSWORD not in logs.out + logs.err  # ... and hold no secret
     assert dr.state == DagRunState.SUCCESS, {ti.task_id: ti.state for ti in dr.get_task_instances()}
 
     pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="inventory/latest.json")["Body"].read())
