@@ -360,12 +360,38 @@ class OciRun:
     records: dict[str, list[dict[str, Any]]]
     repo_wall: dict[str, float]
     page_size: int
+    read_configs: bool
+    op_seconds: Counter[str]  # summed latency of OciRegistry.request calls, by operation
+    cpu_ours: float  # this process, all threads
+    cpu_registry: float  # the docker-registry process
 
 
-def list_oci(url: str, concurrency: int) -> OciRun:
-    reg = OciRegistry("oci-bench", url, concurrency=concurrency)
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process, from /proc (0.0 where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def list_oci(url: str, concurrency: int, registry_pid: int, read_configs: bool = True) -> OciRun:
+    reg = OciRegistry("oci-bench", url, concurrency=concurrency, read_configs=read_configs)
     flight = InFlight(reg.session)
     repo_wall: dict[str, float] = {}
+    op_seconds: Counter[str] = Counter()
+    lock = threading.Lock()
+    request = reg.request
+
+    def timed_request(method: str, path: str, op: str, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return request(method, path, op, **kwargs)
+        finally:
+            with lock:
+                op_seconds[op] += time.perf_counter() - t
+
+    reg.request = timed_request  # type: ignore[method-assign]
 
     def listing() -> dict[str, list[dict[str, Any]]]:
         recs = {}
@@ -373,9 +399,21 @@ def list_oci(url: str, concurrency: int) -> OciRun:
             recs[r], repo_wall[r] = timed(lambda r=r: reg.list_images(r))
         return recs
 
+    cpu0, reg0 = time.process_time(), proc_cpu(registry_pid)
     records, wall = timed(listing)
+    cpu_ours, cpu_reg = time.process_time() - cpu0, proc_cpu(registry_pid) - reg0
     return OciRun(
-        concurrency, wall, Counter(reg.requests.counts), flight.peak, records, repo_wall, reg.page_size
+        concurrency,
+        wall,
+        Counter(reg.requests.counts),
+        flight.peak,
+        records,
+        repo_wall,
+        reg.page_size,
+        read_configs,
+        op_seconds,
+        cpu_ours,
+        cpu_reg,
     )
 
 
@@ -418,11 +456,14 @@ def bench_oci(svc: RegistryService, sizes: Sizes) -> tuple[OciRun, OciFacts]:
     gc.collect()
 
     note("OCI: listing at concurrency 8 ...")
-    c8 = list_oci(svc.url, 8)
+    pid = svc._proc.pid if svc._proc else 0  # read only: CPU accounting of the registry process
+    c8 = list_oci(svc.url, 8, pid)
     note("OCI: listing at concurrency 1 ...")
-    c1 = list_oci(svc.url, 1)
+    c1 = list_oci(svc.url, 1, pid)
     note("OCI: listing at concurrency 8 again (order check) ...")
-    c8b = list_oci(svc.url, 8)
+    c8b = list_oci(svc.url, 8, pid)
+    note("OCI: listing at concurrency 8 with read_configs=False ...")
+    nocfg = list_oci(svc.url, 8, pid, read_configs=False)
     f = oci_facts(c8)
 
     list_pages = c8.counts["catalog"] + c8.counts["tags_list"]
@@ -460,16 +501,22 @@ def bench_oci(svc: RegistryService, sizes: Sizes) -> tuple[OciRun, OciFacts]:
     row("  of which untagged (index children)", f"{f.untagged_reached:,}")
     row("wall time, concurrency 8", secs(c8.wall), f"{f.unique / c8.wall:,.0f} digests/s" if c8.wall else "")
     out()
+    what = {
+        "manifest_get": "one per tag + one per untagged child",
+        "catalog": "list page",
+        "tags_list": "list page",
+        "blob_get": "image config blobs (read_configs=True)",
+        "referrers": "referrers API probe (404 on distribution 2.8)",
+    }
     ops_table(
         c8.counts,
         {
-            "manifest_get": "one per tag + one per untagged child",
-            "catalog": "list page",
-            "tags_list": "list page",
-            "blob_get": "image config blobs (read_configs=True: platform, created)",
-            "referrers": "referrers API probe (once per registry; 404 on distribution 2.8)",
+            op: f"mean {c8.op_seconds[op] / n * 1000:5.1f} ms, sum {c8.op_seconds[op]:6.1f} s;"
+            f" {what.get(op, '')}"
+            for op, n in c8.counts.items()
         },
     )
+    out("      (sum = latencies summed over all threads, so it can exceed the wall time)")
     out()
     row("list pages (catalog + tags_list)", f"{list_pages:,}", f"least {least_list_pages:,}")
     row(
@@ -499,13 +546,16 @@ def bench_oci(svc: RegistryService, sizes: Sizes) -> tuple[OciRun, OciFacts]:
             ", ".join(f"{op} {n:,}" for op, n in sorted(extra.items())),
         )
     out()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     out("  concurrency check (the same listing, fresh OciRegistry each time)")
-    for run in (c8, c1, c8b):
+    for label, run in (("concurrency 8, 1st", c8), ("concurrency 1", c1), ("concurrency 8, 2nd", c8b)):
         row(
-            f"  concurrency {run.concurrency}: wall / peak in flight",
+            f"  {label}: wall / peak in flight",
             f"{secs(run.wall)} / {run.peak}",
             f"{sum(run.counts.values()):,} requests"
-            + ("" if run.counts == c8.counts else " (DIFFERENT counts)"),
+            + ("" if run.counts == c8.counts else " (DIFFERENT counts)")
+            + f"; CPU ours {run.cpu_ours:.1f} s + registry {run.cpu_registry:.1f} s"
+            + f" = {(run.cpu_ours + run.cpu_registry) / (cpus * run.wall):.0%} of {cpus} CPUs",
         )
     row("speedup concurrency 8 vs 1 (first c8 run)", f"{c1.wall / c8.wall:.2f}x" if c8.wall else "n/a")
     row("speedup concurrency 8 vs 1 (repeat c8 run)", f"{c1.wall / c8b.wall:.2f}x" if c8b.wall else "n/a")
@@ -514,6 +564,19 @@ def bench_oci(svc: RegistryService, sizes: Sizes) -> tuple[OciRun, OciFacts]:
         "requests issued concurrently?",
         "yes" if concurrent else "NO",
         f"peak {c8.peak} requests in flight at concurrency 8, {c1.peak} at concurrency 1",
+    )
+    out()
+    out("  price of read_configs (the same listing at concurrency 8 with read_configs=False)")
+    row(
+        "  read_configs=False: wall / requests",
+        f"{secs(nocfg.wall)} / {sum(nocfg.counts.values()):,}",
+        ", ".join(f"{op} {n:,}" for op, n in sorted(nocfg.counts.items())),
+    )
+    row("  read_configs=False: actual / least", ratio(sum(nocfg.counts.values()), least))
+    row(
+        "  wall, read_configs True / False",
+        ratio(c8.wall, nocfg.wall),
+        f"mean of both c=8 runs: {ratio((c8.wall + c8b.wall) / 2, nocfg.wall)}",
     )
     return c8, f
 

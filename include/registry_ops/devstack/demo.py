@@ -42,6 +42,8 @@ def _airflow_env(port: int) -> None:
         REGISTRY_OPS_CONFIG=os.environ.get("REGISTRY_OPS_CONFIG", str(ROOT / "config" / "registry-ops.yaml")),
         GX_ANALYTICS_ENABLED="false",
         PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        # `airflow standalone` starts its components as `airflow ...`: the venv's bin first
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
 
 
