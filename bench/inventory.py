@@ -59,6 +59,7 @@ from include.registry_ops.clients import RETRIES  # noqa: E402
 from include.registry_ops.devstack.fleet import RepoSpec, make_fleet  # noqa: E402
 from include.registry_ops.devstack.seed import seed_ecr, seed_oci  # noqa: E402
 from include.registry_ops.devstack.services import MotoService, RegistryService  # noqa: E402
+from include.registry_ops.registries.base import REFERRER_TAG  # noqa: E402
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
 
@@ -591,15 +592,16 @@ class SkopeoResult:
     t_list: float = 0.0
     t_inspect: float = 0.0
     tags_seen: int = 0
+    failed_tags: Counter[str] = field(default_factory=Counter)  # failed inspects by tag form
 
 
 def skopeo(args: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
     return timed(lambda: subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120))
 
 
-def debug_requests(ref: str) -> tuple[Counter[str], int]:
-    """HTTP requests one ``skopeo inspect`` issues, from its --debug log (one sample)."""
-    p, _ = skopeo(["--debug", "inspect", "--tls-verify=false", ref])
+def debug_requests(command: str, ref: str) -> tuple[Counter[str], int]:
+    """HTTP requests one ``skopeo COMMAND`` issues, from its --debug log (one sample)."""
+    p, _ = skopeo(["--debug", command, "--tls-verify=false", ref])
     kinds: Counter[str] = Counter()
     for line in p.stderr.splitlines():
         if 'msg="GET ' in line or 'msg="HEAD ' in line:
@@ -642,6 +644,8 @@ def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Siz
             res.t_inspect += t
             if p.returncode:
                 res.failures["inspect"] += 1
+                m = REFERRER_TAG.match(tag)
+                res.failed_tags[f"*.{m.group(2)}" if m and m.group(2) else "other"] += 1
                 first_error.setdefault(
                     "inspect", p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
                 )
@@ -652,7 +656,13 @@ def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Siz
         for x in ours.records[recs_repo]:
             if x["tags"] and x["kind"] in ("image", "index") and x["kind"] not in samples:
                 samples[x["kind"]] = f"docker://{host}/{recs_repo}:{x['tags'][0]}"
-    sample_counts = {k: debug_requests(ref) for k, ref in sorted(samples.items())}
+    sample_counts = {k: debug_requests("inspect", ref) for k, ref in sorted(samples.items())}
+    list_sample = debug_requests("list-tags", f"docker://{host}/{subset[0]}")
+    tag_kinds = Counter(x["kind"] for r in subset for x in ours.records[r] for _ in x["tags"])
+    per_inspect = {k: sum(c.values()) for k, (c, _) in sample_counts.items()}
+    est_http = sum(list_sample[0].values()) * res.list_calls + sum(
+        n * per_inspect.get("index" if k == "index" else "image", 0) for k, n in tag_kinds.items()
+    )
 
     our_subset = sum(ours.repo_wall[r] for r in subset)
     our_subset_tags = sum(facts.tags_per_repo[r] for r in subset)
@@ -679,12 +689,31 @@ def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Siz
     row(
         "skopeo invocations that failed", f"{fails:,}", "; ".join(f"{k}: {v}" for k, v in first_error.items())
     )
+    if res.failed_tags:
+        att = sum(1 for r in subset for x in ours.records[r] for t in x["tags"] if t.endswith(".att"))
+        row(
+            "  failed inspects by tag form",
+            "",
+            ", ".join(f"{k} {v:,}" for k, v in sorted(res.failed_tags.items()))
+            + f" (the listing holds {att:,} *.att tags: in-toto attestations, empty config)",
+        )
     for kind, (counts, rc) in sample_counts.items():
         row(
             f"HTTP requests in one inspect of an {kind} tag",
             f"{sum(counts.values())}",
             ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + (f" (exit {rc})" if rc else ""),
         )
+    row(
+        "HTTP requests in one list-tags",
+        f"{sum(list_sample[0].values())}",
+        ", ".join(f"{k} {v}" for k, v in sorted(list_sample[0].items())),
+    )
+    row(
+        "skopeo HTTP requests, these repositories",
+        f"~{est_http:,}",
+        "ESTIMATED: the samples above x invocations (index tags at the index rate);"
+        f" ours: {sum(ours.counts.values()):,} for the whole registry",
+    )
     out()
     row("skopeo time on these repositories", secs(sk_subset), "measured")
     row("our time on these repositories (c=8 run)", secs(our_subset), "measured, list_images only")
