@@ -724,8 +724,8 @@ def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Siz
         row(
             "skopeo time, whole registry",
             secs(sk_total),
-            f"EXTRAPOLATED from {len(subset)} repositories: mean list-tags x {len(all_repos)} repos"
-            f" + mean inspect x {facts.tags:,} tags",
+            f"EXTRAPOLATED from {len(subset)} of {len(all_repos)} repos:"
+            f" mean list-tags x {len(all_repos)} repos + mean inspect x {facts.tags:,} tags",
         )
     row("our time, whole registry (concurrency 8)", secs(ours.wall), "measured")
     row("ratio skopeo / ours, whole registry", ratio(sk_total, ours.wall), "" if full else "(extrapolated)")

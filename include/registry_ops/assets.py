@@ -5,3 +5,5 @@ from them, so producer and consumers always agree.
 """
 
 INVENTORY = {"name": "registry_inventory_snapshot", "uri": "registry-ops://inventory/snapshot"}
+RETENTION = {"name": "registry_retention_summary", "uri": "registry-ops://retention/summary"}
+SCAN_FINDINGS = {"name": "registry_scan_findings", "uri": "registry-ops://scan/findings"}

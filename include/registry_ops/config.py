@@ -18,6 +18,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .retention.settings import RetentionConfig
+from .scan.settings import ScanConfig
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "registry-ops.yaml"
 CONFIG_ENV = "REGISTRY_OPS_CONFIG"
 
@@ -98,6 +101,8 @@ class Config(_Strict):
     storage: StorageConfig
     notifications: NotificationConfig = NotificationConfig()
     inventory: InventoryConfig = InventoryConfig()
+    retention: RetentionConfig = RetentionConfig()
+    scan: ScanConfig = ScanConfig()
     source: str = "<memory>"
 
     @model_validator(mode="after")

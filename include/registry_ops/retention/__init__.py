@@ -1,0 +1,2 @@
+"""Retention: ECR-compatible lifecycle policies plus extensions, planning, archive-before-delete
+execution and restore."""
