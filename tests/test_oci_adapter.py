@@ -42,6 +42,7 @@ def test_list_images_matches_what_the_api_can_reach(seeded, oci):
             assert rec["media_type"] == spec.media_type
             if spec.kind == "index":
                 assert rec["child_digests"] == spec.children
+                assert rec["created_at"] == spec.pushed_at  # its children's build time
                 assert rec["size_bytes"] == max(expected[c].size for c in spec.children)
             else:
                 assert rec["size_bytes"] == spec.size

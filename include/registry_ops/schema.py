@@ -16,7 +16,7 @@ A snapshot that does not match is refused by :func:`validate_frame` with the col
 | artifact_type | string | OCI `artifactType` or ECR `artifactMediaType`, else the config media type of referrers; null otherwise |
 | size_bytes | int64 | compressed bytes: config + layers for an image; for an index the largest child (ECR's rule) |
 | pushed_at | timestamp[UTC] | push time where the registry records it (ECR `imagePushedAt`); null for the distribution registry, which records none |
-| created_at | timestamp[UTC] | image config `created` (build time) where the manifest's config was read; null otherwise |
+| created_at | timestamp[UTC] | image config `created` (build time) where the manifest's config was read (an index: its newest child's); null otherwise |
 | last_pulled_at | timestamp[UTC] | last pull where the registry knows it (ECR `lastRecordedPullTime`, lags up to 24 h); null otherwise |
 | platform | string | `os/arch[/variant]` for platform images; null for indexes and artifacts |
 | parent_digests | list<string> | digests of the indexes in the same repository that list this manifest |

@@ -244,6 +244,7 @@ class OciRegistry(Registry):
         ]
         link_graph(records, children)
         index_size(records)
+        _index_created(records)
         return records
 
     def _referrers(
@@ -456,6 +457,15 @@ class OciRegistry(Registry):
             headers={"Content-Type": "application/octet-stream"},
         )
         return digest
+
+
+def _index_created(records: list[dict[str, Any]]) -> None:
+    """An index has no config of its own: its build time is its newest child's."""
+    created = {r["digest"]: r["created_at"] for r in records if r.get("created_at") is not None}
+    for r in records:
+        if r["kind"] == "index" and r.get("created_at") is None:
+            times = [created[c] for c in r["child_digests"] if c in created]
+            r["created_at"] = max(times) if times else None
 
 
 def _api_error(resp: requests.Response) -> str:
