@@ -13,3 +13,22 @@ class RetentionConfig(BaseModel):
     policy_file: str | None = Field(None, description="retention policy file (relative to the config file)")
     max_deletions_per_run: int = Field(500, ge=0)
     max_fraction_per_repository: float = Field(0.5, ge=0, le=1)
+    # -- execution (archive before delete, audit, restore) --------------------------------------
+    archive_layers: bool = Field(
+        False,
+        description="archive layers too, so archived images restore even after registry GC "
+        "(default for policies that do not set archive_layers themselves)",
+    )
+    archive_batch: int = Field(1000, ge=1, le=10000, description="images per archive pack (one S3 object)")
+    delete_batch: int = Field(100, ge=1, le=100, description="digests per delete call (ECR allows 100)")
+    runs_prefix: str = Field("retention/runs/", description="S3 prefix of per-run plans, journals, results")
+    audit_prefix: str = Field("retention/audit/", description="S3 prefix of the JSON-lines audit records")
+    usd_per_gb_month: float = Field(0.10, ge=0, description="storage price used for the savings figure")
+    in_use_file: str | None = Field(
+        None,
+        description="image references in use, one per line (relative to the config file); "
+        "the retention DAG and `retention apply` keep those images",
+    )
+    checkpoint_seconds: float = Field(
+        2.0, ge=0, description="journal saves between delete batches at most this often (0: every batch)"
+    )

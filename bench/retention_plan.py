@@ -1,0 +1,615 @@
+"""Retention planner bench: the vectorized planner against a straightforward per-image loop.
+
+Run from the repository root (not a pytest test)::
+
+    .venv/bin/python bench/retention_plan.py            # 1,000,000 images over 2,000 repositories
+    .venv/bin/python bench/retention_plan.py --quick    # 50,000 images over 100 repositories
+
+1. Builds a synthetic inventory with numpy/Arrow (no per-image Python loop): plain images with
+   semver, commit, ``dev-``, ``pr-`` and ``main``/``latest`` tags, untagged images, multi-arch
+   indexes with two untagged children each, cosign signatures (tag ``sha256-<hex>.sig``) and
+   OCI attestations (untagged, ``subject_digest``), push and pull times over a year. Tags are
+   Python lists, as ``read_inventory`` returns them.
+2. Plans it with a realistic policy (five ECR rules including a ``tagRegexList`` rule, an
+   override, exclusions, protected tags, semver keep, keep-if-pulled, untag-partial and an
+   in-use list of 1,000 references), timing the best of ``--repeat`` runs.
+3. Peak memory is the process's resident-set high-water mark (``resource.getrusage``
+   ``ru_maxrss``), read right after planning (before the loop runs); tracemalloc is not used
+   because it does not see Arrow's allocator. The RSS before planning is printed too.
+4. Runs the per-image loop planner below (same semantics, written as plainly as possible) and
+   asserts both produce the same action, rule priority and untag tags for every image.
+
+The loop planner is also the reference implementation the differential test
+(tests/retention/test_planner_differential.py) checks the vectorized planner against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import re
+import resource
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as ``python bench/retention_plan.py``: make ``include`` importable
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+
+from include.registry_ops.registries.base import OCI_INDEX, OCI_MANIFEST  # noqa: E402
+from include.registry_ops.retention import semver  # noqa: E402
+from include.registry_ops.retention.in_use import index_references  # noqa: E402
+from include.registry_ops.retention.planner import plan  # noqa: E402
+from include.registry_ops.retention.policy import (  # noqa: E402
+    PolicySet,
+    ResolvedPolicy,
+    Rule,
+    matcher_regex,
+    parse_policies,
+    tag_matches,
+)
+
+DAY_NS = 86_400 * 10**9
+NEWEST = np.iinfo(np.int64).max
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+
+# --------------------------------------------------------------------------- the loop planner
+
+
+def _ns(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(pd.Timestamp(value).value)
+
+
+def _glob_hit(entries: tuple[str, ...], tag: str) -> bool:
+    return any(re.search(matcher_regex(e), tag) for e in entries)
+
+
+def loop_plan(
+    inventory: pd.DataFrame, policies: PolicySet, now: datetime, in_use: set[str] | None = None
+) -> dict[tuple[str, str, str], tuple[str, int | None, list[str]]]:
+    """(registry, repository, digest) -> (action, rule priority, untag tags), one image at a time."""
+    now_ns = int(pd.Timestamp(now).value)
+    refs = index_references(in_use or ())
+    by_repo: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for rec in inventory.to_dict("records"):
+        by_repo[(rec.get("registry") or "", rec["repository"])].append(rec)
+    out: dict[tuple[str, str, str], tuple[str, int | None, list[str]]] = {}
+    for (registry, repo), images in by_repo.items():
+        policy = policies.resolve(repo, registry)
+        if policy is not None:
+            for digest, decision in _loop_repository(policy, repo, images, now_ns, refs).items():
+                out[(registry, repo, digest)] = decision
+    return out
+
+
+def _loop_repository(
+    pol: ResolvedPolicy, repo: str, images: list[dict[str, Any]], now: int, refs: Any
+) -> dict[str, tuple[str, int | None, list[str]]]:
+    info: dict[str, dict[str, Any]] = {}
+    for im in images:
+        pushed, created = _ns(im.get("pushed_at")), _ns(im.get("created_at"))
+        activated = _ns(im.get("last_activated_at"))
+        clock = activated if activated is not None else (pushed if pushed is not None else created)
+        last_pull = _ns(im.get("last_pulled_at"))
+        pulled = (
+            last_pull if last_pull is not None and (activated is None or last_pull > activated) else clock
+        )
+        storage = str(im.get("storage_class") or "").lower()
+        status = str(im.get("image_status") or "").upper()
+        tags = list(im.get("tags") or [])
+        kind = im.get("kind") or "image"
+        info[im["digest"]] = {
+            "tags": tags,
+            "kind": kind,
+            "clock": clock,
+            "pulled": pulled,
+            "last_pull": last_pull,
+            "archived_at": _ns(im.get("last_archived_at")),
+            "archived": storage.startswith("archive") or status == "ARCHIVED",
+            "parents": list(im.get("parent_digests") or []),
+            "subject": im.get("subject_digest") if isinstance(im.get("subject_digest"), str) else None,
+            "excluded": any(_glob_hit(pol.exclude_tags, t) for t in tags),
+        }
+    newest_first = sorted(
+        info, key=lambda d: (info[d]["clock"] if info[d]["clock"] is not None else NEWEST, d), reverse=True
+    )
+    gov: dict[str, Rule] = {}
+    acts: dict[str, bool] = {}
+    for rule in pol.rules:
+        selected = []
+        for d in newest_first:
+            im = info[d]
+            if (
+                im["kind"] == "referrer"
+                or im["excluded"]
+                or im["archived"] != (rule.storage_class == "archive")
+            ):
+                continue
+            if rule.tag_status == "untagged" and im["tags"]:
+                continue
+            if rule.tag_status == "tagged" and not all(
+                any(tag_matches(rule.tag_list or "", e, t) for t in im["tags"]) for e in rule.tags
+            ):
+                continue
+            selected.append(d)
+        for i, d in enumerate(selected):
+            if rule.count_type == "imageCountMoreThan":
+                verdict = i >= rule.count_number
+            else:
+                t = {"sinceImagePushed": "clock", "sinceImagePulled": "pulled"}.get(
+                    rule.count_type, "archived_at"
+                )
+                when = info[d][t]
+                verdict = when is not None and now - when > rule.count_number * DAY_NS
+            if d not in gov:
+                gov[d], acts[d] = rule, verdict
+    action = {d: "keep" for d in info}
+    prio: dict[str, int | None] = {d: None for d in info}
+    for d, rule in gov.items():
+        prio[d] = rule.priority
+        if acts[d]:
+            action[d] = "transition" if rule.action == "transition" else "expire"
+
+    # vetoes: digest level, then tag level
+    def digest_veto(d: str) -> bool:
+        im = info[d]
+        if pol.keep_in_use and any(not r or r == repo for r, _ in refs.digests.get(d, [])):
+            return True
+        if im["excluded"]:
+            return True
+        days = pol.keep_pulled_within_days
+        return bool(days and im["last_pull"] is not None and now - im["last_pull"] <= days * DAY_NS)
+
+    semver_kept = _loop_semver(pol, info) if pol.keep_semver else set()
+
+    def tag_protected(d: str, tag: str) -> bool:
+        if pol.keep_in_use and any(r == repo for r, _ in refs.tags.get(tag, [])):
+            return True
+        if _glob_hit(pol.protect_tags, tag):
+            return True
+        return (
+            d in semver_kept
+            and semver.parse(tag) is not None
+            and (pol.keep_semver.include_prerelease or semver.parse(tag).release)
+        )
+
+    untag: dict[str, list[str]] = {}
+    for d, rule in gov.items():
+        if action[d] == "keep":
+            continue
+        if digest_veto(d):
+            action[d] = "keep"
+            continue
+        tags = info[d]["tags"]
+        if rule.tag_status == "tagged" and rule.action == "expire" and pol.untag_partial:
+            matched = [t for t in tags if any(tag_matches(rule.tag_list or "", e, t) for e in rule.tags)]
+            removable = [t for t in matched if not tag_protected(d, t)]
+            if removable and len(removable) < len(tags):
+                action[d], untag[d] = "untag", removable
+                continue
+        if any(tag_protected(d, t) for t in tags):
+            action[d] = "keep"
+
+    def protected(d: str) -> bool:
+        return digest_veto(d) or any(tag_protected(d, t) for t in info[d]["tags"])
+
+    # indexes and their children
+    followed: set[str] = set()
+    for _ in range(8):
+        changed = False
+        for d, im in info.items():
+            if not im["parents"]:
+                continue
+            live = [p for p in im["parents"] if p not in info or action[p] in ("keep", "untag")]
+            if live and action[d] in ("expire", "transition"):
+                action[d] = "keep"
+                followed.discard(d)
+                changed = True
+            elif (
+                not live
+                and pol.children_follow_index
+                and not im["tags"]
+                and im["kind"] != "referrer"
+                and action[d] == "keep"
+                and not protected(d)
+                and d not in followed
+            ):
+                gone = [p for p in im["parents"]]
+                action[d] = "transition" if any(action[p] == "transition" for p in gone) else "expire"
+                prio[d] = prio[gone[0]]
+                followed.add(d)
+                changed = True
+        if not changed:
+            break
+    # referrers follow their subject
+    refs_rows = [d for d, im in info.items() if im["kind"] == "referrer" and im["subject"]]
+    for _ in range(8):
+        changed = False
+        for d in refs_rows:
+            subject = info[d]["subject"]
+            new = "expire" if subject not in info else action[subject]
+            new = new if new in ("expire", "transition") else "keep"
+            if new != "keep" and protected(d):
+                new = "keep"
+            if new != action[d]:
+                action[d], changed = new, True
+        if not changed:
+            break
+    for d in refs_rows:
+        subject = info[d]["subject"]
+        prio[d] = prio[subject] if subject in info and action[d] != "keep" else None
+    return {d: (action[d], prio[d], untag.get(d, [])) for d in info}
+
+
+def _loop_semver(pol: ResolvedPolicy, info: dict[str, dict[str, Any]]) -> set[str]:
+    cfg = pol.keep_semver
+    groups: dict[tuple[int, ...], list[tuple[Any, str]]] = defaultdict(list)
+    for d, im in info.items():
+        if im["kind"] == "referrer":
+            continue
+        versions = [v for v in map(semver.parse, im["tags"]) if v and (v.release or cfg.include_prerelease)]
+        if versions:
+            best = max(versions)
+            groups[best.group(cfg.per)].append((best, d))
+    kept: set[str] = set()
+    for members in groups.values():
+        members.sort(
+            key=lambda vd: (
+                vd[0].major,
+                vd[0].minor,
+                vd[0].patch,
+                vd[0].release,
+                info[vd[1]]["clock"] if info[vd[1]]["clock"] is not None else NEWEST,
+            ),
+            reverse=True,
+        )
+        kept.update(d for _, d in members[: cfg.keep])
+    return kept
+
+
+# --------------------------------------------------------------------------- synthetic inventory
+
+BENCH_POLICY = {
+    "version": 1,
+    "policies": [
+        {
+            "name": "services",
+            "repositories": ["*"],
+            "exclude_repositories": ["sandbox/*"],
+            "enabled": True,
+            "protect_tags": ["latest", "main"],
+            "exclude_tags": ["keep-*"],
+            "keep_semver": {"per": "minor", "keep": 2},
+            "keep_pulled_within_days": 14,
+            "untag_partial": True,
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": "releases: keep 30",
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPatternList": ["v*.*.*"],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": 30,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 2,
+                    "description": "PR builds: 14 days",
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagRegexList": [r"^pr-\d+$"],
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": 14,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 3,
+                    "description": "dev builds: keep 50",
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPrefixList": ["dev-"],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": 50,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 4,
+                    "description": "untagged: 7 days",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": 7,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 5,
+                    "description": "everything: keep 200",
+                    "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 200},
+                    "action": {"type": "expire"},
+                },
+            ],
+            "overrides": [
+                {
+                    "repositories": ["team1/*"],
+                    "keep_semver": {"per": "major", "keep": 3},
+                    "untag_partial": False,
+                }
+            ],
+        }
+    ],
+}
+
+
+def _hex_digests(rng: np.random.Generator, n: int) -> pa.Array:
+    raw = np.frombuffer(rng.bytes(32 * n), dtype=np.uint8).reshape(n, 32)
+    hexchars = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    out = np.empty((n, 71), dtype=np.uint8)
+    out[:, :7] = np.frombuffer(b"sha256:", dtype=np.uint8)
+    out[:, 7::2] = hexchars[raw >> 4]
+    out[:, 8::2] = hexchars[raw & 15]
+    arr = pa.array(out.view("S71").ravel())
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return arr.cast(pa.string())
+
+
+def _join(*parts: Any) -> pa.Array:
+    return pc.binary_join_element_wise(
+        *[p if isinstance(p, (pa.Array, pa.ChunkedArray)) else pa.scalar(p) for p in parts], ""
+    )
+
+
+def make_inventory(images: int, repositories: int, seed: int = 7) -> tuple[pd.DataFrame, set[str]]:
+    """A synthetic inventory (vectorized) and an in-use reference list for it."""
+    rng = np.random.default_rng(seed)
+    per = images // repositories
+    n = per * repositories
+    repo_i = np.repeat(np.arange(repositories), per)
+    j = np.tile(np.arange(per), repositories)
+    slot = j % 25
+    kind = np.full(n, "image", dtype=object)
+    kind[slot == 0] = "index"
+    kind[(slot == 1) | (slot == 2)] = "image"  # children of the index at slot 0
+    kind[(slot == 3) | (slot == 4)] = "referrer"  # signature of the index, attestation of the next image
+    digests = _hex_digests(rng, n)
+    d_np = np.asarray(digests.to_numpy(zero_copy_only=False), dtype=object)
+    idx0 = np.arange(n) - slot  # the index of this block of 25
+    is_child = (slot == 1) | (slot == 2)
+    # push times: one repository spans a year, newest last; children/referrers near their subject
+    step = 365 * DAY_NS // per
+    now = int(pd.Timestamp(NOW).value)
+    pushed = now - (per - j) * step + rng.integers(0, step // 2, n)
+    pushed[is_child] = pushed[idx0[is_child]]
+    subject = np.full(n, None, dtype=object)
+    subject[slot == 3] = d_np[idx0[slot == 3]]
+    subject[slot == 4] = d_np[np.minimum(np.arange(n) + 1, n - 1)[slot == 4]]
+    # tags: up to three slots per row
+    top = ~is_child & (slot != 3) & (slot != 4)
+    roll = rng.random(n)
+    commit = pc.utf8_slice_codeunits(digests, 60, 67)
+    major = rng.integers(0, 4, n)
+    minor = (j // 7) % 12
+    patch = j % 7
+    version = _join(
+        "v",
+        pc.cast(pa.array(major), pa.string()),
+        ".",
+        pc.cast(pa.array(minor), pa.string()),
+        ".",
+        pc.cast(pa.array(patch), pa.string()),
+    )
+    pr = _join("pr-", pc.cast(pa.array(rng.integers(1, 5000, n)), pa.string()))
+    dev = _join("dev-", commit)
+    release = top & (roll < 0.3)
+    devb = top & (roll >= 0.3) & (roll < 0.6)
+    prb = top & (roll >= 0.6) & (roll < 0.78)
+    keep = top & (roll >= 0.78) & (roll < 0.79)
+    # the rest of top rows (~21%) are untagged
+    s0 = pc.if_else(
+        pa.array(release), version, pc.if_else(pa.array(devb), dev, pc.if_else(pa.array(prb), pr, None))
+    )
+    s0 = pc.if_else(pa.array(keep), _join("keep-", commit), s0)
+    sig = _join("sha256-", pc.utf8_slice_codeunits(pa.array(subject[slot == 3].astype(str)), 7, 71), ".sig")
+    s0_np = np.asarray(s0.to_numpy(zero_copy_only=False), dtype=object)
+    s0_np[slot == 3] = np.asarray(sig.to_numpy(zero_copy_only=False), dtype=object)
+    s0 = pa.array(s0_np, type=pa.string())
+    s1 = pc.if_else(pa.array(release | (devb & (roll < 0.4))), commit, None)  # releases also carry the commit
+    extra = rng.random(n)
+    s2 = pc.if_else(pa.array(devb & (extra < 0.1)), "main", None)
+    s2 = pc.if_else(pa.array(release & (extra < 0.02)), "latest", s2)
+    s2 = pc.if_else(pa.array(prb & (extra < 0.3)), pc.utf8_slice_codeunits(dev, 0, 11), s2)
+    stacked = pa.concat_arrays([s0, s1.cast(pa.string()), s2.cast(pa.string())])
+    inter = (np.arange(n)[:, None] + np.array([0, n, 2 * n])[None, :]).ravel()
+    values = stacked.take(pa.array(inter))
+    valid = np.asarray(pc.is_valid(values)).reshape(n, 3)
+    offsets = np.r_[0, np.cumsum(valid.sum(axis=1))].astype(np.int32)
+    tags = pa.ListArray.from_arrays(pa.array(offsets), pc.drop_null(values))
+    pulled = pushed + (rng.random(n) * (now - pushed)).astype(np.int64)
+    pulled_mask = rng.random(n) < 0.5
+    sizes = rng.integers(5_000_000, 250_000_000, n)
+    media = np.where(kind == "index", OCI_INDEX, OCI_MANIFEST)
+    team = pc.cast(pa.array(repo_i % 40), pa.string())
+    app = pc.cast(pa.array(repo_i), pa.string())
+    repo_names = _join(pc.if_else(pa.array(repo_i % 97 == 5), "sandbox", _join("team", team)), "/app-", app)
+    frame = pd.DataFrame(
+        {
+            "registry": "ecr-prod",
+            "registry_kind": "ecr",
+            "repository": pd.array(repo_names, dtype="str"),
+            "digest": pd.array(digests, dtype="str"),
+            "tags": tags.to_pylist(),
+            "kind": kind,
+            "media_type": media,
+            "size_bytes": sizes,
+            "pushed_at": pd.to_datetime(pushed, utc=True).as_unit("us"),
+            "created_at": pd.NaT,
+            "last_pulled_at": pd.to_datetime(np.where(pulled_mask, pulled, np.iinfo(np.int64).min), utc=True),
+        }
+    )
+    parent_offsets = np.r_[0, np.cumsum(is_child)].astype(np.int32)
+    frame["parent_digests"] = pa.ListArray.from_arrays(
+        pa.array(parent_offsets), digests.take(pa.array(idx0[is_child]))
+    ).to_pylist()
+    is_index = slot == 0
+    child_offsets = np.r_[0, np.cumsum(is_index * 2)].astype(np.int32)
+    child_pos = (np.flatnonzero(is_index)[:, None] + np.array([1, 2])[None, :]).ravel()
+    frame["child_digests"] = pa.ListArray.from_arrays(
+        pa.array(child_offsets), digests.take(pa.array(child_pos))
+    ).to_pylist()
+    frame["subject_digest"] = subject
+    # in use: 1,000 references, half by tag (ECR URI), half by digest
+    pick = rng.choice(n, 1000, replace=False)
+    host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    refs = set()
+    names = frame["repository"].to_numpy()
+    for k, i in enumerate(pick):
+        t = frame["tags"].iat[i]
+        if k % 2 == 0 and t:
+            refs.add(f"{host}/{names[i]}:{t[0]}")
+        else:
+            refs.add(f"{host}/{names[i]}@{d_np[i]}")
+    return frame, refs
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_mb() -> float:
+    """ru_maxrss: the process's resident-set high-water mark (KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def hwm_mb() -> float | None:
+    """VmHWM: the resident-set high-water mark since the last reset (see ``reset_peak``)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> bool:
+    """Return freed heap to the OS and reset the high-water mark (Linux: clear_refs 5), so the
+    peak printed after planning is the planner's (plus the inventory), not the generator's."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="50,000 images over 100 repositories")
+    ap.add_argument("--images", type=int, help="images (default 1,000,000; 50,000 with --quick)")
+    ap.add_argument("--repositories", type=int, help="repositories (default 2,000; 100 with --quick)")
+    ap.add_argument("--repeat", type=int, default=3, help="planner runs; the best is reported")
+    ap.add_argument("--skip-loop", action="store_true", help="do not run the loop baseline")
+    args = ap.parse_args(argv)
+    images = args.images or (50_000 if args.quick else 1_000_000)
+    repos = args.repositories or (100 if args.quick else 2_000)
+    print(f"retention planner bench: {images:,} images over {repos:,} repositories")
+    print(
+        f"python {platform.python_version()}, pandas {pd.__version__}, pyarrow {pa.__version__}, "
+        f"numpy {np.__version__}, {platform.machine()}"
+    )
+    t = time.perf_counter()
+    inventory, in_use = make_inventory(images, repos)
+    print(
+        f"synthetic inventory built in {time.perf_counter() - t:.2f} s: {len(inventory):,} rows, "
+        f"{inventory['repository'].nunique():,} repositories, kinds "
+        f"{inventory['kind'].value_counts().to_dict()}, {len(in_use):,} in-use references"
+    )
+    policies = parse_policies(BENCH_POLICY, "bench-policy")
+    generator_peak = peak_mb()
+    reset = reset_peak()
+    rss_before = rss_mb()
+    times = []
+    result = None
+    for _ in range(max(1, args.repeat)):
+        result = None
+        gc.collect()
+        t = time.perf_counter()
+        result = plan(inventory, policies, NOW, in_use)
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    hwm = hwm_mb() if reset else None
+    peak = hwm if hwm is not None else peak_mb()
+    assert result is not None
+    print(
+        f"vectorized plan: best {best:.3f} s of {len(times)} run(s) "
+        f"({', '.join(f'{x:.3f}' for x in times)}), "
+        f"{len(result):,} rows planned"
+    )
+    if hwm is not None:
+        print(
+            f"memory: RSS with the inventory loaded {rss_before:,.0f} MB; peak RSS while planning "
+            f"{peak:,.0f} MB (VmHWM, reset after building the inventory; includes the inventory and "
+            f"Python/pandas/pyarrow themselves); ru_maxrss of the whole process, inventory generator "
+            f"included: {max(generator_peak, peak_mb()):,.0f} MB"
+        )
+    else:
+        print(f"memory: peak RSS (ru_maxrss, whole process incl. the inventory generator) {peak:,.0f} MB")
+    print("actions:", result["action"].value_counts().to_dict())
+    goals = [
+        f"time {'OK' if best < 3 else 'MISSED'} (< 3 s)",
+        f"memory {'OK' if peak < 1536 else 'MISSED'} (< 1.5 GB)",
+    ]
+    if not args.skip_loop:
+        t = time.perf_counter()
+        expected = loop_plan(inventory, policies, NOW, in_use)
+        loop_s = time.perf_counter() - t
+        got = {
+            (r.registry, r.repository, r.digest): (
+                r.action,
+                None if pd.isna(r.rule_priority) else int(r.rule_priority),
+                list(r.untag_tags),
+            )
+            for r in result.itertuples(index=False)
+        }
+        assert got.keys() == expected.keys(), "planned images differ"
+        bad = [k for k in got if got[k] != expected[k]]
+        assert not bad, (
+            f"{len(bad)} decisions differ, e.g. {bad[0]}: vectorized {got[bad[0]]}, loop {expected[bad[0]]}"
+        )
+        ratio = loop_s / best
+        print(
+            f"per-image loop: {loop_s:.2f} s; same action, rule priority and untag tags for all "
+            f"{len(got):,} images; speed-up {ratio:.1f}x"
+        )
+        goals.append(f"speed-up {'OK' if ratio >= 20 else 'MISSED'} (>= 20x)")
+    print("goals: " + ", ".join(goals))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

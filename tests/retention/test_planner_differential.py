@@ -1,0 +1,164 @@
+"""The vectorized planner against the plain per-image loop planner (bench/retention_plan.py),
+on the devstack fleet and on randomized inventories and policies: same action, rule priority
+and untag tags for every image."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from include.registry_ops import schema
+from include.registry_ops.devstack.fleet import make_fleet
+from include.registry_ops.registries.base import classify
+from include.registry_ops.retention.planner import plan
+from include.registry_ops.retention.policy import parse_policies
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("bench_retention_plan", ROOT / "bench" / "retention_plan.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def fleet_inventory(seed: int) -> pd.DataFrame:
+    """make_fleet as inventory rows (the same fields the adapters produce)."""
+    records = []
+    for repo in make_fleet(seed=seed, repositories=8, images=400, layer_scale=0.0001, prefix="ret-plan/"):
+        parents: dict[str, list[str]] = {}
+        for m in repo.manifests:
+            for c in m.children:
+                parents.setdefault(c, []).append(m.digest)
+        for m in repo.manifests:
+            records.append(
+                {
+                    "registry": "ecr-local",
+                    "registry_kind": "ecr",
+                    "repository": repo.name,
+                    "digest": m.digest,
+                    "tags": m.tags,
+                    "kind": classify(m.media_type, m.subject, m.tags),
+                    "media_type": m.media_type,
+                    "size_bytes": m.size,
+                    "pushed_at": m.pushed_at,
+                    "last_pulled_at": m.last_pulled_at,
+                    "parent_digests": parents.get(m.digest, []),
+                    "child_digests": m.children,
+                    "subject_digest": m.subject,
+                    "snapshot_at": NOW,
+                }
+            )
+    return schema.to_frame(records)
+
+
+def random_policy(rng: random.Random) -> dict[str, Any]:
+    """A valid random policy: tagged rules with distinct selectors, maybe untagged, maybe any."""
+    rules = []
+    selectors = rng.sample(
+        [
+            {"tagPatternList": ["*.*.*"]},
+            {"tagPrefixList": ["1"]},
+            {"tagPrefixList": ["2"]},
+            {"tagPatternList": ["2026*"]},
+            {"tagRegexList": [r"^[0-9a-f]{7}$"]},
+            {"tagPatternList": ["*a*", "*1*"]},
+            {"tagPrefixList": ["latest"]},
+        ],
+        rng.randint(1, 4),
+    )
+    for sel in selectors:
+        count = rng.choice(["imageCountMoreThan", "sinceImagePushed", "sinceImagePulled"])
+        body: dict[str, Any] = {
+            "tagStatus": "tagged",
+            **sel,
+            "countType": count,
+            "countNumber": rng.randint(1, 120),
+        }
+        action: dict[str, Any] = {"type": "expire"}
+        if count != "imageCountMoreThan":
+            body["countUnit"] = "days"
+        if count == "sinceImagePulled" or rng.random() < 0.1:
+            action = {"type": "transition", "targetStorageClass": "archive"}
+        rules.append({"selection": body, "action": action})
+    if rng.random() < 0.7:
+        rules.append(
+            {
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": rng.randint(1, 60),
+                },
+                "action": {"type": "expire"},
+            }
+        )
+    if rng.random() < 0.6:
+        rules.append(
+            {
+                "selection": {
+                    "tagStatus": "any",
+                    "countType": "imageCountMoreThan",
+                    "countNumber": rng.randint(1, 40),
+                },
+                "action": {"type": "expire"},
+            }
+        )
+    priority = 0
+    for r in rules:  # unique, increasing, not consecutive
+        priority += rng.randint(1, 3)
+        r["rulePriority"] = priority
+    policy: dict[str, Any] = {
+        "name": "random",
+        "rules": rules,
+        "untag_partial": rng.random() < 0.5,
+        "children_follow_index": rng.random() < 0.7,
+        "protect_tags": rng.choice([[], ["latest"], ["latest", r"re:^\d+\.\d+\.\d+$"], ["2026*"]]),
+        "exclude_tags": rng.choice([[], ["*0"]]),
+    }
+    if rng.random() < 0.5:
+        policy["keep_semver"] = {"per": rng.choice(["major", "minor"]), "keep": rng.randint(1, 3)}
+    if rng.random() < 0.5:
+        policy["keep_pulled_within_days"] = rng.randint(1, 60)
+    return {"policies": [policy]}
+
+
+def compare(inventory: pd.DataFrame, policies, in_use: set[str] | None) -> int:
+    result = plan(inventory, policies, NOW, in_use)
+    got = {
+        (r.registry, r.repository, r.digest): (
+            r.action,
+            None if pd.isna(r.rule_priority) else int(r.rule_priority),
+            list(r.untag_tags),
+        )
+        for r in result.itertuples(index=False)
+    }
+    expected = bench.loop_plan(inventory, policies, NOW, in_use)
+    assert got.keys() == expected.keys()
+    bad = {k: (got[k], expected[k]) for k in got if got[k] != expected[k]}
+    assert not bad, f"{len(bad)} differ, e.g. {next(iter(bad.items()))}"
+    return len(set(result["action"]))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_policies_on_the_devstack_fleet(seed):
+    rng = random.Random(seed)
+    inventory = fleet_inventory(seed % 3 + 1)
+    in_use = set(rng.sample(list(inventory["digest"]), 5)) | {
+        f"{r}:{t[0]}"
+        for r, t in zip(inventory["repository"][:40:7], inventory["tags"][:40:7], strict=True)
+        if t
+    }
+    policies = parse_policies(random_policy(rng), f"random-{seed}")
+    compare(inventory, policies, in_use)
+
+
+def test_the_bench_inventory_and_policy():
+    inventory, in_use = bench.make_inventory(20_000, 40, seed=3)
+    kinds = compare(inventory, parse_policies(bench.BENCH_POLICY, "bench"), in_use)
+    assert kinds >= 3  # keep, expire and untag all happen
