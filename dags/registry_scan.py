@@ -1,0 +1,195 @@
+"""
+### registry_scan
+
+Vulnerability scan of every image in the fleet, one scan per unique digest, plus the size
+budget and tag-convention reports, and a policy gate that fails (and emails) when images under
+protected tags are too vulnerable.
+
+* **Schedule**: daily at 04:00 UTC **and** whenever `registry_inventory` publishes a new
+  snapshot (`AssetOrTimeSchedule` on the `registry_inventory_snapshot` Asset).
+* **Inputs**: the inventory snapshot (the triggering event's, else `latest.json`), the config
+  file (`$REGISTRY_OPS_CONFIG`, section `scan:`), the registries' connections (credentials go
+  to Trivy as `TRIVY_USERNAME`/`TRIVY_PASSWORD` environment variables only), Trivy JSON
+  reports uploaded by pipelines under `scan.uploads_prefix`, the previous run's state.
+* **Work**: `plan` imports fresh uploaded reports and lists the digests to scan: image
+  manifests only (platform children of indexes, never the index; no referrers), each unique
+  digest once, skipping those scanned within `scan.freshness_hours` (24 h). `scan_batch` is
+  mapped over batches of `scan.batch_size` digests: Trivy (CLI or server) for OCI registries,
+  ECR's own scanning (basic or Inspector) for ECR, per `scan.scanners`. A run with no new
+  images maps no batch at all.
+* **Outputs** (under `s3://<bucket>/<reports prefix>scan/`): `runs/dt=.../findings.parquet`
+  (one table for every scanner: registry, repository, digest, vulnerability id, package,
+  installed and fixed version, severity, source, first seen), `scans.parquet` (state),
+  `manifest.json`, `gate.json`, `sizes.json`, `tags.json`, `latest.json`; the Asset
+  `registry_scan_findings` (extra: keys and counts).
+* **Gate**: per image, unique CRITICAL > `max_critical` (0) or HIGH > `max_high` (3) after the
+  allowlist (entries with reason and expiry; expired ones stop suppressing and are reported).
+  Fails only for images under protected tags (`latest`, semver releases), after emailing
+  `notifications.recipients` through the SMTP connection (and Slack if
+  `scan.slack_webhook_conn_id` is set).
+* **Failure modes**: no inventory or a bad config fails `plan` at once; a digest that cannot
+  be scanned is retried next run, keeps its previous findings and fails `check_scans` after
+  publishing; the gate and `check_scans` do not retry (the data will not change).
+
+Severity mapping (ECR INFORMATIONAL/UNDEFINED and Inspector UNTRIAGED become UNKNOWN):
+`include/registry_ops/scan/severity.py`; details in `docs/dags/registry_scan.md`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Metadata,
+    Param,
+    TriggerRule,
+    dag,
+    get_current_context,
+    task,
+)
+
+from include.registry_ops.assets import INVENTORY, SCAN_FINDINGS
+
+INVENTORY_ASSET = Asset(**INVENTORY)
+FINDINGS_ASSET = Asset(**SCAN_FINDINGS)
+FORCE = "force_rescan"
+
+
+def _config():
+    """The validated config; a bad file fails the task at once (retrying cannot fix it)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.registry_ops.config import ConfigError, load_config
+
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _inventory_key(context) -> str | None:
+    """The snapshot that triggered this run, if an inventory event did."""
+    events = (context.get("triggering_asset_events") or {}).get(INVENTORY_ASSET) or []
+    return events[-1].extra.get("key") if events else None
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 4 * * *", timezone="UTC"), assets=[INVENTORY_ASSET]
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["registry-ops", "scan", "security"],
+    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={FORCE: Param(False, type="boolean", description="ignore the freshness window: rescan all")},
+    max_active_runs=1,
+    max_consecutive_failed_dag_runs=5,
+)
+def registry_scan():
+    @task(multiple_outputs=False)
+    def plan() -> dict:
+        """Import uploaded reports; list the unique, stale digests; split them into batches."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.registry_ops.scan import jobs
+
+        ctx = get_current_context()
+        run = ctx["dag_run"]
+        try:
+            return jobs.plan_run(
+                _config(),
+                run.run_after,
+                run.run_id,
+                inventory_key=_inventory_key(ctx),
+                force=bool(ctx["params"][FORCE]),
+            )
+        except jobs.ScanError as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    @task
+    def batches(planned: dict) -> list[dict]:
+        return planned["batches"]
+
+    @task(multiple_outputs=False, map_index_template="{{ batch_label }}", max_active_tis_per_dag=16)
+    def scan_batch(batch: dict, planned: dict) -> dict:
+        """Scan one batch of digests (one result per digest; failures recorded, not raised)."""
+        from include.registry_ops.scan import jobs
+
+        get_current_context()["batch_label"] = f"batch {batch['batch']} ({batch['stop'] - batch['start']})"
+        return jobs.scan_batch(_config(), batch, planned["parts_prefix"])
+
+    @task(outlets=[FINDINGS_ASSET], trigger_rule=TriggerRule.NONE_FAILED)
+    def publish(planned: dict, parts: list[dict]):
+        """Merge with the previous run, write the findings table and state, announce the Asset."""
+        from include.registry_ops.scan import jobs
+
+        manifest = jobs.publish(_config(), planned, list(parts or []))
+        keys = ("bucket", "key", "scans_key", "run_at", "images", "digests", "fresh", "imported", "scanned")
+        extra = {k: manifest[k] for k in keys}
+        extra.update(
+            scanner_invocations=manifest["scanner_invocations"],
+            vulnerabilities_by_severity=manifest["vulnerabilities_by_severity"],
+            errors=manifest["error_count"],
+        )
+        yield Metadata(FINDINGS_ASSET, extra)
+        return manifest
+
+    @task(multiple_outputs=False)
+    def gate(manifest: dict) -> dict:
+        """Fail, after emailing, when images under protected tags exceed the policy."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.registry_ops.scan import gate as gate_mod
+        from include.registry_ops.scan import jobs
+
+        config = _config()
+        result = jobs.gate(config, manifest)
+        if not result["passed"]:
+            run = get_current_context()["dag_run"].run_id
+            jobs.notify_gate(
+                config, result, f"DAG run {run}; report s3://{manifest['bucket']}/{result['key']}."
+            )
+            raise AirflowFailException(gate_mod.summary(result))
+        return {k: result[k] for k in ("key", "passed", "protected_violations")}
+
+    @task
+    def check_scans(manifest: dict) -> None:
+        """Fail the run, naming each digest that could not be scanned (it is retried next run)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.registry_ops.scan import jobs
+
+        try:
+            jobs.raise_if_incomplete(manifest)
+        except jobs.ScanIncomplete as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    @task(multiple_outputs=False)
+    def size_budget(planned: dict) -> dict:
+        """Images over the compressed-size budget, with their largest layers."""
+        from include.registry_ops.scan import jobs
+
+        return jobs.size_report(_config(), planned)
+
+    @task(multiple_outputs=False)
+    def tag_conventions(planned: dict) -> dict:
+        """Tags outside the scheme, `latest` not on the newest release, releases without a commit tag."""
+        from include.registry_ops.scan import jobs
+
+        return jobs.tag_report(_config(), planned)
+
+    planned = plan()
+    parts = scan_batch.partial(planned=planned).expand(batch=batches(planned))
+    manifest = publish(planned, parts)
+    gate(manifest)
+    check_scans(manifest)
+    size_budget(planned)
+    tag_conventions(planned)
+
+
+registry_scan()

@@ -1,0 +1,362 @@
+"""Scan steps as the DAG maps them (and ``registry-ops scan run`` chains them in one process).
+
+Each step resolves its clients from connections, does one thing and returns small JSON: S3
+keys and counts, never tables (claim-check). ``plan`` -> ``scan_batch`` (mapped) -> ``publish``
+-> ``gate``/``check_scans``; ``size_report`` and ``tag_report`` need only the inventory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from .. import schema, storage
+from ..clients import ConnectionMissing, aws_client, build_registry
+from ..config import Config
+from ..registries.base import RegistryError
+from . import gate as gate_mod
+from . import notify, plan, results, sizes, store, tagging, uploads
+from .scanners.base import Scanner, ScanResult, Target
+from .scanners.factory import build_scanner
+from .severity import LEVELS
+
+log = logging.getLogger("airflow.task")
+MAX_LISTED = 50
+
+
+_S3: dict[str, Any] = {}
+
+
+def s3_client(config: Config) -> Any:
+    """One S3 client per connection and process (``scan run`` calls every step in one process)."""
+    conn_id = config.storage.conn_id
+    if conn_id not in _S3:
+        _S3[conn_id] = aws_client("s3", conn_id)
+    return _S3[conn_id]
+
+
+class ScanError(RuntimeError):
+    """Nothing to scan from (no inventory snapshot); retrying cannot help."""
+
+
+class ScanIncomplete(RuntimeError):
+    """Some digests could not be scanned; the message names each (up to a limit)."""
+
+
+def _inventory(s3: Any, config: Config, key: str | None) -> tuple[pd.DataFrame, str]:
+    bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
+    if key is None:
+        try:
+            key = storage.get_json(s3, bucket, prefix + "latest.json")["key"]
+        except s3.exceptions.NoSuchKey:
+            raise ScanError(
+                f"no inventory snapshot at s3://{bucket}/{prefix}latest.json: run registry_inventory "
+                "(or `registry-ops scan run --live`) first"
+            ) from None
+    return schema.table_to_frame(storage.get_table(s3, bucket, key)), key
+
+
+def _images(config: Config, inventory: pd.DataFrame) -> pd.DataFrame:
+    return plan.candidates(inventory, config.scan.scan_untagged)
+
+
+def plan_run(
+    config: Config,
+    run_at: datetime,
+    run_id: str,
+    inventory_key: str | None = None,
+    inventory: pa.Table | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Import fresh pipeline reports, then list the digests to scan and split them in batches."""
+    s3 = s3_client(config)
+    bucket = config.storage.bucket
+    storage.ensure_bucket(s3, bucket)
+    if inventory is None:
+        frame, inventory_key = _inventory(s3, config, inventory_key)
+    else:  # a live listing or a file (CLI): park it so later steps read the same rows
+        inventory_key = store.run_prefix(config, run_at) + "inventory.parquet"
+        storage.put_table(s3, bucket, inventory_key, inventory)
+        frame = schema.table_to_frame(inventory)
+    images = _images(config, frame)
+    _, prev_scans, pointer = store.previous(s3, config)
+    state = prev_scans.to_pandas()
+    freshness = config.scan.freshness_hours
+    imported = uploads.import_reports(
+        s3, bucket, config.scan.uploads_prefix, images, state, run_at, freshness
+    )
+    fresh = set() if force else plan.fresh_digests(state, run_at, freshness) & set(images["digest"])
+    skip = fresh | {r.target.digest for r in imported.results}
+    todo = sorted(plan.targets(images, skip), key=lambda t: (t["registry"], t["digest"]))
+    parts = store.parts_prefix(config, run_id)
+    storage.put_json(s3, bucket, parts + "targets.json", todo)
+    imported_keys = _put_results(s3, config, parts + "imported", imported.results)
+    batches = [
+        {"batch": i, "start": a, "stop": b, "targets_key": parts + "targets.json"}
+        for i, (a, b) in enumerate(plan.batches(todo, config.scan.batch_size))
+    ]
+    out = {
+        "run_id": run_id,
+        "run_at": run_at.isoformat(),
+        "run_prefix": store.run_prefix(config, run_at),
+        "parts_prefix": parts,
+        "inventory_key": inventory_key,
+        "previous_run": pointer["manifest"] if pointer else None,
+        "images": len(images),
+        "digests": int(images["digest"].nunique()),
+        "fresh": len(fresh),
+        "imported": {**imported_keys, "count": len(imported.results)},
+        "uploads": {
+            "pending": imported.pending[:MAX_LISTED],
+            "problems": imported.problems[:MAX_LISTED],
+            "skipped": imported.skipped,
+        },
+        "to_scan": len(todo),
+        "batches": batches,
+    }
+    log.info(
+        "scan: %d images, %d unique digests: %d fresh, %d imported from uploads, %d to scan in %d batch(es)",
+        out["images"],
+        out["digests"],
+        out["fresh"],
+        len(imported.results),
+        len(todo),
+        len(batches),
+    )
+    return out
+
+
+def _put_results(s3: Any, config: Config, stem: str, found: list[ScanResult]) -> dict[str, str]:
+    bucket = config.storage.bucket
+    keys = {"findings_key": stem + ".findings.parquet", "scans_key": stem + ".scans.parquet"}
+    storage.put_table(s3, bucket, keys["findings_key"], results.raw_table(found))
+    storage.put_table(s3, bucket, keys["scans_key"], results.scans_table(found))
+    return keys
+
+
+def scan_targets(
+    config: Config, targets: list[dict[str, str]], build: Any = build_scanner
+) -> tuple[list[ScanResult], int]:
+    """Scan targets grouped by registry; a registry whose scanner cannot be built fails its targets."""
+    by_registry: dict[str, list[Target]] = defaultdict(list)
+    for t in targets:
+        by_registry[t["registry"]].append(Target(t["digest"], t["registry"], t["repository"]))
+    found: list[ScanResult] = []
+    invocations = 0
+    for registry, group in sorted(by_registry.items()):
+        try:
+            scanner: Scanner = build(config, registry)
+        except (ValueError, ConnectionMissing, RegistryError) as exc:
+            now = datetime.now(UTC)
+            found += [ScanResult(t, "none", "error", now, [], f"no scanner: {exc}") for t in group]
+            continue
+        found += scanner.scan(group)
+        invocations += scanner.invocations
+    return found, invocations
+
+
+def scan_batch(
+    config: Config, batch: dict[str, Any], parts_prefix: str, build: Any = build_scanner
+) -> dict[str, Any]:
+    """Scan one slice of the run's targets; park raw findings and scan records in S3.
+
+    ``build(config, registry) -> Scanner`` is injectable for the bench (no Trivy here)."""
+    s3 = s3_client(config)
+    todo = storage.get_json(s3, config.storage.bucket, batch["targets_key"])[batch["start"] : batch["stop"]]
+    found, invocations = scan_targets(config, todo, build)
+    keys = _put_results(s3, config, f"{parts_prefix}batch-{batch['batch']:05d}", found)
+    errors = [
+        {
+            "digest": r.target.digest,
+            "registry": r.target.registry,
+            "repository": r.target.repository,
+            "error": r.error,
+        }
+        for r in found
+        if r.status == "error"
+    ]
+    ok = sum(r.status == "ok" for r in found)
+    log.info(
+        "scan: batch %d: %d digests, %d ok, %d errors, %d findings",
+        batch["batch"],
+        len(found),
+        ok,
+        len(errors),
+        sum(len(r.findings) for r in found),
+    )
+    return {
+        **keys,
+        "batch": batch["batch"],
+        "scanned": len(found),
+        "ok": ok,
+        "invocations": invocations,
+        "errors": errors,
+    }
+
+
+def _concat(s3: Any, bucket: str, keys: list[str], empty: pa.Table) -> pd.DataFrame:
+    tables = [storage.get_table(s3, bucket, k) for k in keys]
+    return pa.concat_tables([empty, *tables]).to_pandas()
+
+
+def publish(config: Config, planned: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge this run's results with the previous run into the findings table and new state."""
+    s3 = s3_client(config)
+    bucket = config.storage.bucket
+    inventory, _ = _inventory(s3, config, planned["inventory_key"])
+    images = _images(config, inventory)
+    prev_findings, prev_scans, _ = store.previous(s3, config)
+    outputs = [planned["imported"], *parts]
+    raw = _concat(s3, bucket, [p["findings_key"] for p in outputs], results.RAW_SCHEMA.empty_table())
+    scans = _concat(s3, bucket, [p["scans_key"] for p in outputs], results.SCANS_SCHEMA.empty_table())
+    rescanned = set(scans.loc[scans["status"].isin(plan.GOOD), "digest"])
+    table = results.merge(images, prev_findings.to_pandas(), raw, rescanned)
+    state = results.merge_state(prev_scans.to_pandas(), scans, set(images["digest"]))
+    prefix = planned["run_prefix"]
+    keys = {
+        "findings": prefix + "findings.parquet",
+        "scans": prefix + "scans.parquet",
+        "manifest": prefix + "manifest.json",
+    }
+    storage.put_table(s3, bucket, keys["findings"], table)
+    storage.put_table(
+        s3,
+        bucket,
+        keys["scans"],
+        pa.Table.from_pandas(state, schema=results.SCANS_SCHEMA, preserve_index=False),
+    )
+    frame = table.select(["digest", "vulnerability_id", "severity"]).to_pandas()
+    unique = frame.drop_duplicates(["digest", "vulnerability_id"])
+    good = set(state.loc[state["status"].isin(plan.GOOD), "digest"])
+    errors = scans[scans["status"] == "error"][["digest", "registry", "repository", "error"]]
+    manifest = {
+        "run_id": planned["run_id"],
+        "run_at": planned["run_at"],
+        "bucket": bucket,
+        "key": keys["findings"],
+        "findings_key": keys["findings"],
+        "scans_key": keys["scans"],
+        "inventory_key": planned["inventory_key"],
+        "run_prefix": prefix,
+        "images": planned["images"],
+        "digests": planned["digests"],
+        "fresh": planned["fresh"],
+        "imported": planned["imported"]["count"],
+        "scanned": len(scans) - planned["imported"]["count"],
+        "scanner_invocations": sum(p["invocations"] for p in parts),
+        "ok": len(rescanned),
+        "rows": table.num_rows,
+        "findings_by_severity": {s: int((frame["severity"] == s).sum()) for s in LEVELS},
+        "vulnerabilities_by_severity": {s: int((unique["severity"] == s).sum()) for s in LEVELS},
+        "never_scanned": sorted(set(images["digest"]) - good)[:MAX_LISTED],
+        "never_scanned_count": len(set(images["digest"]) - good),
+        "errors": errors.to_dict("records"),
+        "uploads": planned["uploads"],
+    }
+    storage.put_json(s3, bucket, keys["manifest"], manifest)
+    storage.put_json(
+        s3,
+        bucket,
+        store.base(config) + store.LATEST,
+        {
+            "findings": keys["findings"],
+            "scans": keys["scans"],
+            "manifest": keys["manifest"],
+            "run_at": planned["run_at"],
+        },
+    )
+    leftovers = [o["Key"] for o in store.list_keys(s3, bucket, planned["parts_prefix"])]
+    storage.delete_keys(s3, bucket, leftovers)
+    log.info(
+        "scan: published s3://%s/%s: %d rows, %d scanner invocations, %d errors",
+        bucket,
+        keys["findings"],
+        table.num_rows,
+        manifest["scanner_invocations"],
+        len(errors),
+    )
+    return {**manifest, "errors": manifest["errors"][:MAX_LISTED], "error_count": len(errors)}
+
+
+def raise_if_incomplete(manifest: dict[str, Any]) -> None:
+    """Fail loudly (after publishing) when digests could not be scanned."""
+    if manifest["error_count"]:
+        lines = [f"{e['registry']}/{e['repository']}@{e['digest']}: {e['error']}" for e in manifest["errors"]]
+        more = manifest["error_count"] - len(lines)
+        raise ScanIncomplete(
+            f"{manifest['error_count']} digest(s) could not be scanned (retried next run; their previous "
+            "findings, if any, are kept):\n  "
+            + "\n  ".join(lines)
+            + (f"\n  ... and {more} more" if more > 0 else "")
+        )
+
+
+def gate(config: Config, manifest: dict[str, Any], today: Any = None) -> dict[str, Any]:
+    """Evaluate the policy on the published findings; writes gate.json next to them."""
+    s3 = s3_client(config)
+    bucket = config.storage.bucket
+    inventory, _ = _inventory(s3, config, manifest["inventory_key"])
+    findings = storage.get_table(s3, bucket, manifest["findings_key"]).to_pandas()
+    today = today or datetime.fromisoformat(manifest["run_at"]).date()
+    result = gate_mod.evaluate(findings, _images(config, inventory), config.scan, today)
+    result["key"] = manifest["run_prefix"] + "gate.json"
+    result["never_scanned_count"] = manifest["never_scanned_count"]
+    storage.put_json(s3, bucket, result["key"], result)
+    log.info("scan: gate: %s", gate_mod.summary(result))
+    return result
+
+
+def notify_gate(config: Config, result: dict[str, Any], run: str = "") -> dict[str, Any]:
+    """Email (and Slack, if configured) about a failed gate. A Slack failure does not stop the email."""
+    sent: dict[str, Any] = {"email": [], "slack": False, "slack_error": None}
+    try:
+        sent["slack"] = notify.send_slack(config, result)
+    except (RuntimeError, ConnectionMissing, OSError) as exc:
+        sent["slack_error"] = str(exc)
+        log.error("scan: Slack notification failed: %s", exc)
+    sent["email"] = notify.send_email(config, result, run)
+    return sent
+
+
+def size_report(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
+    """Images over the size budget with their largest layers; writes sizes.json."""
+    s3 = s3_client(config)
+    inventory, _ = _inventory(s3, config, planned["inventory_key"])
+    images = plan.image_rows(inventory)
+    report = sizes.report(
+        images,
+        config.scan.size_budget_mb,
+        config.scan.largest_layers,
+        lambda name: build_registry(config.registry(name)),
+    )
+    key = planned["run_prefix"] + "sizes.json"
+    storage.put_json(s3, config.storage.bucket, key, report)
+    return {
+        "key": key,
+        "over_budget": len(report["over_budget"]),
+        "errors": report["errors"],
+        "manifest_requests": report["manifest_requests"],
+    }
+
+
+def tag_report(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
+    """Tag-convention issues per repository; writes tags.json."""
+    s3 = s3_client(config)
+    inventory, _ = _inventory(s3, config, planned["inventory_key"])
+    tagged = inventory[inventory["kind"].isin(["image", "index"])]
+    issues: list[dict[str, Any]] = []
+    for (registry, repository), group in tagged.groupby(["registry", "repository"], sort=True):
+        by_digest = {r.digest: list(r.tags) for r in group.itertuples(index=False) if len(r.tags)}
+        issues += tagging.check_repository(registry, repository, by_digest)
+    by_rule: dict[str, int] = defaultdict(int)
+    for i in issues:
+        by_rule[i["rule"]] += 1
+    key = planned["run_prefix"] + "tags.json"
+    storage.put_json(s3, config.storage.bucket, key, {"issues": issues, "by_rule": dict(by_rule)})
+    log.info("scan: tag conventions: %s", dict(by_rule) or "no issues")
+    return {"key": key, "issues": len(issues), "by_rule": dict(by_rule)}
