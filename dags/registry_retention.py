@@ -1,0 +1,164 @@
+"""
+### registry_retention
+
+Applies the retention policies (`retention.policy_file`) to each new inventory snapshot:
+expired images are archived to S3, read back and verified, and only then deleted.
+
+* **Schedule**: on the Asset `registry_inventory_snapshot` (each new inventory); manual runs
+  plan on `inventory/latest.json`.
+* **Params**: `dry_run` (default **true**): audit only, nothing archived or deleted. A policy
+  that is not `enabled` is a dry run whatever this says.
+* **Work**: `plan` runs the planner on the snapshot, applies the caps once for the whole run
+  (`max_deletions_per_run`, `max_fraction_per_repository`, policy overrides) and parks one plan
+  part per repository in S3; `apply` is mapped over them (archive in packs, verify, delete in
+  batches of 100, untag on ECR, a journal after every step); `summarize` publishes the totals.
+* **Outputs**: audit records (JSON lines) under `retention/audit/`, the archive under
+  `archive/`, `retention/runs/<run_id>/summary.json`, and the Asset
+  `registry_retention_summary` (images and bytes removed, monthly saving at USD 0.10/GB-month).
+* **Failure modes**: a bad config or policy file fails `plan` at once (no policy file
+  configured at all: nothing is planned, with a warning); a failing repository
+  fails its own `apply` (retried: the journal makes a retry resume, never delete twice) while
+  the others finish; `check` then fails naming it. A repository stopped by a cap is named too
+  (a failure only when executing). Details: `docs/dags/registry_retention.md`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Metadata, Param, dag, get_current_context, task
+
+from include.registry_ops.assets import INVENTORY, RETENTION
+
+INVENTORY_ASSET = Asset(**INVENTORY)
+RETENTION_ASSET = Asset(**RETENTION)
+DRY_RUN = "dry_run"
+
+
+def _config():
+    """The validated config; a bad file fails the task at once (retrying cannot fix it)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.registry_ops.config import ConfigError, load_config
+
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _event_extras(ctx) -> list[dict]:
+    """Extras of the inventory events that triggered this run (none for manual runs)."""
+    events = ctx.get("triggering_asset_events") or {}
+    try:
+        found = list(events[INVENTORY_ASSET])
+    except KeyError:
+        return []
+    return [dict(e.extra or {}) for e in found]
+
+
+@dag(
+    schedule=[INVENTORY_ASSET],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["registry-ops", "retention"],
+    params={
+        DRY_RUN: Param(
+            True,
+            type="boolean",
+            description="Only write the would-be actions to the audit and the log; delete nothing.",
+        )
+    },
+    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    max_active_runs=1,
+    max_consecutive_failed_dag_runs=5,
+)
+def registry_retention():
+    @task(multiple_outputs=False)
+    def plan() -> dict:
+        """Plan on the snapshot, apply the caps, park one plan part per mapped item in S3."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.registry_ops.config import ConfigError
+        from include.registry_ops.retention import jobs
+        from include.registry_ops.retention.policy import PolicyError
+
+        ctx = get_current_context()
+        run = ctx["dag_run"]
+        try:
+            return jobs.plan_run(
+                _config(), run.run_id, run.run_after, bool(ctx["params"][DRY_RUN]), _event_extras(ctx)
+            )
+        except (ConfigError, PolicyError) as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    @task
+    def items(planned: dict) -> list[dict]:
+        """The mapped items (one per repository; several per item past 512 repositories)."""
+        return planned["items"]
+
+    @task(multiple_outputs=False, map_index_template="{{ item_label }}", max_active_tis_per_dag=8)
+    def apply(item: dict, planned: dict) -> dict:
+        """Apply one repository; raise (and be retried: the journal resumes) if it failed."""
+        from datetime import datetime
+
+        from include.registry_ops.retention import jobs
+
+        get_current_context()["item_label"] = item["label"]
+        now = datetime.fromisoformat(planned["now"])
+        outcome = jobs.apply_item(_config(), planned["run_id"], now, planned["dry_run"], item)
+        failures = jobs.item_failures(outcome)
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        return {"item": outcome["item"], "statuses": [r["status"] for r in outcome["results"]]}
+
+    @task(outlets=[RETENTION_ASSET], trigger_rule="all_done")
+    def summarize(planned: dict):
+        """Totals from every item's stored result (failed ones too), published on the Asset."""
+        from include.registry_ops.retention import jobs
+
+        summary = jobs.summarize_run(_config(), planned)
+        yield Metadata(
+            RETENTION_ASSET,
+            {
+                k: summary[k]
+                for k in (
+                    "run_id",
+                    "dry_run",
+                    "images_removed",
+                    "bytes_removed",
+                    "monthly_cost_saved_usd",
+                    "would_remove_images",
+                    "would_remove_bytes",
+                    "would_save_usd_month",
+                    "untagged",
+                    "repositories_failed",
+                    "repositories_stopped",
+                    "summary_key",
+                )
+            },
+        )
+        return summary
+
+    @task
+    def check(summary: dict) -> None:
+        """Fail naming every failed repository (and capped ones when executing); no retry."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.registry_ops.retention import jobs
+
+        try:
+            jobs.raise_if_incomplete(summary)
+        except jobs.RetentionIncomplete as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    planned = plan()
+    applied = apply.partial(planned=planned).expand(item=items(planned))
+    summary = summarize(planned)
+    applied >> summary
+    check(summary)
+
+
+registry_retention()

@@ -1,0 +1,208 @@
+"""What a retention run did: the per-run journal (for crash-safe reruns), the audit trail (one
+record per action, JSON lines in S3 and in the task log) and the run summary.
+
+Keys (prefixes from the ``retention:`` config section)::
+
+    <runs_prefix><run_id>/journal/<registry>/<repository>.json     journal, rewritten at checkpoints
+    <audit_prefix>dt=YYYY-MM-DD/run=<run_id>/<registry>/<repository>.jsonl   audit records
+
+The journal is the state a rerun needs: which digests this run archived (and the catalog holding
+each) and which it deleted. It is written after every archive pack and, between delete batches,
+at most every ``checkpoint_seconds``; deletes it missed are safe to meet again: archive writes
+are idempotent and "already deleted" counts as deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+log = logging.getLogger("airflow.task")
+
+GIB = 1024**3
+# Results an audit record can carry; "would_*" only in dry runs.
+RESULTS = (
+    "deleted",
+    "already_deleted",
+    "untagged",
+    "would_delete",
+    "would_untag",
+    "stopped",
+    "skipped",
+    "gone",
+    "unsupported",
+    "failed",
+)
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id usable in S3 keys (Airflow's contain ``:`` and ``+``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+
+
+def journal_key(runs_prefix: str, run_id: str, registry: str, repository: str) -> str:
+    return f"{runs_prefix}{safe_run_id(run_id)}/journal/{registry}/{repository}.json"
+
+
+def audit_key(audit_prefix: str, run_date: datetime, run_id: str, registry: str, repository: str) -> str:
+    return f"{audit_prefix}dt={run_date:%Y-%m-%d}/run={safe_run_id(run_id)}/{registry}/{repository}.jsonl"
+
+
+@dataclass
+class Journal:
+    """Progress of one repository in one run, persisted in S3."""
+
+    s3: Any
+    bucket: str
+    key: str
+    status: str = "new"  # new | running | done
+    archived: dict[str, str] = field(default_factory=dict)  # digest -> catalog key
+    deleted: dict[str, str] = field(default_factory=dict)  # digest -> deleted | already_deleted
+    untagged: dict[str, list[str]] = field(default_factory=dict)  # digest -> tags removed
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # final, once status is done
+    attempts: int = 0
+    saved_at: float = field(default=0.0, repr=False)  # monotonic time of the last save
+
+    @classmethod
+    def load(cls, s3: Any, bucket: str, key: str) -> Journal:
+        try:
+            state = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            return cls(s3, bucket, key)
+        return cls(
+            s3,
+            bucket,
+            key,
+            status=state["status"],
+            archived=state["archived"],
+            deleted=state["deleted"],
+            untagged=state["untagged"],
+            outcomes=state.get("outcomes", {}),
+            attempts=state.get("attempts", 0),
+        )
+
+    def save(self) -> None:
+        state = {
+            "status": self.status,
+            "archived": self.archived,
+            "deleted": self.deleted,
+            "untagged": self.untagged,
+            "outcomes": self.outcomes,
+            "attempts": self.attempts,
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.key,
+            Body=json.dumps(state, sort_keys=True).encode(),
+            ContentType="application/json",
+        )
+        self.saved_at = time.monotonic()
+
+    def checkpoint(self, min_interval: float) -> None:
+        """Save unless the last save is younger than ``min_interval`` seconds."""
+        if time.monotonic() - self.saved_at >= min_interval:
+            self.save()
+
+
+def record(
+    row: dict[str, Any],
+    result: str,
+    *,
+    run_id: str,
+    dry_run: bool,
+    detail: str | None = None,
+    archive_key: str | None = None,
+    tags_removed: list[str] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """One audit record: when, which image, which rule and why, the archive key and the result."""
+    size = row.get("size_bytes")
+    return {
+        "at": (at or datetime.now(UTC)).isoformat(),
+        "run_id": run_id,
+        "registry": row["registry"],
+        "repository": row["repository"],
+        "digest": row["digest"],
+        "tags": list(row.get("tags") or []),
+        "action": row["action"],
+        "tags_removed": tags_removed if tags_removed is not None else None,
+        "policy": row.get("policy"),
+        "rule": None if row.get("rule_priority") is None else int(row["rule_priority"]),
+        "reason": row.get("reason"),
+        "size_bytes": None if size is None else int(size),
+        "dry_run": dry_run,
+        "archive_key": archive_key,
+        "result": result,
+        "detail": detail,
+    }
+
+
+def write_audit(s3: Any, bucket: str, key: str, records: list[dict[str, Any]]) -> None:
+    """Write the records as JSON lines (one object, rewritten whole on a rerun) and log each."""
+    lines = [json.dumps(r, sort_keys=True, default=str) for r in records]
+    if log.isEnabledFor(logging.INFO):
+        for line in lines:
+            log.info("retention audit: %s", line)
+    body = "".join(line + "\n" for line in lines).encode()
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+
+
+def read_audit(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def summarize(results: list[dict[str, Any]], usd_per_gb_month: float, dry_run: bool) -> dict[str, Any]:
+    """Run totals for the log and the Asset extra; savings at ``usd_per_gb_month`` per GiB-month.
+
+    Bytes are the images' ``size_bytes`` (ECR's ``imageSizeInBytes``, which counts shared layers
+    in every image), so the saving is an upper bound: layers still used by kept images stay.
+    """
+    keys = (
+        "deleted",
+        "already_deleted",
+        "bytes_deleted",
+        "untagged",
+        "would_delete",
+        "would_delete_bytes",
+        "would_untag",
+        "skipped",
+        "gone",
+        "unsupported",
+        "failed",
+    )
+    totals = {k: sum(int(r.get(k, 0)) for r in results) for k in keys}
+    removed = totals["deleted"] + totals["already_deleted"]
+    bytes_removed = totals["bytes_deleted"]
+    failed = sorted(f"{r['registry']}/{r['repository']}" for r in results if r["status"] == "failed")
+    stopped = sorted(f"{r['registry']}/{r['repository']}" for r in results if r["status"] == "stopped")
+    return {
+        "dry_run": dry_run,
+        "repositories": len(results),
+        "images_removed": removed,
+        "bytes_removed": bytes_removed,
+        "monthly_cost_saved_usd": round(bytes_removed / GIB * usd_per_gb_month, 2),
+        "would_remove_images": totals["would_delete"],
+        "would_remove_bytes": totals["would_delete_bytes"],
+        "would_save_usd_month": round(totals["would_delete_bytes"] / GIB * usd_per_gb_month, 2),
+        "untagged": totals["untagged"],
+        "would_untag": totals["would_untag"],
+        "skipped": totals["skipped"],
+        "gone": totals["gone"],
+        "unsupported": totals["unsupported"],
+        "images_failed": totals["failed"],
+        "repositories_failed": failed,
+        "repositories_stopped": stopped,
+        "messages": [r["message"] for r in results if r.get("message")],
+        "usd_per_gb_month": usd_per_gb_month,
+    }

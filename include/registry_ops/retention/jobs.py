@@ -1,0 +1,363 @@
+"""Retention steps as the DAGs map them, and the command line runs them in one process.
+
+Each DAG step resolves its clients from connections, does one step and returns small JSON;
+plans, plan parts and per-item results travel through S3 (claim-check), never through XCom::
+
+    <runs_prefix><run_id>/plan.parquet           the whole plan (for people and tools)
+    <runs_prefix><run_id>/items/<n>.parquet      the plan rows of one mapped item
+    <runs_prefix><run_id>/results/<n>.json       what that item did (written on every attempt)
+    <runs_prefix><run_id>/summary.json           the run's totals (also the RETENTION Asset extra)
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from .. import schema, storage
+from ..clients import build_registry, s3_client
+from ..config import Config, ConfigError
+from ..inventory import LATEST_NAME
+from . import audit
+from .executor import ACTIONS, Limits, RunContext, execute, plan_run_id, stops, validate_plan
+from .restore import locate, restore_image, write_restore_audit
+
+log = logging.getLogger("airflow.task")
+
+LIST_COLUMNS = ("tags", "untag_tags")
+MAX_ITEMS = 512  # mapped tasks per run (Airflow's max_map_length defaults to 1,024)
+
+
+class RetentionIncomplete(RuntimeError):
+    """Some repositories failed or were stopped by a cap; the message names each."""
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def _relative(config: Config, value: str) -> Path:
+    path = Path(value)
+    if not path.is_absolute() and config.source != "<memory>":
+        path = Path(config.source).parent / path
+    return path
+
+
+def policy_path(config: Config) -> Path:
+    if not config.retention.policy_file:
+        raise ConfigError(f"{config.source}: retention.policy_file is not set (the policies to apply)")
+    return _relative(config, config.retention.policy_file)
+
+
+def load_policy_set(config: Config, path: str | Path | None = None) -> Any:
+    """The policy file (``--policy`` or ``retention.policy_file``); PolicyError when invalid."""
+    from .policy import load_policies
+
+    return load_policies(path or policy_path(config))
+
+
+def in_use_refs(config: Config) -> set[str] | None:
+    """References the planner must keep (``retention.in_use_file``), or None."""
+    if not config.retention.in_use_file:
+        return None
+    from .in_use import user_references
+
+    path = _relative(config, config.retention.in_use_file)
+    try:
+        return user_references(path).refs
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read retention.in_use_file: {exc.strerror or exc}") from None
+
+
+def limits_of(config: Config) -> Limits:
+    return Limits(config.retention.max_deletions_per_run, config.retention.max_fraction_per_repository)
+
+
+def snapshot_location(config: Config, s3: Any, extras: list[dict[str, Any]]) -> tuple[str, str]:
+    """The inventory to plan on: the triggering Asset event's snapshot, else ``latest.json``."""
+    for extra in reversed(extras):
+        if extra.get("key"):
+            return extra.get("bucket") or config.storage.bucket, extra["key"]
+    bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
+    pointer = storage.get_json(s3, bucket, prefix + LATEST_NAME)
+    return bucket, pointer["key"]
+
+
+def read_snapshot(s3: Any, bucket: str, key: str) -> pd.DataFrame:
+    return schema.table_to_frame(storage.get_table(s3, bucket, key))
+
+
+def make_plan(inventory: pd.DataFrame, policies: Any, now: datetime, in_use: set[str] | None) -> pd.DataFrame:
+    from .planner import plan
+
+    result = plan(inventory, policies, now, in_use)
+    validate_plan(result)
+    return result
+
+
+def _to_table(plan: pd.DataFrame) -> pa.Table:
+    """Plan rows as Arrow, list columns typed list<string> even when every list is empty."""
+    frame = plan.reset_index(drop=True)
+    lists = {
+        c: pa.array([[] if v is None else list(v) for v in frame[c]], type=pa.list_(pa.string()))
+        for c in LIST_COLUMNS
+    }
+    table = pa.Table.from_pandas(frame.drop(columns=list(LIST_COLUMNS)), preserve_index=False)
+    for name, arr in lists.items():
+        table = table.append_column(name, arr)
+    return table
+
+
+def _from_table(table: pa.Table) -> pd.DataFrame:
+    frame = table.to_pandas()
+    for col in LIST_COLUMNS:
+        frame[col] = frame[col].map(lambda v: [] if v is None else list(v))
+    return frame
+
+
+def _run_key(config: Config, run_id: str, name: str) -> str:
+    return f"{config.retention.runs_prefix}{audit.safe_run_id(run_id)}/{name}"
+
+
+# -- the DAG's steps --------------------------------------------------------------------------------
+def plan_run(
+    config: Config, run_id: str, now: datetime, dry_run: bool, extras: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Plan on the snapshot, apply the caps once for the whole run, park one part per item.
+
+    With no ``retention.policy_file`` configured there is nothing to apply: an empty plan (the
+    run succeeds, saying so) rather than a daily failure on fleets without retention.
+    """
+    if not config.retention.policy_file:
+        log.warning("retention: %s: retention.policy_file is not set; nothing to apply", config.source)
+        return {
+            "run_id": run_id,
+            "now": now.isoformat(),
+            "dry_run": dry_run,
+            "snapshot": None,
+            "plan_key": None,
+            "actions": {},
+            "items": [],
+        }
+    s3 = s3_client(config)
+    bucket, key = snapshot_location(config, s3, extras)
+    inventory = read_snapshot(s3, bucket, key)
+    policies = load_policy_set(config)
+    plan = make_plan(inventory, policies, now, in_use_refs(config))
+    halted = stops(plan, limits_of(config), policies)
+    out = config.storage.bucket
+    storage.put_table(s3, out, _run_key(config, run_id, "plan.parquet"), _to_table(plan))
+    acts = plan[plan["action"].isin(ACTIONS)]
+    repos = sorted({(r, p) for r, p in zip(acts["registry"], acts["repository"], strict=True)})
+    per_item = max(1, -(-len(repos) // MAX_ITEMS))
+    items = []
+    for n in range(0, len(repos), per_item):
+        group = repos[n : n + per_item]
+        part = plan[
+            pd.Series(list(zip(plan["registry"], plan["repository"], strict=True)), index=plan.index).isin(
+                group
+            )
+        ]
+        item_key = _run_key(config, run_id, f"items/{len(items):05d}.parquet")
+        storage.put_table(s3, out, item_key, _to_table(part))
+        items.append(
+            {
+                "item": len(items),
+                "key": item_key,
+                "label": group[0][0] + "/" + group[0][1] + (f" +{len(group) - 1}" if len(group) > 1 else ""),
+                "stops": [[r, p, halted[(r, p)]] for r, p in group if (r, p) in halted],
+            }
+        )
+    counts = {a: int(n) for a, n in plan["action"].value_counts().items()}
+    log.info(
+        "retention: run %s planned on s3://%s/%s at %s: %d images, %s; %d repositories with actions; "
+        "%d stopped by caps; dry run: %s",
+        run_id,
+        bucket,
+        key,
+        now.isoformat(),
+        len(plan),
+        counts,
+        len(repos),
+        len(halted),
+        dry_run,
+    )
+    for message in halted.values():
+        log.warning("retention: %s", message)
+    return {
+        "run_id": run_id,
+        "now": now.isoformat(),
+        "dry_run": dry_run,
+        "snapshot": {"bucket": bucket, "key": key},
+        "plan_key": _run_key(config, run_id, "plan.parquet"),
+        "actions": counts,
+        "items": items,
+    }
+
+
+def apply_item(
+    config: Config, run_id: str, now: datetime, dry_run: bool, item: dict[str, Any]
+) -> dict[str, Any]:
+    """Apply one item's repositories; the result goes to S3 whatever happens (then returned)."""
+    s3 = s3_client(config)
+    plan = _from_table(storage.get_table(s3, config.storage.bucket, item["key"]))
+    run = RunContext.from_config(config, s3, run_id, now, dry_run)
+    policies = load_policy_set(config)
+    halted = {(r, p): message for r, p, message in item["stops"]}
+    results = execute(
+        plan,
+        run,
+        lambda name: build_registry(config.registry(name)),
+        limits=limits_of(config),
+        policies=policies,
+        stop_reasons=halted,
+    )
+    storage.put_json(
+        s3, config.storage.bucket, _run_key(config, run_id, f"results/{item['item']:05d}.json"), results
+    )
+    return {"item": item["item"], "results": results}
+
+
+def item_failures(outcome: dict[str, Any]) -> list[str]:
+    return [r["message"] for r in outcome["results"] if r["status"] == "failed"]
+
+
+def summarize_run(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
+    """Totals over every item's stored result; an item without one counts as failed."""
+    s3 = s3_client(config)
+    run_id = planned["run_id"]
+    results: list[dict[str, Any]] = []
+    for item in planned["items"]:
+        key = _run_key(config, run_id, f"results/{item['item']:05d}.json")
+        try:
+            results.extend(storage.get_json(s3, config.storage.bucket, key))
+        except s3.exceptions.NoSuchKey:
+            results.append(
+                {
+                    **dict.fromkeys(audit.RESULTS, 0),
+                    "registry": item["label"].split("/", 1)[0],
+                    "repository": item["label"].split("/", 1)[1],
+                    "status": "failed",
+                    "message": f"{item['label']}: no result stored (its task never finished)",
+                }
+            )
+    summary = audit.summarize(results, config.retention.usd_per_gb_month, planned["dry_run"])
+    summary.update(
+        run_id=run_id, snapshot=planned["snapshot"], plan_key=planned["plan_key"], now=planned["now"]
+    )
+    key = _run_key(config, run_id, "summary.json")
+    storage.put_json(s3, config.storage.bucket, key, {**summary, "results": results})
+    summary["summary_key"] = key
+    log.info(
+        "retention: run %s%s: removed %d images, %.1f MiB, saving about $%.2f/month; would remove %d; "
+        "untagged %d; failed %s; stopped %s",
+        run_id,
+        " (dry run)" if planned["dry_run"] else "",
+        summary["images_removed"],
+        summary["bytes_removed"] / 2**20,
+        summary["monthly_cost_saved_usd"],
+        summary["would_remove_images"],
+        summary["untagged"],
+        summary["repositories_failed"] or "none",
+        summary["repositories_stopped"] or "none",
+    )
+    return summary
+
+
+def raise_if_incomplete(summary: dict[str, Any]) -> None:
+    """Fail (after the summary is published) naming failed repositories, and capped ones unless a dry run."""
+    problems = list(summary["repositories_failed"])
+    if not summary["dry_run"]:
+        problems += summary["repositories_stopped"]
+    if problems:
+        lines = [m for m in summary["messages"] if any(m.startswith(p + ":") for p in problems)] or problems
+        raise RetentionIncomplete(
+            f"retention run {summary['run_id']}: {len(problems)} repositories not completed:\n  "
+            + "\n  ".join(lines)
+        )
+
+
+# -- the command line -------------------------------------------------------------------------------
+def apply_plan(
+    config: Config,
+    inventory: pd.DataFrame,
+    now: datetime,
+    *,
+    dry_run: bool,
+    policy_file: str | Path | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Plan and apply in one process (``registry-ops retention apply``); returns the summary."""
+    s3 = s3_client(config)
+    storage.ensure_bucket(s3, config.storage.bucket)
+    policies = load_policy_set(config, policy_file)
+    plan = make_plan(inventory, policies, now, in_use_refs(config))
+    run_id = run_id or plan_run_id(plan)
+    run = RunContext.from_config(config, s3, run_id, now, dry_run)
+    results = execute(
+        plan,
+        run,
+        lambda name: build_registry(config.registry(name)),
+        limits=limits_of(config),
+        policies=policies,
+    )
+    summary = audit.summarize(results, config.retention.usd_per_gb_month, dry_run)
+    summary.update(run_id=run_id, now=now.isoformat())
+    key = _run_key(config, run_id, "summary.json")
+    storage.put_json(s3, config.storage.bucket, key, {**summary, "results": results})
+    summary["summary_key"] = key
+    return summary
+
+
+def recent_archives(
+    config: Config, registry: str | None = None, repository: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The newest archived images (digest, tags, where, when): what a restore can bring back."""
+    from .archive import ArchiveStore
+
+    store = ArchiveStore(s3_client(config), config.storage.bucket, config.storage.prefixes.archive)
+    out: list[dict[str, Any]] = []
+    for key in store.catalog_keys(registry, repository):
+        for e in store.read_catalog(key)["images"]:
+            out.append(
+                {k: e[k] for k in ("registry", "repository", "digest", "tags", "archived_at", "restorable")}
+            )
+        if len(out) >= limit:
+            break
+    return sorted(out, key=lambda e: e["archived_at"], reverse=True)[:limit]
+
+
+def restore(
+    config: Config,
+    *,
+    registry: str | None,
+    repository: str | None,
+    digest: str | None,
+    tag: str | None,
+    to_repository: str | None = None,
+    move_tags: bool = False,
+) -> dict[str, Any]:
+    """Find an archived image and put it back (the restore DAG and ``registry-ops restore``)."""
+    if registry:
+        config.registry(registry)  # an unknown name fails here, naming the configured ones
+    s3 = s3_client(config)
+    from .archive import ArchiveStore
+
+    store = ArchiveStore(s3, config.storage.bucket, config.storage.prefixes.archive)
+    entry = locate(store, registry, repository, digest=digest, tag=tag)
+    adapter = build_registry(config.registry(entry["registry"]))
+    result = restore_image(store, adapter, entry, to_repository=to_repository, move_tags=move_tags)
+    result["audit_key"] = write_restore_audit(
+        s3, config.storage.bucket, config.retention.audit_prefix, result
+    )
+    log.info(
+        "restore: %s/%s@%s restored (tags %s; left on other images %s)",
+        result["registry"],
+        result["repository"],
+        result["digest"],
+        result["tags_restored"],
+        result["tags_left_on_other_images"],
+    )
+    return result
