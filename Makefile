@@ -21,7 +21,7 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: install
-	$(PY) bench/inventory.py $(ARGS)
+	for b in inventory retention_plan retention_apply scan; do $(PY) bench/$$b.py $(ARGS) || exit 1; done
 
 install: apt $(STAMP)
 
