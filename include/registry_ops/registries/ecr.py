@@ -21,6 +21,7 @@ from .base import (
     Manifest,
     Registry,
     classify,
+    digest_of,
     index_size,
     link_graph,
     media_type_of,
@@ -37,7 +38,8 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-def _problem(exc: Exception) -> str:
+def aws_problem(exc: Exception) -> str:
+    """'Code: message' of a botocore error, for messages that name the problem."""
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         return f"{err.get('Code', 'Error')}: {err.get('Message', exc)}"
@@ -57,27 +59,28 @@ class EcrRegistry(Registry):
     def _count(self, event_name: str, **_: Any) -> None:
         self.requests.add(event_name.rsplit(".", 1)[-1])
 
-    def _ids(self) -> dict[str, str]:
+    def ids(self) -> dict[str, str]:
+        """The ``registryId`` argument, when the registry is another account's."""
         return {"registryId": self.registry_id} if self.registry_id else {}
 
     def list_repositories(self) -> list[str]:
         try:
             pages = self.client.get_paginator("describe_repositories").paginate(
-                **self._ids(), PaginationConfig={"PageSize": self.page_size}
+                **self.ids(), PaginationConfig={"PageSize": self.page_size}
             )
             return sorted(r["repositoryName"] for p in pages for r in p["repositories"])
         except (ClientError, BotoCoreError) as exc:
-            raise self.error(f"describe_repositories failed: {_problem(exc)}") from exc
+            raise self.error(f"describe_repositories failed: {aws_problem(exc)}") from exc
 
     def describe(self, repository: str) -> list[dict[str, Any]]:
         """Raw ``imageDetails`` of a repository, all pages."""
         try:
             pages = self.client.get_paginator("describe_images").paginate(
-                repositoryName=repository, **self._ids(), PaginationConfig={"PageSize": self.page_size}
+                repositoryName=repository, **self.ids(), PaginationConfig={"PageSize": self.page_size}
             )
             return [d for p in pages for d in p["imageDetails"]]
         except (ClientError, BotoCoreError) as exc:
-            raise self.error(f"describe_images failed: {_problem(exc)}", repository) from exc
+            raise self.error(f"describe_images failed: {aws_problem(exc)}", repository) from exc
 
     def list_images(self, repository: str) -> list[dict[str, Any]]:
         details = self.describe(repository)
@@ -116,35 +119,58 @@ class EcrRegistry(Registry):
             "subject_digest": subject,
         }
 
-    def get_manifests(self, repository: str, digests: list[str]) -> list[Manifest]:
-        """Manifests by digest, 100 per ``batch_get_image`` call; missing ones raise."""
-        out: list[Manifest] = []
+    def fetch_manifests(
+        self, repository: str, digests: list[str]
+    ) -> tuple[dict[str, Manifest], set[str], dict[str, str]]:
+        """Manifests by digest, 100 per ``batch_get_image`` call, each checked against its digest.
+
+        Returns (found, gone: not in the repository, failures: digest -> reason); only a failed
+        call raises, so callers that archive can tell "already deleted" from "unreadable".
+        """
+        found: dict[str, Manifest] = {}
+        gone: set[str] = set()
+        failures: dict[str, str] = {}
         for batch in chunks(digests, BATCH):
             try:
                 resp = self.client.batch_get_image(
                     repositoryName=repository,
                     imageIds=[{"imageDigest": d} for d in batch],
                     acceptedMediaTypes=list(ACCEPT_ALL),
-                    **self._ids(),
+                    **self.ids(),
                 )
             except (ClientError, BotoCoreError) as exc:
-                raise self.error(f"batch_get_image failed: {_problem(exc)}", repository) from exc
-            if resp.get("failures"):
-                f = resp["failures"][0]
-                raise self.error(
-                    f"batch_get_image: {f['imageId']}: {f['failureCode']} {f.get('failureReason', '')}",
-                    repository,
-                )
-            seen = set()
-            for image in resp["images"]:
+                raise self.error(f"batch_get_image failed: {aws_problem(exc)}", repository) from exc
+            for image in resp["images"]:  # one entry per tag of the same digest
                 digest = image["imageId"]["imageDigest"]
-                if digest in seen:  # one entry per tag of the same digest
-                    continue
-                seen.add(digest)
                 raw = image["imageManifest"].encode()
-                media = image.get("imageManifestMediaType") or media_type_of(raw)
-                out.append(Manifest(digest, media, raw))
-        return out
+                if digest_of(raw) != digest:
+                    failures[digest] = (
+                        f"the manifest ECR returned hashes to {digest_of(raw)}, not to its digest"
+                    )
+                    continue
+                found[digest] = Manifest(
+                    digest, image.get("imageManifestMediaType") or media_type_of(raw), raw
+                )
+            codes = {
+                f["imageId"].get("imageDigest"): f.get("failureCode", "") for f in resp.get("failures", [])
+            }
+            for digest in set(batch) - set(found) - set(failures):
+                code = codes.get(digest) or next(iter(codes.values()), "ImageNotFound")
+                if code == "ImageNotFound":
+                    gone.add(digest)
+                else:
+                    failures[digest] = f"batch_get_image: {code}"
+        return found, gone, failures
+
+    def get_manifests(self, repository: str, digests: list[str]) -> list[Manifest]:
+        """Manifests by digest (see :meth:`fetch_manifests`); a missing or bad one raises."""
+        found, gone, failures = self.fetch_manifests(repository, digests)
+        if gone:
+            raise self.error(f"batch_get_image: {sorted(gone)[0]}: ImageNotFound", repository)
+        if failures:
+            digest, why = sorted(failures.items())[0]
+            raise self.error(f"batch_get_image: {digest}: {why}", repository)
+        return [found[d] for d in dict.fromkeys(digests)]
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         if reference.startswith("sha256:"):
@@ -154,10 +180,10 @@ class EcrRegistry(Registry):
                 repositoryName=repository,
                 imageIds=[{"imageTag": reference}],
                 acceptedMediaTypes=list(ACCEPT_ALL),
-                **self._ids(),
+                **self.ids(),
             )
         except (ClientError, BotoCoreError) as exc:
-            raise self.error(f"batch_get_image failed: {_problem(exc)}", repository) from exc
+            raise self.error(f"batch_get_image failed: {aws_problem(exc)}", repository) from exc
         if not resp["images"]:
             raise self.error(f"tag {reference!r} not found", repository)
         image = resp["images"][0]
@@ -174,7 +200,7 @@ class EcrRegistry(Registry):
             "imageManifest": manifest.raw.decode(),
             "imageManifestMediaType": manifest.media_type,
             "imageDigest": manifest.digest,
-            **self._ids(),
+            **self.ids(),
         }
         if tag:
             kwargs["imageTag"] = tag
@@ -183,7 +209,7 @@ class EcrRegistry(Registry):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ImageAlreadyExistsException":
                 return manifest.digest
-            raise self.error(f"put_image failed: {_problem(exc)}", repository) from exc
+            raise self.error(f"put_image failed: {aws_problem(exc)}", repository) from exc
         return resp["image"]["imageId"]["imageDigest"]
 
     def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
@@ -193,11 +219,11 @@ class EcrRegistry(Registry):
                 resp = self.client.batch_delete_image(
                     repositoryName=repository,
                     imageIds=[{"imageDigest": d} for d in batch],
-                    **self._ids(),
+                    **self.ids(),
                 )
             except (ClientError, BotoCoreError) as exc:
                 for d in batch:
-                    result.failures[d] = _problem(exc)
+                    result.failures[d] = aws_problem(exc)
                 continue
             result.deleted.extend(
                 sorted({i["imageDigest"] for i in resp.get("imageIds", []) if "imageDigest" in i})

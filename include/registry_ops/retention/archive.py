@@ -45,8 +45,8 @@ import pandas as pd
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..registries.base import ACCEPT_ALL, INDEX_TYPES, Manifest, Registry, RegistryError, digest_of
-from ..registries.ecr import BATCH, EcrRegistry, chunks
+from ..registries.base import INDEX_TYPES, Manifest, Registry, RegistryError, digest_of
+from ..registries.ecr import EcrRegistry, aws_problem
 from ..registries.oci import OciRegistry
 
 log = logging.getLogger("airflow.task")
@@ -74,13 +74,6 @@ def _code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _aws_problem(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', exc)}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -315,43 +308,10 @@ class ArchiveStore:
 
 
 # -- reading images out of registries ---------------------------------------------------------
-def _ecr_ids(registry: EcrRegistry) -> dict[str, str]:
-    return {"registryId": registry.registry_id} if registry.registry_id else {}
-
-
 def _ecr_manifests(
     registry: EcrRegistry, repository: str, digests: list[str]
 ) -> tuple[dict[str, Manifest], set[str], dict[str, str]]:
-    """``batch_get_image`` 100 at a time; images not found are reported, not raised."""
-    found: dict[str, Manifest] = {}
-    gone: set[str] = set()
-    failures: dict[str, str] = {}
-    for batch in chunks(digests, BATCH):
-        try:
-            resp = registry.client.batch_get_image(
-                repositoryName=repository,
-                imageIds=[{"imageDigest": d} for d in batch],
-                acceptedMediaTypes=list(ACCEPT_ALL),
-                **_ecr_ids(registry),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise registry.error(f"batch_get_image failed: {_aws_problem(exc)}", repository) from exc
-        for image in resp["images"]:
-            digest = image["imageId"]["imageDigest"]
-            raw = image["imageManifest"].encode()
-            if digest_of(raw) != digest:
-                failures[digest] = f"the manifest ECR returned hashes to {digest_of(raw)}, not to its digest"
-                continue
-            media = image.get("imageManifestMediaType") or json.loads(raw).get("mediaType", "")
-            found[digest] = Manifest(digest, media, raw)
-        codes = {f["imageId"].get("imageDigest"): f.get("failureCode", "") for f in resp.get("failures", [])}
-        for digest in set(batch) - set(found) - set(failures):
-            code = codes.get(digest) or next(iter(codes.values()), "ImageNotFound")
-            if code == "ImageNotFound":
-                gone.add(digest)
-            else:
-                failures[digest] = f"batch_get_image: {code}"
-    return found, gone, failures
+    return registry.fetch_manifests(repository, digests)
 
 
 def _oci_manifests(
@@ -408,11 +368,11 @@ def open_blob(registry: Registry, repository: str, digest: str) -> IO[bytes]:
     if isinstance(registry, EcrRegistry):
         try:
             url = registry.client.get_download_url_for_layer(
-                repositoryName=repository, layerDigest=digest, **_ecr_ids(registry)
+                repositoryName=repository, layerDigest=digest, **registry.ids()
             )["downloadUrl"]
         except (ClientError, BotoCoreError) as exc:
             raise registry.error(
-                f"get_download_url_for_layer {digest}: {_aws_problem(exc)}", repository
+                f"get_download_url_for_layer {digest}: {aws_problem(exc)}", repository
             ) from exc
         with requests.get(url, stream=True, timeout=60) as resp:
             if resp.status_code != 200:

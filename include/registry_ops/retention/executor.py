@@ -43,26 +43,12 @@ from ..registries.ecr import BATCH, EcrRegistry, chunks
 from ..registries.oci import OciRegistry
 from . import audit
 from .archive import ArchiveStore, archive_images
+from .planner import RESULT_COLUMNS
 
 log = logging.getLogger("airflow.task")
 
 ACTIONS = ("expire", "untag", "transition")
-PLAN_COLUMNS = (
-    "registry",
-    "repository",
-    "digest",
-    "tags",
-    "kind",
-    "media_type",
-    "size_bytes",
-    "pushed_at",
-    "action",
-    "rule_priority",
-    "reason",
-    "untag_tags",
-    "dry_run",
-    "policy",
-)
+PLAN_COLUMNS = RESULT_COLUMNS  # the planner's output is the executor's input
 KIND_ORDER = {"index": 0, "referrer": 1, "image": 2}
 OCI_UNTAG = (
     "the distribution API deletes manifests, not tags (distribution 2.8 answers DIGEST_INVALID to "

@@ -26,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ...registries.ecr import aws_problem
 from ..parsers import parse_ecr
 from ..settings import EcrScanConfig
 from .base import Scanner, ScanResult, Target
@@ -40,13 +41,6 @@ PAGE = 1000
 
 def _code(exc: Exception) -> str:
     return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-
-
-def _problem(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', exc)}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 class EcrScanner(Scanner):
@@ -83,7 +77,7 @@ class EcrScanner(Scanner):
             except (ClientError, BotoCoreError) as exc:
                 log.warning(
                     "scan: cannot read the registry scanning configuration (%s); assuming BASIC",
-                    _problem(exc),
+                    aws_problem(exc),
                 )
                 self.scan_type = "BASIC"
         return self.scan_type
@@ -110,9 +104,9 @@ class EcrScanner(Scanner):
                 if code in ("ThrottlingException", "TooManyRequestsException") and attempt < 3:
                     self._sleep(0.5 * 2**attempt)
                     continue
-                return f"start_image_scan failed: {_problem(exc)}"
+                return f"start_image_scan failed: {aws_problem(exc)}"
             except BotoCoreError as exc:
-                return f"start_image_scan failed: {_problem(exc)}"
+                return f"start_image_scan failed: {aws_problem(exc)}"
         return "start_image_scan: still throttled"
 
     def _describe(self, target: Target, token: str | None = None) -> dict[str, Any]:
@@ -170,10 +164,10 @@ class EcrScanner(Scanner):
                     if _code(exc) == "ScanNotFoundException" and basic:
                         waiting.append(t)  # just started; not visible yet
                     else:
-                        finish(t, "error", error=f"describe_image_scan_findings failed: {_problem(exc)}")
+                        finish(t, "error", error=f"describe_image_scan_findings failed: {aws_problem(exc)}")
                     continue
                 except BotoCoreError as exc:
-                    finish(t, "error", error=f"describe_image_scan_findings failed: {_problem(exc)}")
+                    finish(t, "error", error=f"describe_image_scan_findings failed: {aws_problem(exc)}")
                     continue
                 status = (page.get("imageScanStatus") or {}).get("status")
                 description = (page.get("imageScanStatus") or {}).get("description") or ""
@@ -183,7 +177,7 @@ class EcrScanner(Scanner):
                     try:
                         src, rows = self._read_all(t, page)
                     except (ClientError, BotoCoreError, RuntimeError) as exc:
-                        finish(t, "error", error=f"reading findings failed: {_problem(exc)}")
+                        finish(t, "error", error=f"reading findings failed: {aws_problem(exc)}")
                         continue
                     finish(t, "ok", rows, src=src)
                 elif status in UNSUPPORTED:
