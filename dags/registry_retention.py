@@ -30,22 +30,11 @@ import pendulum
 from airflow.sdk import Asset, Metadata, Param, dag, get_current_context, task
 
 from include.registry_ops.assets import INVENTORY, RETENTION
+from include.registry_ops.dag_support import config_or_fail as _config
 
 INVENTORY_ASSET = Asset(**INVENTORY)
 RETENTION_ASSET = Asset(**RETENTION)
 DRY_RUN = "dry_run"
-
-
-def _config():
-    """The validated config; a bad file fails the task at once (retrying cannot fix it)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from include.registry_ops.config import ConfigError, load_config
-
-    try:
-        return load_config()
-    except ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
 
 
 def _event_extras(ctx) -> list[dict]:

@@ -53,22 +53,11 @@ from airflow.sdk import (
 )
 
 from include.registry_ops.assets import INVENTORY, SCAN_FINDINGS
+from include.registry_ops.dag_support import config_or_fail as _config
 
 INVENTORY_ASSET = Asset(**INVENTORY)
 FINDINGS_ASSET = Asset(**SCAN_FINDINGS)
 FORCE = "force_rescan"
-
-
-def _config():
-    """The validated config; a bad file fails the task at once (retrying cannot fix it)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from include.registry_ops.config import ConfigError, load_config
-
-    try:
-        return load_config()
-    except ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
 
 
 def _inventory_key(context) -> str | None:
