@@ -59,16 +59,37 @@ def load_policy_set(config: Config, path: str | Path | None = None) -> Any:
 
 
 def in_use_refs(config: Config) -> set[str] | None:
-    """References the planner must keep (``retention.in_use_file``), or None."""
-    if not config.retention.in_use_file:
-        return None
-    from .in_use import user_references
+    """References the planner must keep, or None when no source is configured.
 
-    path = _relative(config, config.retention.in_use_file)
-    try:
-        return user_references(path).refs
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read retention.in_use_file: {exc.strerror or exc}") from None
+    Sources: ``retention.in_use_file`` (Kubernetes and anything else, one reference per line)
+    and, per ``retention.in_use_discovery``, ECS and Lambda in the account and region of each
+    ECR registry (through that registry's connection). A discovery call that fails raises
+    ``InUseError``: without knowing what runs, nothing may be deleted.
+    """
+    from ..clients import aws_client
+    from .in_use import InUse, ecs_references, lambda_references, user_references
+
+    found, sources = InUse(), []
+    if config.retention.in_use_file:
+        path = _relative(config, config.retention.in_use_file)
+        try:
+            found.merge(user_references(path))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read retention.in_use_file: {exc.strerror or exc}") from None
+        sources.append(str(path))
+    accounts = sorted({(r.conn_id, r.region) for r in config.registries if r.kind == "ecr"}, key=str)
+    for conn_id, region in accounts:
+        where = f"{conn_id}/{region or 'default region'}"
+        if "ecs" in config.retention.in_use_discovery:
+            found.merge(ecs_references(aws_client("ecs", conn_id, region)))
+            sources.append(f"ECS {where}")
+        if "lambda" in config.retention.in_use_discovery:
+            found.merge(lambda_references(aws_client("lambda", conn_id, region)))
+            sources.append(f"Lambda {where}")
+    if not sources:
+        return None
+    log.info("retention: %d image reference(s) in use, from %s", len(found.refs), ", ".join(sources))
+    return found.refs
 
 
 def limits_of(config: Config) -> Limits:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -28,6 +30,11 @@ class RetentionConfig(BaseModel):
         None,
         description="image references in use, one per line (relative to the config file); "
         "the retention DAG and `retention apply` keep those images",
+    )
+    in_use_discovery: list[Literal["ecs", "lambda"]] = Field(
+        default_factory=lambda: ["ecs", "lambda"],
+        description="find images in use in the account and region of each ECR registry (its connection): "
+        "ECS task definitions, services and running tasks, Lambda image functions; [] turns it off",
     )
     checkpoint_seconds: float = Field(
         2.0, ge=0, description="journal saves between delete batches at most this often (0: every batch)"
