@@ -67,10 +67,30 @@ def seed(stack, small: bool) -> dict[str, int]:
     oci_fleet = make_fleet(seed=8, repositories=oci_repos, images=oci_images, layer_scale=layer_scale)
     ecr = boto3.client("ecr", endpoint_url=stack.moto.endpoint, region_name="us-east-1")
     pushed = {"ecr": seed_ecr(ecr, ecr_fleet)}
+    pushed["ecs_pinned"] = pin_in_ecs(stack, ecr_fleet)
     oci = OciRegistry("seed", stack.registry.url, stack.registry.username, stack.registry.password)
     pushed["oci"] = seed_oci(oci, oci_fleet)
     pushed.update(seed_scans(stack, ecr_fleet, oci_fleet))
     return pushed
+
+
+def pin_in_ecs(stack, fleet) -> int:
+    """An ECS task definition still running an old CI build: retention must keep that image."""
+    import boto3
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    repo = next(r for r in fleet if r.name.startswith("platform/"))
+    old = min(
+        (m for m in repo.manifests if m.kind == "image" and m.tags and not any("." in t for t in m.tags)),
+        key=lambda m: m.pushed_at,
+    )
+    image = f"{DEFAULT_ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/{repo.name}@{old.digest}"
+    ecs = boto3.client("ecs", endpoint_url=stack.moto.endpoint, region_name="us-east-1")
+    ecs.register_task_definition(
+        family="legacy-billing-job", containerDefinitions=[{"name": "job", "image": image, "memory": 256}]
+    )
+    _log(f"ECS task definition legacy-billing-job runs {repo.name}@{old.digest[:19]}... (tags {old.tags})")
+    return 1
 
 
 def seed_scans(stack, ecr_fleet, oci_fleet) -> dict[str, int]:
