@@ -39,18 +39,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as ``python bench/inventory.py``: make ``include`` importable
-    sys.path.insert(0, str(ROOT))
+import _local
 
-for _key, _value in {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-}.items():
-    os.environ.setdefault(_key, _value)
+ROOT = _local.prepare()
 
 import boto3  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402

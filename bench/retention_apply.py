@@ -32,21 +32,11 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as ``python bench/retention_apply.py``
-    sys.path.insert(0, str(ROOT))
+import _local
 
-for _key, _value in {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-}.items():
-    os.environ.setdefault(_key, _value)
+ROOT = _local.prepare()
 
 import boto3  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -34,12 +34,11 @@ import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as ``python bench/retention_plan.py``: make ``include`` importable
-    sys.path.insert(0, str(ROOT))
+import _local
+
+ROOT = _local.prepare()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

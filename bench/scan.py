@@ -22,25 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as ``python bench/scan.py``: make ``include`` importable
-    sys.path.insert(0, str(ROOT))
-for _key, _value in {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "AIRFLOW_HOME": tempfile.mkdtemp(prefix="airflow-home-bench-"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-}.items():
-    os.environ.setdefault(_key, _value)
+import _local
+
+ROOT = _local.prepare(
+    AIRFLOW_HOME=tempfile.mkdtemp(prefix="airflow-home-bench-"),
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+)
 
 from include.registry_ops import schema  # noqa: E402
 from include.registry_ops.config import parse_config  # noqa: E402

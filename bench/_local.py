@@ -1,0 +1,27 @@
+"""Shared start of the bench scripts: make ``include`` importable when a script runs as
+``python bench/<name>.py``, and give AWS clients moto's fake local credentials unless the
+caller set real ones (benches only ever talk to services on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
+
+
+def prepare(**extra_env: str) -> Path:
+    """Put the project root on ``sys.path`` and set the local defaults; returns the root."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    for key, value in {**LOCAL_ENV, **extra_env}.items():
+        os.environ.setdefault(key, value)
+    return ROOT
