@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from include.registry_ops.retention.planner import plan
 from include.registry_ops.retention.policy import parse_policies
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "bench") not in sys.path:  # as when the bench runs as a script: it imports _local
+    sys.path.append(str(ROOT / "bench"))
 _spec = importlib.util.spec_from_file_location("bench_retention_plan", ROOT / "bench" / "retention_plan.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
