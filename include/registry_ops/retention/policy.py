@@ -180,6 +180,16 @@ def parse_rule(raw: Any, where: str) -> Rule:
     def fail(path: str, problem: str) -> PolicyError:
         return PolicyError(f"{where}: {path}: {problem}")
 
+    def section(name: str, allowed: Any) -> Mapping:
+        """``selection`` or ``action``: an object holding only the fields AWS documents."""
+        value = raw[name]
+        if not isinstance(value, Mapping):
+            raise fail(name, "must be an object")
+        for key in value:
+            if key not in allowed:
+                raise fail(f"{name}.{key}", "unknown field")
+        return value
+
     if not isinstance(raw, Mapping):
         raise fail("rule", f"must be an object, got {type(raw).__name__}")
     for key in raw:
@@ -195,12 +205,7 @@ def parse_rule(raw: Any, where: str) -> Rule:
     if description is not None and not isinstance(description, str):
         raise fail("description", "must be a string")
 
-    sel = raw["selection"]
-    if not isinstance(sel, Mapping):
-        raise fail("selection", "must be an object")
-    for key in sel:
-        if key not in SELECTION_KEYS:
-            raise fail(f"selection.{key}", "unknown field")
+    sel = section("selection", SELECTION_KEYS)
     status = sel.get("tagStatus")
     if status not in TAG_STATUSES:
         raise fail("selection.tagStatus", f"must be one of tagged, untagged, any; got {status!r}")
@@ -254,12 +259,7 @@ def parse_rule(raw: Any, where: str) -> Rule:
     if count_type != "sinceImageTransitioned" and storage != "standard":
         raise fail("selection.storageClass", f"must be 'standard' with countType {count_type}")
 
-    action = raw["action"]
-    if not isinstance(action, Mapping):
-        raise fail("action", "must be an object")
-    for key in action:
-        if key not in ACTION_KEYS:
-            raise fail(f"action.{key}", "unknown field")
+    action = section("action", ACTION_KEYS)
     kind = action.get("type")
     if kind not in ACTION_TYPES:
         raise fail("action.type", f"must be 'expire' or 'transition'; got {kind!r}")
