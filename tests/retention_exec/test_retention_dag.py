@@ -162,7 +162,12 @@ def test_dry_run_then_real_run_then_restore(airflow_db, dag_env, dags, s3, monke
     # 3. restore one through the restore DAG
     victim = next(r for r in expire.itertuples() if r.registry == "oci-local" and len(r.tags))
     dr = restore.test(
-        run_conf={"registry": "oci-local", "repository": victim.repository, "tag": victim.tags[0]}
+        run_conf={
+            "mode": "restore",
+            "registry": "oci-local",
+            "repository": victim.repository,
+            "tag": victim.tags[0],
+        }
     )
     assert dr.state == DagRunState.SUCCESS, _states(dr)
     spec = next(m for repo in fleet for m in repo.manifests if m.digest == victim.digest)
@@ -193,7 +198,7 @@ def test_restore_dag_refuses_bad_params_without_retrying(airflow_db, dag_env, mo
 
     monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(dag_env["config"]))
     restore = DagBag(dag_folder="dags").dags["registry_restore"]  # fresh: no conf left by other runs
-    dr = restore.test(run_conf={"tag": "v1"})  # a tag needs its repository
+    dr = restore.test(run_conf={"mode": "restore", "tag": "v1"})  # a tag needs its repository
     assert dr.state == DagRunState.FAILED
     [ti] = dr.get_task_instances()
     assert ti.state == "failed" and ti.try_number == 1
