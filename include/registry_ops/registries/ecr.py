@@ -120,12 +120,15 @@ class EcrRegistry(Registry):
         }
 
     def fetch_manifests(
-        self, repository: str, digests: list[str]
+        self, repository: str, digests: list[str], tags: dict[str, set[str]] | None = None
     ) -> tuple[dict[str, Manifest], set[str], dict[str, str]]:
         """Manifests by digest, 100 per ``batch_get_image`` call, each checked against its digest.
 
         Returns (found, gone: not in the repository, failures: digest -> reason); only a failed
-        call raises, so callers that archive can tell "already deleted" from "unreadable".
+        call raises, so callers that archive can tell "already deleted" from "unreadable". With
+        ``tags``, the tags the answer names for each digest found are added to it (an entry per
+        tag of the image; moto names the most recent one): retention's look before deleting uses
+        them to skip an image tagged since the plan without listing the repository again.
         """
         found: dict[str, Manifest] = {}
         gone: set[str] = set()
@@ -142,6 +145,10 @@ class EcrRegistry(Registry):
                 raise self.error(f"batch_get_image failed: {aws_problem(exc)}", repository) from exc
             for image in resp["images"]:  # one entry per tag of the same digest
                 digest = image["imageId"]["imageDigest"]
+                if tags is not None:
+                    seen = tags.setdefault(digest, set())
+                    if image["imageId"].get("imageTag"):
+                        seen.add(image["imageId"]["imageTag"])
                 raw = image["imageManifest"].encode()
                 if digest_of(raw) != digest:
                     failures[digest] = (

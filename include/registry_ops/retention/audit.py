@@ -7,9 +7,17 @@ Keys (prefixes from the ``retention:`` config section)::
     <audit_prefix>dt=YYYY-MM-DD/run=<run_id>/<registry>/<repository>.jsonl   audit records
 
 The journal is the state a rerun needs: which digests this run archived (and the catalog holding
-each) and which it deleted. It is written after every archive pack and, between delete batches,
-at most every ``checkpoint_seconds``; deletes it missed are safe to meet again: archive writes
-are idempotent and "already deleted" counts as deleted.
+each) and which it deleted, each deletion with its full audit record, so the record of a deletion
+exists in S3 with the journal entry even when the audit object is never written. It is written
+after every archive pack and, between delete batches, at most every ``checkpoint_seconds``;
+deletes it missed are safe to meet again: archive writes are idempotent and "already deleted"
+counts as deleted. Its ``status`` is ``done`` only when every image of the repository finished
+(deleted, skipped, gone, ...); a run with failed images stays ``incomplete`` and a rerun with the
+same run id (or an Airflow retry) finishes exactly those, without archiving again what is archived.
+
+Logging: per-image records go to the audit object and to DEBUG; INFO gets one line per
+repository and the run's totals. When S3 cannot take a journal or an audit object, the records it
+would have held are logged at ERROR, so a deletion is never without a record somewhere.
 """
 
 from __future__ import annotations
@@ -62,13 +70,15 @@ class Journal:
     s3: Any
     bucket: str
     key: str
-    status: str = "new"  # new | running | done
+    status: str = "new"  # new | running | incomplete | done
     archived: dict[str, str] = field(default_factory=dict)  # digest -> catalog key
-    deleted: dict[str, str] = field(default_factory=dict)  # digest -> deleted | already_deleted
+    # digest -> the deletion's audit record (its "result": deleted | already_deleted)
+    deleted: dict[str, dict[str, Any]] = field(default_factory=dict)
     untagged: dict[str, list[str]] = field(default_factory=dict)  # digest -> tags removed
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # final, once status is done
     attempts: int = 0
     saved_at: float = field(default=0.0, repr=False)  # monotonic time of the last save
+    unsaved: set[str] = field(default_factory=set, repr=False)  # deletions not yet in S3
 
     @classmethod
     def load(cls, s3: Any, bucket: str, key: str) -> Journal:
@@ -84,7 +94,10 @@ class Journal:
             key,
             status=state["status"],
             archived=state["archived"],
-            deleted=state["deleted"],
+            deleted={
+                d: v if isinstance(v, dict) else {"result": v}  # journals before records were kept
+                for d, v in state["deleted"].items()
+            },
             untagged=state["untagged"],
             outcomes=state.get("outcomes", {}),
             attempts=state.get("attempts", 0),
@@ -103,10 +116,26 @@ class Journal:
         self.s3.put_object(
             Bucket=self.bucket,
             Key=self.key,
-            Body=json.dumps(state, sort_keys=True).encode(),
+            Body=json.dumps(state, sort_keys=True, default=str).encode(),
             ContentType="application/json",
         )
         self.saved_at = time.monotonic()
+        self.unsaved.clear()
+
+    def record_deletion(self, digest: str, record: dict[str, Any]) -> None:
+        """Note a deletion with its audit record (persisted at the next save) and log it (DEBUG)."""
+        self.deleted[digest] = record
+        self.unsaved.add(digest)
+        log.debug("retention audit: %s", json.dumps(record, sort_keys=True, default=str))
+
+    def log_unsaved(self, why: str) -> None:
+        """S3 did not take the journal: put the deletions it would have recorded in the log."""
+        for digest in sorted(self.unsaved):
+            log.error(
+                "retention audit (not in S3: %s): %s",
+                why,
+                json.dumps(self.deleted[digest], sort_keys=True, default=str),
+            )
 
     def checkpoint(self, min_interval: float) -> None:
         """Save unless the last save is younger than ``min_interval`` seconds."""
@@ -148,11 +177,12 @@ def record(
 
 
 def write_audit(s3: Any, bucket: str, key: str, records: list[dict[str, Any]]) -> None:
-    """Write the records as JSON lines (one object, rewritten whole on a rerun) and log each."""
+    """Write the records as JSON lines (one object, rewritten whole on a rerun); each is logged
+    at DEBUG (INFO gets one line per repository: 50,000 deletions must not flood the log)."""
     lines = [json.dumps(r, sort_keys=True, default=str) for r in records]
-    if log.isEnabledFor(logging.INFO):
+    if log.isEnabledFor(logging.DEBUG):
         for line in lines:
-            log.info("retention audit: %s", line)
+            log.debug("retention audit: %s", line)
     body = "".join(line + "\n" for line in lines).encode()
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
 

@@ -8,26 +8,36 @@ contract in ``planner.py``). Per repository, in this order:
    or what is left of ``max_deletions_per_run`` is stopped with a message; the others go on.
 2. **Dry run** (the run's flag, or a row's ``dry_run`` from a policy not yet enabled): audit
    records ``would_delete`` / ``would_untag`` only; no registry or archive call at all.
-3. **Fresh look**: the repository is read again (ECR ``list_images``; OCI tags list and a
-   HEAD per tag). An image tagged since the plan is skipped; an image already gone is noted.
+3. **Fresh look**: the images are read again just before acting. ECR: the ``batch_get_image``
+   reads that archiving needs anyway (100 ids a call) carry each image's existence and tags, so
+   nothing is listed again. OCI: the tags list and a HEAD per tag. An image tagged since the plan
+   is skipped; an image already gone is noted.
 4. **Archive** up to ``archive_batch`` images at a time (``archive.archive_images``: read,
    write once, read back, verify); an image that is not archived is never deleted.
 5. **Delete** archived images ``delete_batch`` at a time, indexes first (ECR refuses to delete
-   a child of a live index; such refusals are retried once after the indexes went).
+   a child of a live index; such refusals are retried once after the indexes went). Before each
+   batch the run's registry lease (``lease.py``) is checked: a run that lost it stops.
 6. **Untag**: ECR ``batch_delete_image`` by tag, never an image's last tag (that would delete
    it unarchived). OCI: not done; see :data:`OCI_UNTAG`.
 
 A journal (``audit.Journal``) is saved after each pack, at most every ``checkpoint_seconds``
 between delete batches (0: after every batch) and at the end, so a rerun with the same run id
-resumes: archived images are not archived again and journaled deletes are not sent again. Deletes
-the journal missed (a crash inside the checkpoint interval) are safe too: ECR's fresh look finds
-those archived images gone, the distribution registry answers 404; both count as deleted.
-One audit record per action goes to S3 and to the log.
+resumes: archived images are not archived again and journaled deletes are not sent again, and
+images that failed (a registry that went away, a blob that could not be read) are tried again;
+a repository counts as done only when none failed. Deletes the journal missed (a crash inside the
+checkpoint interval) are safe too: ECR's fresh look finds those archived images gone, the
+distribution registry answers 404; both count as deleted. Each deletion's audit record is kept
+in the journal; one audit record per action goes to S3 at the end (DEBUG in the log; INFO gets a
+line per repository). When S3 fails, what it did not take is logged at ERROR.
+
+Caps: the config's caps are the ceiling; a policy's ``max_fraction`` / ``max_deletions`` can only
+tighten them (:func:`stops`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +52,7 @@ from ..registries.base import DeleteResult, Registry
 from ..registries.ecr import BATCH, EcrRegistry, chunks
 from ..registries.oci import OciRegistry
 from . import audit
-from .archive import ArchiveStore, archive_images
+from .archive import ArchiveStore, Look, archive_images, look, reads_report_tags
 from .planner import RESULT_COLUMNS
 
 log = logging.getLogger("airflow.task")
@@ -89,11 +99,27 @@ class RunContext:
     archive_batch: int = 1000
     delete_batch: int = BATCH
     checkpoint_seconds: float = 2.0  # journal saves between delete batches at most this often
+    # raises (lease.LeaseLost) when the run no longer holds its registry lease: checked before
+    # every delete; None when the caller holds no lease (tests of single repositories, dry runs)
+    lease_check: Callable[[], None] | None = None
+
+    def check_lease(self) -> None:
+        if self.lease_check is not None:
+            self.lease_check()
 
     @classmethod
-    def from_config(cls, config: Any, s3: Any, run_id: str, now: datetime, dry_run: bool) -> RunContext:
+    def from_config(
+        cls,
+        config: Any,
+        s3: Any,
+        run_id: str,
+        now: datetime,
+        dry_run: bool,
+        lease_check: Callable[[], None] | None = None,
+    ) -> RunContext:
         ret = config.retention
         return cls(
+            lease_check=lease_check,
             s3=s3,
             bucket=config.storage.bucket,
             store=ArchiveStore(s3, config.storage.bucket, config.storage.prefixes.archive),
@@ -147,10 +173,11 @@ def stops(plan: pd.DataFrame, limits: Limits, policies: Any = None) -> dict[tupl
     for (registry, repository), n in sorted(counts.items()):
         total = int(totals[(registry, repository)])
         max_n, max_f = policies.safety(repository, registry) if policies is not None else (None, None)
-        cap_f = limits.max_fraction if max_f is None else max_f
+        cap_f, source = limits.max_fraction, "retention.max_fraction_per_repository"
+        if max_f is not None and max_f < cap_f:  # a policy can only tighten the config's cap
+            cap_f, source = max_f, "policy max_fraction"
         where = f"{registry}/{repository}"
         if n / total > cap_f:
-            source = "policy max_fraction" if max_f is not None else "retention.max_fraction_per_repository"
             out[(registry, repository)] = (
                 f"{where}: stopped, nothing deleted: the plan deletes {n} of {total} images "
                 f"({n / total:.0%}), over the cap of {cap_f:.0%} of a repository ({source})"
@@ -291,8 +318,8 @@ def apply_repository(
 ) -> dict[str, Any]:
     """Apply one repository's plan rows; returns its result (counts, status, message, keys).
 
-    Never raises for registry or archive trouble: the repository's result is ``failed``, its
-    audit holds what was done, and the journal lets a rerun finish the job.
+    Never raises for registry, archive or S3 trouble: the repository's result is ``failed``, the
+    journal and audit (or, when S3 failed, the log) hold what was done, and a rerun finishes the job.
     """
     reg_name, repo = str(rows["registry"].iat[0]), str(rows["repository"].iat[0])
     acts = [r for r in _rows(rows) if r["action"] in ACTIONS]
@@ -323,10 +350,31 @@ def apply_repository(
     if failed and status == "done":
         status = "failed"
         message = f"{reg_name}/{repo}: {len(failed)} image(s) failed; first: {failed[0]['detail']}"
-    audit.write_audit(run.s3, run.bucket, key, records)
-    if message:
-        (log.error if status == "failed" else log.warning)("retention: %s", message)
-    return {**_tally(reg_name, repo, records, status, message), "audit_key": key}
+    try:
+        audit.write_audit(run.s3, run.bucket, key, records)
+    except Exception as exc:  # S3 trouble: the log must hold what the audit object would have
+        problem = f"audit not written to s3://{run.bucket}/{key}: {type(exc).__name__}: {exc}"
+        for r in records:
+            if r["result"] not in ("would_delete", "would_untag", "stopped"):
+                log.error("retention audit (not in S3): %s", json.dumps(r, sort_keys=True, default=str))
+        status = "failed"
+        message = f"{reg_name}/{repo}: {problem}" + (f"; {message}" if message else "")
+        key = None
+    result = {**_tally(reg_name, repo, records, status, message), "audit_key": key}
+    _log_repository(result)
+    return result
+
+
+def _log_repository(result: dict[str, Any]) -> None:
+    """The one INFO line of a repository (per-image records are DEBUG)."""
+    counts = {k: result[k] for k in audit.RESULTS if result.get(k)}
+    line = f"retention: {result['registry']}/{result['repository']}: {result['status']} {counts}"
+    if result["status"] == "failed":
+        log.error("%s: %s", line, result["message"])
+    elif result["status"] == "stopped":
+        log.warning("%s", line)
+    else:
+        log.info("%s", line)
 
 
 def _would(row: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -344,7 +392,12 @@ def _would(row: dict[str, Any], run_id: str) -> dict[str, Any]:
 def _apply_live(
     run: RunContext, registry: Registry, repo: str, rows: list[dict[str, Any]], archive_layers: bool
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Execute the rows with the journal; returns the audit records and a fatal error, if any."""
+    """Execute the rows with the journal; returns the audit records and a fatal error, if any.
+
+    A journal marked ``done`` (every image finished) is answered from; any other journal is
+    resumed: what it archived is not archived again, what it deleted is not deleted again, and
+    everything else (failures included) is tried again.
+    """
     reg_name = registry.name
     journal = audit.Journal.load(
         run.s3, run.bucket, audit.journal_key(run.runs_prefix, run.run_id, reg_name, repo)
@@ -352,21 +405,34 @@ def _apply_live(
     if journal.status == "done":
         log.info("retention: %s/%s already done in run %s (journal)", reg_name, repo, run.run_id)
         return [_from_outcome(r, journal.outcomes, run.run_id) for r in rows], None
+    if journal.status != "new":
+        log.info(
+            "retention: %s/%s: resuming run %s (attempt %d; %d archived, %d deleted so far)",
+            reg_name,
+            repo,
+            run.run_id,
+            journal.attempts + 1,
+            len(journal.archived),
+            len(journal.deleted),
+        )
     journal.status, journal.attempts = "running", journal.attempts + 1
     outcomes: dict[str, tuple[str, str | None]] = {}  # "<action>:<digest>" -> (result, detail)
     error = None
     try:
         _run_steps(run, registry, repo, rows, archive_layers, journal, outcomes)
     except Exception as exc:  # one repository's trouble must not stop the others
-        log.exception("retention: %s/%s failed", reg_name, repo)
+        log.error("retention: %s/%s stopped: %s: %s", reg_name, repo, type(exc).__name__, exc)
+        log.debug("retention: %s/%s traceback", reg_name, repo, exc_info=True)
         error = f"{type(exc).__name__}: {exc}"
-    final = {}
-    for r in rows:
-        k = f"{r['action']}:{r['digest']}"
-        final[k] = _outcome(r, journal, outcomes, error)
-    if error is None:
-        journal.status, journal.outcomes = "done", final
-    journal.save()
+    final = {f"{r['action']}:{r['digest']}": _outcome(r, journal, outcomes, error) for r in rows}
+    finished = error is None and all(o["result"] != "failed" for o in final.values())
+    journal.status, journal.outcomes = ("done" if finished else "incomplete"), final
+    try:
+        journal.save()
+    except Exception as exc:  # S3 trouble: the deletions it did not take go to the log
+        problem = f"journal not saved to s3://{run.bucket}/{journal.key}: {type(exc).__name__}: {exc}"
+        journal.log_unsaved(problem)
+        error = f"{error}; {problem}" if error else problem
     return [_from_outcome(r, final, run.run_id) for r in rows], error
 
 
@@ -379,7 +445,7 @@ def _outcome(
     d, action = row["digest"], row["action"]
     archive_key = journal.archived.get(d)
     if action == "expire" and d in journal.deleted:
-        result = journal.deleted[d]
+        result = journal.deleted[d]["result"]
         detail = "archived, verified, deleted" if result == "deleted" else "archived; it was already gone"
         return {"result": result, "detail": detail, "archive_key": archive_key}
     if action == "untag" and d in journal.untagged:
@@ -409,29 +475,41 @@ def _from_outcome(row: dict[str, Any], outcomes: dict[str, dict[str, Any]], run_
     )
 
 
-def _run_steps(
-    run: RunContext,
-    registry: Registry,
-    repo: str,
-    rows: list[dict[str, Any]],
-    archive_layers: bool,
+def _fresh(
+    chunk: list[dict[str, Any]],
+    seen: Look | None,
+    current: dict[str, set[str]],
+    complete: bool,
     journal: audit.Journal,
     outcomes: dict[str, tuple[str, str | None]],
-) -> None:
-    current, complete = current_tags(registry, repo)
-    expire = sorted(
-        (r for r in rows if r["action"] == "expire"),
-        key=lambda r: (KIND_ORDER.get(r["kind"], 3), r["digest"]),
-    )
+    run_id: str,
+) -> list[dict[str, Any]]:
+    """The rows still to act on after the fresh look (``seen``: ECR's reads; else ``current``)."""
     todo: list[dict[str, Any]] = []
-    for r in expire:
+    for r in chunk:
         d = r["digest"]
-        if d in journal.deleted:
-            continue
-        now_tags = current.get(d)
-        if now_tags is None and complete:
+        if seen is not None:
+            if d in seen.failures:
+                outcomes[f"expire:{d}"] = ("failed", f"could not be read before deleting: {seen.failures[d]}")
+                continue
+            gone = d in seen.gone
+            now_tags = (seen.tags or {}).get(d, set())
+        else:
+            now_tags = current.get(d)
+            gone = now_tags is None and complete
+        if gone:
             if d in journal.archived:  # archived by this run, gone now: the crashed attempt deleted it
-                journal.deleted[d] = "already_deleted"
+                journal.record_deletion(
+                    d,
+                    audit.record(
+                        r,
+                        "already_deleted",
+                        run_id=run_id,
+                        dry_run=False,
+                        archive_key=journal.archived[d],
+                        detail="archived; it was already gone",
+                    ),
+                )
             else:
                 outcomes[f"expire:{d}"] = (
                     "gone",
@@ -443,10 +521,32 @@ def _run_steps(
             outcomes[f"expire:{d}"] = ("skipped", f"tagged since the plan ({', '.join(new)}): left alone")
             continue
         todo.append(r)
+    return todo
+
+
+def _run_steps(
+    run: RunContext,
+    registry: Registry,
+    repo: str,
+    rows: list[dict[str, Any]],
+    archive_layers: bool,
+    journal: audit.Journal,
+    outcomes: dict[str, tuple[str, str | None]],
+) -> None:
+    reads_tags = reads_report_tags(registry)
+    current: dict[str, set[str]] = {}
+    complete = True
+    if not reads_tags:  # the distribution API: tags list and a HEAD per tag
+        current, complete = current_tags(registry, repo)
+    by_digest = {r["digest"]: r for r in rows if r["action"] == "expire"}
+    expire = sorted(by_digest.values(), key=lambda r: (KIND_ORDER.get(r["kind"], 3), r["digest"]))
+    pending = [r for r in expire if r["digest"] not in journal.deleted]
 
     referenced: list[str] = []
-    for chunk in chunks(todo, run.archive_batch):
-        need = [r for r in chunk if r["digest"] not in journal.archived]
+    for chunk in chunks(pending, run.archive_batch):
+        seen = look(registry, repo, [r["digest"] for r in chunk]) if reads_tags else None
+        todo = _fresh(chunk, seen, current, complete, journal, outcomes, run.run_id)
+        need = [r for r in todo if r["digest"] not in journal.archived]
         if need:
             got = archive_images(
                 run.store,
@@ -456,6 +556,7 @@ def _run_steps(
                 archive_layers=archive_layers,
                 run_id=run.run_id,
                 now=datetime.now(UTC),
+                prefetched=seen,
             )
             journal.archived.update(got.archived)
             journal.save()
@@ -466,25 +567,35 @@ def _run_steps(
                 )
             for d, why in got.failures.items():
                 outcomes[f"expire:{d}"] = ("failed", f"not archived, so not deleted: {why}")
-            log.info(
+            log.debug(
                 "retention: %s/%s: archived %d image(s) to %s",
                 registry.name,
                 repo,
                 len(got.archived),
                 got.catalog,
             )
+        # Only images whose archive was written, read back and verified (their catalog entry is in
+        # the journal) may be deleted; an image that failed to archive stays in the registry.
         deletable = [
             r["digest"]
-            for r in chunk
+            for r in todo
             if r["digest"] in journal.archived and r["digest"] not in journal.deleted
         ]
         for batch in chunks(deletable, run.delete_batch):
-            referenced += _delete_batch(registry, repo, batch, journal, outcomes, retry=True)
+            run.check_lease()  # a run that lost its registry lease deletes nothing more
+            referenced += _delete_batch(
+                registry, repo, batch, journal, outcomes, by_digest, run.run_id, retry=True
+            )
             journal.checkpoint(run.checkpoint_seconds)
     if referenced:  # children of indexes deleted meanwhile: ECR accepts them now
-        _delete_batch(registry, repo, referenced, journal, outcomes, retry=False)
+        run.check_lease()
+        _delete_batch(registry, repo, referenced, journal, outcomes, by_digest, run.run_id, retry=False)
         journal.save()
     untag_rows = [r for r in rows if r["action"] == "untag"]
+    if untag_rows and reads_tags:  # the last-tag check needs every tag: list them (rare: untag rules)
+        current, complete = current_tags(registry, repo)
+    if untag_rows:
+        run.check_lease()
     _untag(registry, repo, untag_rows, current, complete, journal, outcomes, run.checkpoint_seconds)
     for r in rows:
         if r["action"] == "transition":
@@ -497,22 +608,32 @@ def _delete_batch(
     digests: list[str],
     journal: audit.Journal,
     outcomes: dict[str, tuple[str, str | None]],
+    rows: dict[str, dict[str, Any]],
+    run_id: str,
     *,
     retry: bool,
 ) -> list[str]:
-    """Delete one batch, journaling each digest; returns refusals worth one more try."""
+    """Delete one batch, journaling each deletion with its audit record; returns refusals worth
+    one more try."""
+
+    def done(d: str, result: str, detail: str) -> None:
+        record = audit.record(
+            rows[d], result, run_id=run_id, dry_run=False, archive_key=journal.archived[d], detail=detail
+        )
+        journal.record_deletion(d, record)
+
     res = _delete(registry, repo, digests)
     for d in res.deleted:
-        journal.deleted[d] = "deleted"
+        done(d, "deleted", "archived, verified, deleted")
     again = []
     for d, why in res.failures.items():
         if _not_found(why):
-            journal.deleted[d] = "already_deleted"
+            done(d, "already_deleted", "archived; it was already gone")
         elif retry and "ImageReferencedByManifestList" in why:
             again.append(d)
         else:
             outcomes[f"expire:{d}"] = ("failed", f"archived ({journal.archived[d]}) but not deleted: {why}")
-    log.info(
+    log.debug(
         "retention: %s/%s: deleted %d, %d refused", registry.name, repo, len(res.deleted), len(res.failures)
     )
     return again

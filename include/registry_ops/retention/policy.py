@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 TAG_STATUSES = ("tagged", "untagged", "any")
 COUNT_TYPES = ("imageCountMoreThan", "sinceImagePushed", "sinceImagePulled", "sinceImageTransitioned")
@@ -354,13 +354,14 @@ class SemverKeep(_Strict):
 
     per: Literal["major", "minor"] = "minor"
     keep: int = Field(ge=1)
-    include_prerelease: bool = False
+    include_prerelease: StrictBool = False
 
 
 class Settings(_Strict):
     """Fields a policy, the file's ``defaults`` or an override may set (unset = inherited)."""
 
-    enabled: bool | None = None
+    # Booleans are strict: `enabled: "yes"` or `enabled: 1` is an error, not a silent true.
+    enabled: StrictBool | None = None
     max_deletions: int | None = Field(None, ge=0)
     max_fraction: float | None = Field(None, ge=0, le=1)
     rules: list[Any] | None = None
@@ -368,10 +369,10 @@ class Settings(_Strict):
     protect_tags: list[str] | None = None
     keep_semver: SemverKeep | None = None
     keep_pulled_within_days: int | None = Field(None, ge=1)
-    keep_in_use: bool | None = None
-    untag_partial: bool | None = None
-    children_follow_index: bool | None = None
-    archive_layers: bool | None = None  # read by the executor; None = retention.archive_layers
+    keep_in_use: StrictBool | None = None
+    untag_partial: StrictBool | None = None
+    children_follow_index: StrictBool | None = None
+    archive_layers: StrictBool | None = None  # read by the executor; None = retention.archive_layers
 
 
 class Override(Settings):
@@ -456,12 +457,30 @@ class PolicySet:
     match are applied in order on top. A repository no policy matches is not planned.
     """
 
-    def __init__(self, model: FileModel, source: str = "<memory>") -> None:
+    def __init__(self, model: FileModel, source: str = "<memory>", enable: Iterable[str] = ()) -> None:
         self.model = model
         self.source = source
         self._cache: dict[tuple[str, str], ResolvedPolicy | None] = {}
         self._rules: dict[tuple[int, int | None], tuple[Rule, ...]] = {}
         self._validate()
+        self.enabled_by_name = self._known(enable)
+
+    def _known(self, names: Iterable[str]) -> frozenset[str]:
+        """Policy names to enable from outside the file (config or command line), all known."""
+        wanted = frozenset(names)
+        unknown = sorted(wanted - set(self.names))
+        if unknown:
+            raise PolicyError(
+                f"{self.source}: cannot enable {', '.join(map(repr, unknown))}: no such policy "
+                f"(policies in this file: {', '.join(map(repr, self.names))})"
+            )
+        return wanted
+
+    def with_enabled(self, names: Iterable[str]) -> PolicySet:
+        """This file with the named policies enabled as well (``retention.enable_policies``,
+        ``--enable-policy``): the way to execute a plain ECR lifecycle file, which has no
+        ``enabled`` field of its own; its one policy is named after the file's stem."""
+        return PolicySet(self.model, self.source, self.enabled_by_name | frozenset(names))
 
     @property
     def names(self) -> list[str]:
@@ -524,7 +543,7 @@ class PolicySet:
                 key=(p, applied),
                 name=policy.name,
                 rules=rules,
-                enabled=bool(values["enabled"]),
+                enabled=bool(values["enabled"]) or policy.name in self.enabled_by_name,
                 max_deletions=values["max_deletions"],
                 max_fraction=values["max_fraction"],
                 exclude_tags=tuple(values["exclude_tags"] or ()),
