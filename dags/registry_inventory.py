@@ -74,16 +74,15 @@ def registry_inventory():
         from include.registry_ops import inventory_jobs
 
         get_current_context()["batch_label"] = f"{batch['registry']}#{batch['batch']}"
-        run_id, run_after = _run()
-        return inventory_jobs.list_batch_to_s3(_config(), batch, run_after, run_id)
+        run_id, _ = _run()
+        return inventory_jobs.list_batch_to_s3(_config(), batch, run_id)
 
     @task(outlets=[INVENTORY_ASSET])
     def publish(registries: list[dict], parts: list[dict]):
-        """Write the dated snapshot and announce it on the Asset."""
+        """Write the snapshot, named by when the listing ran, and announce it on the Asset."""
         from include.registry_ops import inventory_jobs
 
-        _, run_after = _run()
-        manifest = inventory_jobs.publish(_config(), list(registries), list(parts), run_after)
+        manifest = inventory_jobs.publish(_config(), list(registries), list(parts))
         yield Metadata(
             INVENTORY_ASSET,
             {

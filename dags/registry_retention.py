@@ -4,8 +4,9 @@
 Applies the retention policies (`retention.policy_file`) to each new inventory snapshot:
 expired images are archived to S3, read back and verified, and only then deleted.
 
-* **Schedule**: on the Asset `registry_inventory_snapshot` (each new inventory); manual runs
-  plan on `inventory/latest.json`.
+* **Schedule**: on the Asset `registry_inventory_snapshot` (each new inventory). A run
+  triggered by several queued events plans on the one with the newest `snapshot_at`, and
+  refuses it when `inventory/latest.json` names a newer one; manual runs plan on `latest.json`.
 * **Params**: `dry_run` (default **true**): audit only, nothing archived or deleted. A policy
   that is not `enabled` is a dry run whatever this says.
 * **Work**: `plan` runs the planner on the snapshot, applies the caps once for the whole run
@@ -15,8 +16,9 @@ expired images are archived to S3, read back and verified, and only then deleted
 * **Outputs**: audit records (JSON lines) under `retention/audit/`, the archive under
   `archive/`, `retention/runs/<run_id>/summary.json`, and the Asset
   `registry_retention_summary` (images and bytes removed, monthly saving at USD 0.10/GB-month).
-* **Failure modes**: a bad config or policy file fails `plan` at once (no policy file
-  configured at all: nothing is planned, with a warning); a failing repository
+* **Failure modes**: a bad config or policy file, a missing or stale snapshot fail `plan` at
+  once, without retries, and `summarize` says so (no policy file configured at all:
+  nothing is planned, with a warning); a failing repository
   fails its own `apply` (retried: the journal makes a retry resume, never delete twice) while
   the others finish; `check` then fails naming it. A repository stopped by a cap is named too
   (a failure only when executing). Details: `docs/dags/registry_retention.md`.
@@ -73,6 +75,9 @@ def registry_retention():
         from include.registry_ops.config import ConfigError
         from include.registry_ops.retention import jobs
         from include.registry_ops.retention.policy import PolicyError
+        from include.registry_ops.schema import SchemaError
+        from include.registry_ops.snapshots import SnapshotError
+        from include.registry_ops.storage import BucketMissing
 
         ctx = get_current_context()
         run = ctx["dag_run"]
@@ -80,7 +85,8 @@ def registry_retention():
             return jobs.plan_run(
                 _config(), run.run_id, run.run_after, bool(ctx["params"][DRY_RUN]), _event_extras(ctx)
             )
-        except (ConfigError, PolicyError) as exc:
+        except (ConfigError, PolicyError, SnapshotError, SchemaError, BucketMissing) as exc:
+            # no retry can fix these: a missing or stale snapshot or bucket, a bad file
             raise AirflowFailException(str(exc)) from None
 
     @task
@@ -104,10 +110,18 @@ def registry_retention():
         return {"item": outcome["item"], "statuses": [r["status"] for r in outcome["results"]]}
 
     @task(outlets=[RETENTION_ASSET], trigger_rule="all_done")
-    def summarize(planned: dict):
-        """Totals from every item's stored result (failed ones too), published on the Asset."""
+    def summarize(planned: dict | None):
+        """Totals from every item's stored result (failed ones too), published on the Asset.
+
+        When `plan` failed there is nothing to add up: fail at once, no retry, saying so (a skip
+        would skip `check` too, and a run whose leaves all skipped counts as a success).
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
         from include.registry_ops.retention import jobs
 
+        if not planned:
+            raise AirflowFailException("plan failed (see its log): no plan, so nothing to summarize")
         summary = jobs.summarize_run(_config(), planned)
         yield Metadata(
             RETENTION_ASSET,

@@ -60,10 +60,14 @@ FINDINGS_ASSET = Asset(**SCAN_FINDINGS)
 FORCE = "force_rescan"
 
 
-def _inventory_key(context) -> str | None:
-    """The snapshot that triggered this run, if an inventory event did."""
+def _inventory_key(context) -> list[dict]:
+    """Extras of every inventory event that triggered this run (none: a timed or manual run).
+
+    All of them, in no particular order: `plan` takes the one with the newest `snapshot_at`
+    and refuses it when `latest.json` names a newer one (`include/registry_ops/snapshots.py`).
+    """
     events = (context.get("triggering_asset_events") or {}).get(INVENTORY_ASSET) or []
-    return events[-1].extra.get("key") if events else None
+    return [dict(e.extra or {}) for e in events]
 
 
 @dag(

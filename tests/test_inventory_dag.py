@@ -94,3 +94,26 @@ def test_bad_config_fails_the_task_not_the_parse(
     dr = inventory_dag.test()
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert dr.state == DagRunState.FAILED and states["registries"] == "failed"
+
+
+def test_snapshot_is_named_by_when_the_listing_ran(airflow_db, seeded, config_file, s3, inventory_dag):
+    """A run scheduled for 00:00 that lists at 07:13 publishes .../HHMMSSZ of 07:13, not 000000Z."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk import DagRunState
+
+    midnight = datetime(2026, 11, 1, tzinfo=UTC)  # the run's logical date, long before the listing
+    before = datetime.now(UTC).replace(microsecond=0)
+    dr = inventory_dag.test(logical_date=midnight)
+    after = datetime.now(UTC)
+    assert dr.state == DagRunState.SUCCESS, {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert dr.logical_date == midnight
+
+    pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="inventory/latest.json")["Body"].read())
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=pointer["manifest"])["Body"].read())
+    taken = datetime.fromisoformat(manifest["snapshot_at"])
+    assert before <= taken <= after
+    assert pointer["key"] == f"inventory/dt={taken:%Y-%m-%d}/{taken:%H%M%SZ}/inventory.parquet"
+    rows = schema.table_to_frame(latest_snapshot(s3, BUCKET, "inventory/"))
+    assert len(rows) == manifest["images"] > 0
+    assert set(rows["snapshot_at"]) == {taken}  # every row agrees with the key and the manifest

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from . import inventory, storage
+import pyarrow as pa
+
+from . import inventory, schema, storage
 from .clients import build_registry, s3_client
 from .config import Config
 from .registries.base import RegistryError
@@ -50,12 +52,15 @@ def part_key(config: Config, run_id: str, batch: dict[str, Any]) -> str:
     )
 
 
-def list_batch_to_s3(
-    config: Config, batch: dict[str, Any], snapshot_at: datetime, run_id: str
-) -> dict[str, Any]:
-    """List one batch and park its rows in S3; returns the key, counts and errors."""
+def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """List one batch and park its rows in S3; returns the key, counts, errors and when it listed.
+
+    The time is the listing's own (not the run's logical date: a run scheduled for 00:00 may
+    list at 07:13), to the second, as snapshot keys are.
+    """
+    listed_at = datetime.now(UTC).replace(microsecond=0)
     registry = build_registry(config.registry(batch["registry"]))
-    listing = inventory.list_batch(registry, batch["repositories"], snapshot_at)
+    listing = inventory.list_batch(registry, batch["repositories"], listed_at)
     key = part_key(config, run_id, batch)
     storage.put_table(s3_client(config), config.storage.bucket, key, listing.table)
     log.info(
@@ -68,18 +73,35 @@ def list_batch_to_s3(
         registry.requests.total,
         dict(registry.requests.counts),
     )
-    return {"key": key, "rows": listing.table.num_rows, "errors": listing.errors}
+    return {
+        "key": key,
+        "rows": listing.table.num_rows,
+        "errors": listing.errors,
+        "listed_at": listed_at.isoformat(),
+    }
 
 
-def publish(
-    config: Config,
-    registries: list[dict[str, Any]],
-    parts: list[dict[str, Any]],
-    snapshot_at: datetime,
-) -> dict[str, Any]:
-    """Combine the parts into the dated snapshot, write its manifest, drop the parts."""
+def listing_time(parts: list[dict[str, Any]]) -> datetime:
+    """When the listing ran: the first batch's start (now, when nothing was listed).
+
+    Derived from the parts, so a retried ``publish`` names the same snapshot.
+    """
+    times = [datetime.fromisoformat(p["listed_at"]) for p in parts]
+    return min(times, default=datetime.now(UTC).replace(microsecond=0))
+
+
+def _stamped(table: pa.Table, snapshot_at: datetime) -> pa.Table:
+    """Every row's ``snapshot_at`` set to the snapshot's, so rows, key and manifest agree."""
+    field = schema.ARROW_SCHEMA.field("snapshot_at")
+    column = pa.array([snapshot_at] * table.num_rows, type=field.type)
+    return table.set_column(table.schema.get_field_index(field.name), field, column)
+
+
+def publish(config: Config, registries: list[dict[str, Any]], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the parts into the snapshot named by the listing's time, write its manifest, drop the parts."""
     s3 = s3_client(config)
     bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
+    snapshot_at = listing_time(parts)
     tables = [storage.get_table(s3, bucket, p["key"]) for p in parts]
     errors = [
         {"registry": r["registry"], "repository": "*", "error": r["error"]} for r in registries if r["error"]
@@ -89,7 +111,7 @@ def publish(
         s3,
         bucket,
         prefix,
-        inventory.combine(tables),
+        _stamped(inventory.combine(tables), snapshot_at),
         errors,
         snapshot_at,
         [r["registry"] for r in registries],

@@ -226,3 +226,34 @@ def test_without_a_target_or_a_policy_file_the_dags_do_nothing_and_succeed(
     dr = restore.test()
     assert dr.state == DagRunState.SUCCESS, _states(dr)
     assert "no digest or tag given; the newest archived images" in caplog.text
+
+
+def test_a_missing_snapshot_fails_the_run_at_once_without_a_type_error(
+    airflow_db, dag_env, s3, monkeypatch, tmp_path, capfd
+):
+    """No retry can bring a snapshot: `plan` and `summarize` fail on their first try, cleanly."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import DagRunState
+
+    empty = f"ret-exec-dag-empty-{unique('x')[2:10]}"
+    s3.create_bucket(Bucket=empty)
+    cfg = yaml.safe_load(dag_env["config"].read_text())
+    cfg["storage"]["bucket"] = empty
+    cfg["retention"].update(
+        policy_file=str(dag_env["config"].parent / "policies.yaml"),
+        in_use_file=str(dag_env["config"].parent / "in-use.txt"),
+    )
+    path = tmp_path / "empty-bucket.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(path))
+    retention = DagBag(dag_folder="dags").dags["registry_retention"]
+    dr = retention.test()
+    logs = capfd.readouterr()
+    assert dr.state == DagRunState.FAILED
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    assert tis["plan"].state == "failed" and tis["plan"].try_number == 1
+    assert tis["summarize"].state == "failed" and tis["summarize"].try_number == 1
+    assert tis["check"].state == "upstream_failed"
+    out = logs.out + logs.err
+    assert f"no inventory snapshot at s3://{empty}/inventory/latest.json" in out
+    assert "no plan, so nothing to summarize" in out and "TypeError" not in out

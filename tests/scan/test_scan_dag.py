@@ -102,7 +102,7 @@ def latest_findings_event() -> dict:
 
 
 def test_an_inventory_event_names_the_snapshot_to_scan():
-    """Asset-triggered runs scan the snapshot of the triggering event, not whatever is latest."""
+    """Asset-triggered runs hand every triggering event to `plan` (which takes the newest)."""
     import importlib.util
     from types import SimpleNamespace
 
@@ -114,9 +114,9 @@ def test_an_inventory_event_names_the_snapshot_to_scan():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     events = [
-        SimpleNamespace(extra={"key": "inventory/dt=2026-11-26/a.parquet"}),
-        SimpleNamespace(extra={"key": "inventory/dt=2026-11-27/b.parquet"}),
+        SimpleNamespace(extra={"key": "inventory/dt=2026-11-27/b.parquet", "snapshot_at": "2026-11-27"}),
+        SimpleNamespace(extra={"key": "inventory/dt=2026-11-26/a.parquet", "snapshot_at": "2026-11-26"}),
     ]
     context = {"triggering_asset_events": {Asset(**INVENTORY): events}}
-    assert module._inventory_key(context) == "inventory/dt=2026-11-27/b.parquet"
-    assert module._inventory_key({"triggering_asset_events": {}}) is None
+    assert module._inventory_key(context) == [e.extra for e in events]
+    assert module._inventory_key({"triggering_asset_events": {}}) == []

@@ -25,6 +25,7 @@ def parse_now(text: str | None) -> datetime:
 
 
 def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
+    from .. import snapshots
     from ..clients import s3_client
     from ..inventory_files import read_inventory
     from ..retention import jobs
@@ -32,10 +33,8 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
 
     config = load_config(args.config)
     now = parse_now(args.now)
-    if args.from_s3:
-        s3 = s3_client(config)
-        bucket, key = jobs.snapshot_location(config, s3, [])
-        inventory = jobs.read_snapshot(s3, bucket, key)
+    if args.from_s3:  # latest.json's snapshot; none (or no bucket) is a SnapshotMissing: exit 2
+        inventory = snapshots.load(config, s3_client(config), []).frame
     else:
         try:
             inventory = read_inventory(args.inventory)

@@ -19,10 +19,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from .. import schema, storage
+from .. import snapshots, storage
 from ..clients import build_registry, s3_client
 from ..config import Config, ConfigError
-from ..inventory import LATEST_NAME
 from . import audit
 from .executor import ACTIONS, Limits, RunContext, execute, plan_run_id, stops, validate_plan
 from .restore import locate, restore_image, write_restore_audit
@@ -96,20 +95,6 @@ def limits_of(config: Config) -> Limits:
     return Limits(config.retention.max_deletions_per_run, config.retention.max_fraction_per_repository)
 
 
-def snapshot_location(config: Config, s3: Any, extras: list[dict[str, Any]]) -> tuple[str, str]:
-    """The inventory to plan on: the triggering Asset event's snapshot, else ``latest.json``."""
-    for extra in reversed(extras):
-        if extra.get("key"):
-            return extra.get("bucket") or config.storage.bucket, extra["key"]
-    bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
-    pointer = storage.get_json(s3, bucket, prefix + LATEST_NAME)
-    return bucket, pointer["key"]
-
-
-def read_snapshot(s3: Any, bucket: str, key: str) -> pd.DataFrame:
-    return schema.table_to_frame(storage.get_table(s3, bucket, key))
-
-
 def make_plan(inventory: pd.DataFrame, policies: Any, now: datetime, in_use: set[str] | None) -> pd.DataFrame:
     from .planner import plan
 
@@ -163,10 +148,9 @@ def plan_run(
             "items": [],
         }
     s3 = s3_client(config)
-    bucket, key = snapshot_location(config, s3, extras)
-    inventory = read_snapshot(s3, bucket, key)
+    snapshot = snapshots.load(config, s3, extras)  # the newest event's, never a stale one
     policies = load_policy_set(config)
-    plan = make_plan(inventory, policies, now, in_use_refs(config))
+    plan = make_plan(snapshot.frame, policies, now, in_use_refs(config))
     halted = stops(plan, limits_of(config), policies)
     out = config.storage.bucket
     storage.put_table(s3, out, _run_key(config, run_id, "plan.parquet"), _to_table(plan))
@@ -193,11 +177,10 @@ def plan_run(
         )
     counts = {a: int(n) for a, n in plan["action"].value_counts().items()}
     log.info(
-        "retention: run %s planned on s3://%s/%s at %s: %d images, %s; %d repositories with actions; "
+        "retention: run %s planned on %s at %s: %d images, %s; %d repositories with actions; "
         "%d stopped by caps; dry run: %s",
         run_id,
-        bucket,
-        key,
+        snapshot.location.describe(),
         now.isoformat(),
         len(plan),
         counts,
@@ -211,7 +194,7 @@ def plan_run(
         "run_id": run_id,
         "now": now.isoformat(),
         "dry_run": dry_run,
-        "snapshot": {"bucket": bucket, "key": key},
+        "snapshot": snapshot.location.as_dict(),
         "plan_key": _run_key(config, run_id, "plan.parquet"),
         "actions": counts,
         "items": items,

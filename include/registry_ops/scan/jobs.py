@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from .. import schema, storage
+from .. import schema, snapshots, storage
 from ..clients import ConnectionMissing, aws_client, build_registry
 from ..config import Config
 from ..registries.base import RegistryError
@@ -48,17 +48,17 @@ class ScanIncomplete(RuntimeError):
     """Some digests could not be scanned; the message names each (up to a limit)."""
 
 
-def _inventory(s3: Any, config: Config, key: str | None) -> tuple[pd.DataFrame, str]:
-    bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
-    if key is None:
-        try:
-            key = storage.get_json(s3, bucket, prefix + "latest.json")["key"]
-        except s3.exceptions.NoSuchKey:
-            raise ScanError(
-                f"no inventory snapshot at s3://{bucket}/{prefix}latest.json: run registry_inventory "
-                "(or `registry-ops scan run --live`) first"
-            ) from None
-    return schema.table_to_frame(storage.get_table(s3, bucket, key)), key
+def _inventory(s3: Any, config: Config, key: str | list[dict[str, Any]] | None) -> tuple[pd.DataFrame, str]:
+    """The run's inventory: ``key`` once planned; at plan time the triggering events' extras
+    (or None), of which :mod:`snapshots` takes the newest, refusing a stale or missing one."""
+    if isinstance(key, str):
+        uri = f"s3://{config.storage.bucket}/{key}"
+        return schema.table_to_frame(storage.get_table(s3, config.storage.bucket, key), uri), key
+    try:
+        snapshot = snapshots.load(config, s3, key or [])
+    except snapshots.SnapshotError as exc:
+        raise ScanError(str(exc)) from None
+    return snapshot.frame, snapshot.location.key
 
 
 def _images(config: Config, inventory: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +69,7 @@ def plan_run(
     config: Config,
     run_at: datetime,
     run_id: str,
-    inventory_key: str | None = None,
+    inventory_key: str | list[dict[str, Any]] | None = None,
     inventory: pa.Table | None = None,
     force: bool = False,
 ) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""Which inventory snapshot a scan or retention run plans on: the newest, never a stale one.
+
+Several queued inventory Asset events can trigger one run, in an order Airflow does not
+guarantee. Planning on the oldest of them once expired 374 images of a snapshot taken before
+the deletions a newer one (3 to expire) already showed. So the run takes the event with the
+newest ``snapshot_at`` and refuses it when ``inventory/latest.json`` names a newer one; with no
+event it takes ``latest.json``. Both callers (``retention.jobs``, ``scan.jobs``) use this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from botocore.exceptions import ClientError
+
+from . import schema, storage
+from .config import Config
+from .inventory import LATEST_NAME
+
+log = logging.getLogger("airflow.task")
+MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404"}
+
+
+class SnapshotError(ValueError):
+    """The run cannot plan on any snapshot; retrying will not change that."""
+
+
+class SnapshotMissing(SnapshotError):
+    """No inventory snapshot where one should be (none published yet, a fresh bucket)."""
+
+
+class SnapshotStale(SnapshotError):
+    """The chosen snapshot is older than the newest one known."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a snapshot is and when its listing ran."""
+
+    bucket: str
+    key: str
+    snapshot_at: datetime
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def describe(self) -> str:
+        return f"{self.uri} (taken {self.snapshot_at.isoformat()})"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"bucket": self.bucket, "key": self.key, "snapshot_at": self.snapshot_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The chosen snapshot and its validated rows."""
+
+    location: Location
+    frame: pd.DataFrame
+
+
+def _time(value: Any, what: str) -> datetime:
+    try:
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        raise SnapshotError(f"{what}: snapshot_at is not an ISO-8601 time: {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in MISSING_CODES
+
+
+def _no_snapshot(bucket: str, key: str) -> SnapshotMissing:
+    return SnapshotMissing(
+        f"no inventory snapshot at s3://{bucket}/{key}; run the registry_inventory DAG first "
+        "(or plan on a file: `registry-ops inventory --out FILE`, then `--inventory FILE`)"
+    )
+
+
+def newest_event(config: Config, extras: list[dict[str, Any]]) -> Location | None:
+    """The triggering event with the newest ``snapshot_at`` (not the last in the list)."""
+    found = []
+    for n, extra in enumerate(extras):
+        if not extra.get("key"):
+            continue  # not an inventory snapshot event (e.g. one created by hand without extra)
+        if not extra.get("snapshot_at"):
+            raise SnapshotError(f"inventory event {n} names {extra['key']} but no snapshot_at: {extra}")
+        at = _time(extra["snapshot_at"], f"inventory event {n} ({extra['key']})")
+        found.append(Location(extra.get("bucket") or config.storage.bucket, extra["key"], at))
+    return max(found, key=lambda loc: loc.snapshot_at, default=None)
+
+
+def latest(config: Config, s3: Any) -> Location:
+    """The snapshot ``latest.json`` names, with its manifest's ``snapshot_at``.
+
+    A missing bucket raises ``storage.BucketMissing`` (naming it and the config file)."""
+    bucket, pointer_key = config.storage.bucket, config.storage.prefixes.inventory + LATEST_NAME
+    storage.require_bucket(s3, bucket, config.source)
+    try:
+        pointer = storage.get_json(s3, bucket, pointer_key)
+    except ClientError as exc:
+        if _missing(exc):
+            raise _no_snapshot(bucket, pointer_key) from None
+        raise
+    if not pointer.get("key") or not pointer.get("manifest"):
+        raise SnapshotMissing(f"s3://{bucket}/{pointer_key}: names no snapshot and manifest: {pointer}")
+    try:
+        manifest = storage.get_json(s3, bucket, pointer["manifest"])
+    except ClientError as exc:
+        if _missing(exc):
+            raise _no_snapshot(bucket, pointer["manifest"]) from None
+        raise
+    return Location(
+        bucket, pointer["key"], _time(manifest.get("snapshot_at"), f"s3://{bucket}/{pointer['manifest']}")
+    )
+
+
+def choose(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Location:
+    """The newest triggering event's snapshot, or ``latest.json``'s; refuse a stale one."""
+    newest_known = latest(config, s3)
+    event = newest_event(config, extras)
+    if event is None:
+        return newest_known
+    if event.snapshot_at < newest_known.snapshot_at:
+        raise SnapshotStale(
+            f"inventory snapshot {event.describe()}, the newest of {len(extras)} triggering event(s), "
+            f"is older than the newest known {newest_known.describe()}: refusing to plan on a stale "
+            "snapshot (a run triggered by the newer one plans on it)"
+        )
+    return event
+
+
+def load(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Snapshot:
+    """Choose the snapshot (see :func:`choose`) and read its rows, validated against the schema."""
+    where = choose(config, s3, extras)
+    try:
+        table = storage.get_table(s3, where.bucket, where.key)
+    except ClientError as exc:
+        if _missing(exc):
+            raise _no_snapshot(where.bucket, where.key) from None
+        raise
+    frame = schema.table_to_frame(table, where.uri)
+    log.info(
+        "inventory: planning on %s, %d rows (%d triggering event(s))",
+        where.describe(),
+        len(frame),
+        len(extras),
+    )
+    return Snapshot(where, frame)
