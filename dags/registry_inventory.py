@@ -50,10 +50,18 @@ def _run() -> tuple[str, object]:
 def registry_inventory():
     @task
     def registries() -> list[str]:
-        """Validate the config and make sure the bucket exists; the registries to list."""
-        from include.registry_ops import inventory_jobs
+        """Validate the config and check the bucket exists; the registries to list.
 
-        return inventory_jobs.start(_config())
+        A missing bucket fails at once (no retry can create it: `registry-ops init` does)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.registry_ops import inventory_jobs
+        from include.registry_ops.storage import BucketMissing
+
+        try:
+            return inventory_jobs.start(_config())
+        except BucketMissing as exc:
+            raise AirflowFailException(str(exc)) from None
 
     @task(map_index_template="{{ registry_label }}")
     def list_repositories(registry: str) -> dict:

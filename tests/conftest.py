@@ -110,6 +110,11 @@ def config_file(moto_server, registry_server, smtp_server, tmp_path_factory):
         )
     )
     os.environ["REGISTRY_OPS_CONFIG"] = str(path)
+    # Jobs never create buckets (registry-ops init does); the fixture stands in for that step.
+    from include.registry_ops import storage
+
+    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="us-east-1")
+    storage.ensure_bucket(s3, BUCKET)
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 
 from include.registry_ops.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
@@ -93,3 +95,97 @@ def test_env_var_selects_the_file(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(GOOD))
     monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(path))
     assert load_config().source == str(path)
+
+
+SECRET = "hunter2-registry-pass"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://ops:{SECRET}@harbor.example.com",
+        f"http://{SECRET}@127.0.0.1:5000/",
+        f"https://ops:{SECRET}@harbor.example.com/v2/",  # also off-pattern: still refused as credentials
+    ],
+)
+def test_credentials_in_a_registry_url_are_refused_without_echoing_them(tmp_path, url):
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(GOOD)
+    data["registries"][1]["url"] = url
+    path = tmp_path / "creds.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert f"{path}: registries[1].url: " in msg and "Airflow connection" in msg, msg
+    assert SECRET not in msg and SECRET not in "".join(traceback.format_exception(err.value))
+    assert err.value.__context__ is None  # pydantic's error, which repeats the input, is not chained
+
+
+def test_cli_refuses_credentials_in_url_and_keeps_them_off_stderr(tmp_path, capfd):
+    import copy
+
+    import yaml
+
+    from include.registry_ops.cli import main
+
+    data = copy.deepcopy(GOOD)
+    data["registries"][1]["url"] = f"https://ops:{SECRET}@harbor.example.com"
+    path = tmp_path / "creds.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code = main(["inventory", "--config", str(path), "--out", str(tmp_path / "x.parquet")])
+    out, err = capfd.readouterr()
+    assert code == 2 and "registries[1].url" in err and "credentials" in err, err
+    assert SECRET not in out + err
+
+
+def test_a_plain_registry_url_is_fine():
+    import copy
+
+    data = copy.deepcopy(GOOD)
+    data["registries"][1]["url"] = "http://127.0.0.1:5000/"
+    assert parse_config(data).registries[1].url == "http://127.0.0.1:5000/"
+
+
+BOOLEANS = [
+    (("registries", 1, "read_configs"), "registries[1].read_configs"),
+    (("retention", "archive_layers"), "retention.archive_layers"),
+    (("scan", "scan_untagged"), "scan.scan_untagged"),
+]
+
+
+def _set(data: dict, path: tuple, value: object) -> dict:
+    import copy
+
+    data = copy.deepcopy(data)
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {}) if isinstance(part, str) else node[part]
+    node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(("path", "where"), BOOLEANS, ids=[w for _, w in BOOLEANS])
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, "on", None])
+def test_booleans_are_strict(path, where, value):
+    with pytest.raises(ConfigError) as err:
+        parse_config(_set(GOOD, path, value), "strict.yaml")
+    assert f"strict.yaml: {where}: Input should be a valid boolean" in str(err.value)
+
+
+@pytest.mark.parametrize(("path", "where"), BOOLEANS, ids=[w for _, w in BOOLEANS])
+def test_yaml_true_and_false_stay_booleans(tmp_path, path, where):
+    import yaml
+
+    for text, expected in (("true", True), ("false", False)):
+        data = _set(GOOD, path, "__B__")
+        file = tmp_path / f"{text}.yaml"
+        file.write_text(yaml.safe_dump(data).replace("__B__", text))
+        config = load_config(file)
+        node: object = config
+        for part in path:
+            node = node[part] if isinstance(part, int) else getattr(node, part)
+        assert node is expected, where

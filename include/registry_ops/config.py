@@ -5,7 +5,9 @@ for free; :func:`load_config` turns its errors into one message that names the f
 path (``registries[1].kind``) and the problem, so ops see exactly what to fix.
 
 Secrets never live here: registries name an Airflow connection id, and credentials come from
-that connection (or a secrets backend).
+that connection (or a secrets backend). A URL with user-info (``https://user:pass@host``) is
+refused, without echoing it: the URL shows up in logs and summaries. Booleans are strict
+(``StrictBool``): ``"yes"`` or ``1`` is an error, not true.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .retention.settings import RetentionConfig
 from .scan.settings import ScanConfig
@@ -50,10 +60,22 @@ class RegistryConfig(_Strict):
     )
     include: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     exclude: list[str] = Field(default_factory=list)
-    read_configs: bool = Field(
+    read_configs: StrictBool = Field(
         True, description="OCI: read each image's config blob for platform and created time"
     )
     concurrency: int = Field(8, ge=1, le=64, description="OCI: parallel manifest requests")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _no_credentials(cls, value: object) -> object:
+        # The message must not repeat the value: it holds the secret.
+        if isinstance(value, str) and "@" in value:
+            raise ValueError(
+                "credentials (user-info before '@') are not allowed in a registry URL, where they "
+                "would be logged: give the URL without them and put the username and password in "
+                "the registry's Airflow connection (conn_id)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _kind_fields(self) -> RegistryConfig:
@@ -140,8 +162,9 @@ def parse_config(data: object, source: str = "<memory>") -> Config:
     try:
         return Config.model_validate({**data, "source": source})
     except ValidationError as exc:
+        # Only key and message: pydantic's own text repeats the input (a URL with a password).
         problems = [f"{source}: {_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid config\n  " + "\n  ".join(problems)) from None
+    raise ConfigError("invalid config\n  " + "\n  ".join(problems))  # outside: no chained input
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

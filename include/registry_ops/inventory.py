@@ -150,4 +150,5 @@ def publish_snapshot(
 def latest_snapshot(s3: Any, bucket: str, prefix: str) -> pa.Table:
     """The newest published snapshot (for later DAGs and the CLI)."""
     pointer = storage.get_json(s3, bucket, prefix + LATEST_NAME)
-    return storage.get_table(s3, bucket, pointer["key"])
+    uri = f"s3://{bucket}/{pointer['key']}"
+    return schema.validate_table(storage.get_table(s3, bucket, pointer["key"]), uri)

@@ -1,9 +1,12 @@
 """Inventory files on disk: Parquet, CSV or JSON, chosen by extension.
 
 Parquet keeps the schema exactly. CSV stores list columns as JSON arrays and times as
-ISO-8601 UTC; JSON is a list of records in the same form. Reading any of them returns a
-DataFrame with the schema's columns (missing optional columns are added as nulls), so the
-CLI and later commands (retention plan) accept all three.
+ISO-8601 UTC; JSON is a list of records in the same form (list columns as JSON arrays or as
+text holding one). Reading any of them returns a DataFrame with the schema's columns (missing
+optional columns are added as nulls), so the CLI and later commands (retention plan) accept all
+three. Every read is validated (:mod:`schema`): a bad file raises ``schema.SchemaError`` naming
+the file, the column, a sample row and the problem; text in a list column is an error, never
+split into characters or guessed at.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def write_inventory(table: pa.Table, path: str | Path) -> None:
     if fmt == "parquet":
         pq.write_table(table, path, compression="zstd")
         return
-    frame = _plain(schema.table_to_frame(table))
+    frame = _plain(schema.built_frame(table))
     if fmt == "csv":
         frame.to_csv(path, index=False)
     else:
@@ -50,31 +53,75 @@ def write_inventory(table: pa.Table, path: str | Path) -> None:
 
 
 def read_inventory(path: str | Path) -> pd.DataFrame:
-    """Any of the three formats back to a schema-typed DataFrame."""
-    fmt = file_format(path)
+    """Any of the three formats back to a validated, schema-typed DataFrame."""
+    fmt, source = file_format(path), str(path)
     if fmt == "parquet":
-        return schema.table_to_frame(pq.read_table(path))
-    if fmt == "csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    else:
-        frame = pd.DataFrame(json.loads(Path(path).read_text()))
+        try:
+            table = pq.read_table(path)
+        except pa.ArrowInvalid as exc:
+            raise schema.SchemaError(f"{source}: not a Parquet file: {exc}") from None
+        return schema.table_to_frame(table, source)
+    frame = _read_csv(path, source) if fmt == "csv" else _read_json(path, source)
+    if frame.empty and not len(frame.columns):  # an empty JSON list: an empty inventory
+        frame = pd.DataFrame(columns=list(schema.COLUMNS))
+    schema.require_columns(frame.columns, source)
     for col in schema.COLUMNS:
         if col not in frame.columns:
             frame[col] = None
     for col in schema.LIST_COLUMNS:
         frame[col] = frame[col].map(_as_list)
     for col in schema.TIME_COLUMNS:
-        frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
-    frame["size_bytes"] = pd.to_numeric(frame["size_bytes"]).astype("Int64")
-    return frame[list(schema.COLUMNS)]
+        frame[col] = _parsed(
+            frame, col, source, pd.to_datetime(frame[col], utc=True, format="ISO8601", errors="coerce")
+        )
+    sizes = _parsed(frame, "size_bytes", source, pd.to_numeric(frame["size_bytes"], errors="coerce"))
+    fractional = sizes.notna() & (sizes % 1 != 0)
+    if fractional.any():
+        raise schema.row_error(
+            source, "size_bytes", "expected whole numbers", frame, int(fractional.argmax())
+        )
+    frame["size_bytes"] = sizes.astype("Int64")
+    frame = frame[list(schema.COLUMNS)]
+    schema.validate_frame(frame, source)
+    return frame
 
 
-def _as_list(v: object) -> list[str]:
+def _read_csv(path: str | Path, source: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise schema.SchemaError(f"{source}: not an inventory: the file is empty") from None
+    except pd.errors.ParserError as exc:
+        raise schema.SchemaError(f"{source}: not a valid CSV file: {exc}") from None
+
+
+def _read_json(path: str | Path, source: str) -> pd.DataFrame:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise schema.SchemaError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise schema.SchemaError(f"{source}: not an inventory: expected a JSON list of records (objects)")
+    return pd.DataFrame(data)
+
+
+def _parsed(frame: pd.DataFrame, col: str, source: str, parsed: pd.Series) -> pd.Series:
+    """``parsed`` (coerced: unparsable values became null), or SchemaError at the first of them."""
+    bad = parsed.isna() & frame[col].notna()
+    if bad.any():
+        problem = "not an ISO-8601 time" if col in schema.TIME_COLUMNS else "not a number"
+        raise schema.row_error(source, col, problem, frame, int(bad.argmax()), int(bad.sum()))
+    return parsed
+
+
+def _as_list(v: object) -> object:
+    """A list cell: empty -> [], a JSON array (text) -> the list; anything else is left as it is,
+    for validation to refuse with the row named."""
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return []
-    if isinstance(v, list):
-        return v
-    text = str(v).strip()
-    if text.startswith("["):
-        return json.loads(text)
-    return [t for t in text.replace(";", ",").split(",") if t] if text else []
+    if isinstance(v, str) and v.strip().startswith("["):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v

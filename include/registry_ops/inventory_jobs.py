@@ -25,7 +25,7 @@ class InventoryIncomplete(RuntimeError):
 
 def start(config: Config) -> list[str]:
     """Make sure the bucket exists (parts land there first); the registries to list."""
-    storage.ensure_bucket(s3_client(config), config.storage.bucket)
+    storage.require_bucket(s3_client(config), config.storage.bucket, config.source)
     return [r.name for r in config.registries]
 
 

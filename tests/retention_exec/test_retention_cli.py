@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from include.registry_ops import storage
 from include.registry_ops.clients import build_registry
 from include.registry_ops.config import load_config
 from include.registry_ops.inventory import run_inventory
@@ -50,9 +51,10 @@ def _policy(prefix: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cli_env(moto_server, registry_server, tmp_path_factory):
+def cli_env(moto_server, registry_server, s3, tmp_path_factory):
     """Two fleets (one per test that deletes), config files, a policy file and inventory files."""
     work = tmp_path_factory.mktemp("retention-cli")
+    storage.ensure_bucket(s3, CLI_BUCKET)  # as `registry-ops init` would: jobs never create it
     ecr, oci = ecr_registry(moto_server.endpoint), oci_registry(registry_server.url)
     env = {"dir": work, "ecr": ecr, "oci": oci}
     for name, fraction in (("capped", 0.5), ("free", 1.0)):

@@ -276,4 +276,9 @@ def write_config(workdir: Path, tag: str, trivy_bin: Path, **scan: Any) -> tuple
             {"registries": registries, "storage": storage, "notifications": notifications, "scan": section}
         )
     )
-    return path, load_config(path)
+    config = load_config(path)
+    from include.registry_ops import storage
+    from include.registry_ops.clients import s3_client
+
+    storage.ensure_bucket(s3_client(config), BUCKET)  # jobs never create it (registry-ops init does)
+    return path, config

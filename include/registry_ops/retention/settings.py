@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class RetentionConfig(BaseModel):
@@ -16,7 +16,7 @@ class RetentionConfig(BaseModel):
     max_deletions_per_run: int = Field(500, ge=0)
     max_fraction_per_repository: float = Field(0.5, ge=0, le=1)
     # -- execution (archive before delete, audit, restore) --------------------------------------
-    archive_layers: bool = Field(
+    archive_layers: StrictBool = Field(
         False,
         description="archive layers too, so archived images restore even after registry GC "
         "(default for policies that do not set archive_layers themselves)",

@@ -76,7 +76,7 @@ def plan_run(
     """Import fresh pipeline reports, then list the digests to scan and split them in batches."""
     s3 = s3_client(config)
     bucket = config.storage.bucket
-    storage.ensure_bucket(s3, bucket)
+    storage.require_bucket(s3, bucket, config.source)
     if inventory is None:
         frame, inventory_key = _inventory(s3, config, inventory_key)
     else:  # a live listing or a file (CLI): park it so later steps read the same rows

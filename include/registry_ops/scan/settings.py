@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 ScannerName = Literal["trivy", "ecr"]
 
@@ -64,7 +64,7 @@ class ScanConfig(_Section):
     size_budget_mb: int = Field(200, ge=1)
     freshness_hours: int = Field(24, ge=0)
     batch_size: int = Field(50, ge=1, le=5000, description="digests per mapped scan task")
-    scan_untagged: bool = Field(
+    scan_untagged: StrictBool = Field(
         True, description="also scan untagged images (deployments may pin them by digest)"
     )
     scanners: dict[str, ScannerName] = Field(
