@@ -5,8 +5,10 @@ Images are genuine (tar layers, config, manifest whose bytes hash to the digest)
 the distribution API (OCI) or built in moto's backend by the project's seeder (ECR). Trivy
 cannot run here, so ``trivy`` is a stand-in that replays the real Trivy report assigned to the
 image reference it is given, and records what it received (argv, whether credentials came via
-the environment) so tests can check it. ECR findings are the real AWS CLI / Inspector responses,
-seeded into moto by digest through ``/moto-api/static/ecr/scan-finding-results``.
+the environment) so tests can check it. It accepts only the exact command line the Trivy scanner
+must run (documented in ``STAND_IN``, set per test with ``expect_trivy``): a changed flag makes
+it exit 1, the scanner records an error, and the test fails. ECR findings are the real AWS CLI /
+Inspector responses, seeded into moto by digest through ``/moto-api/static/ecr/scan-finding-results``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import copy
 import hashlib
 import io
 import json
+import os
 import random
 import tarfile
 import uuid
@@ -38,31 +41,73 @@ LAYER = "application/vnd.oci.image.layer.v1.tar"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 MB = 1024 * 1024
 
-STAND_IN = '''#!{python}
-"""Test stand-in for `trivy image --format json`: replays the real Trivy report mapped to the image
-reference (TRIVY_FAKE_MAP), and logs what it received (TRIVY_FAKE_LOG). Never used outside tests."""
-import hashlib, json, os, sys
+STAND_IN = """#!{python}
+\"\"\"Test stand-in for Trivy. It accepts exactly the command line the scanner must run, checks how
+credentials arrive, replays the real Trivy report mapped to the image reference (TRIVY_FAKE_MAP),
+and logs what it received (TRIVY_FAKE_LOG). Anything else exits 1 with a message on stderr, as
+Trivy does, so the scanner records an error. Never used outside tests.
+
+The expected command line, in this order (TRIVY_FAKE_EXPECT gives the variable parts):
+  image --format json --scanners vuln --image-src remote --quiet --timeout <timeout>
+        [--insecure  (iff the host is in insecure_hosts)] [--server <server>  (iff server)]
+        <host>/<repository>@sha256:<64 hex>
+\"\"\"
+import hashlib, json, os, re, sys
 
 args = sys.argv[1:]
-password = os.environ.get("TRIVY_PASSWORD")
+env = os.environ
+password, token = env.get("TRIVY_PASSWORD"), env.get("TRIVY_TOKEN")
 record = {{
     "argv": args,
-    "username": os.environ.get("TRIVY_USERNAME"),
+    "username": env.get("TRIVY_USERNAME"),
     "password_sha256": hashlib.sha256(password.encode()).hexdigest() if password else None,
-    "token": bool(os.environ.get("TRIVY_TOKEN")),
-    "env": sorted(os.environ),
+    "token": bool(token),
+    "env": sorted(env),
 }}
-with open(os.environ["TRIVY_FAKE_LOG"], "a") as log:
+with open(env["TRIVY_FAKE_LOG"], "a") as log:
     log.write(json.dumps(record) + "\\n")
-if password and any(password in a for a in args):
-    sys.exit("FATAL credentials on the command line")
-if args[:3] != ["image", "--format", "json"]:
-    sys.exit("FATAL stand-in only knows `trivy image --format json`")
-reports = json.load(open(os.environ["TRIVY_FAKE_MAP"]))
-if args[-1] not in reports:
-    sys.exit(f"FATAL image scan error: {{args[-1]}}: MANIFEST_UNKNOWN: manifest unknown")
-sys.stdout.write(open(reports[args[-1]]).read())
-'''
+
+
+def fail(message):
+    sys.exit("FATAL " + message)
+
+
+expect = json.loads(env["TRIVY_FAKE_EXPECT"])
+secrets = [s for s in (password, token) if s]
+if any(s in a for s in secrets for a in args):
+    fail("credentials on the command line")
+if ("TRIVY_USERNAME" in env) != ("TRIVY_PASSWORD" in env):
+    fail("TRIVY_USERNAME and TRIVY_PASSWORD must come together")
+for name in sorted(env):
+    if name.startswith(("AWS_", "DOCKER_")) or name in ("TRIVY_REGISTRY_TOKEN", "GITHUB_TOKEN"):
+        fail(f"unexpected credential variable {{name}} in trivy's environment")
+    if name not in ("TRIVY_PASSWORD", "TRIVY_TOKEN") and any(s in env[name] for s in secrets):
+        fail(f"a credential in {{name}}: credentials go only in TRIVY_USERNAME/TRIVY_PASSWORD/TRIVY_TOKEN")
+reference = args[-1] if args else ""
+if not re.fullmatch(r"[a-z0-9.:-]+(/[a-z0-9._-]+)+@sha256:[0-9a-f]{{64}}", reference):
+    fail(f"the last argument must be <host>/<repository>@sha256:<digest>, got {{reference!r}}")
+host = reference.split("/", 1)[0]
+expected = ["image", "--format", "json", "--scanners", "vuln", "--image-src", "remote", "--quiet"]
+expected += ["--timeout", expect["timeout"]]
+if host in expect["insecure_hosts"]:
+    expected.append("--insecure")
+if expect["server"]:
+    expected += ["--server", expect["server"]]
+expected.append(reference)
+if args != expected:
+    unknown = [a for a in args if a not in expected]
+    missing = [a for a in expected if a not in args]
+    fail(
+        f"unexpected command line (unknown {{unknown}}, missing {{missing}}): "
+        f"got {{' '.join(args)}}; expected {{' '.join(expected)}}"
+    )
+if host in expect["auth_hosts"] and not (env.get("TRIVY_USERNAME") and password):
+    fail(f"{{reference}}: UNAUTHORIZED: authentication required")
+reports = json.load(open(env["TRIVY_FAKE_MAP"]))
+if reference not in reports:
+    fail(f"image scan error: {{reference}}: MANIFEST_UNKNOWN: manifest unknown")
+sys.stdout.write(open(reports[reference]).read())
+"""
 
 
 def _tar(name: str, payload: bytes) -> bytes:
@@ -233,14 +278,31 @@ def publish_inventory(config) -> dict:
 
 
 def stand_in_env(mp: pytest.MonkeyPatch, fleet: ScanFleet, workdir: Path) -> Path:
-    """Point the trivy stand-in at the fleet's reports; returns its invocation log."""
+    """Point the trivy stand-in at the fleet's reports and expect the command line the scanner
+    builds for the fleet's registries (see ``expect_trivy``); returns its invocation log."""
     mapping = workdir / "trivy-map.json"
     mapping.write_text(json.dumps({k: str(v) for k, v in fleet.trivy_reports.items()}))
     log = workdir / "trivy-log.jsonl"
     log.touch()
     mp.setenv("TRIVY_FAKE_MAP", str(mapping))
     mp.setenv("TRIVY_FAKE_LOG", str(log))
+    expect_trivy(
+        mp, timeout="600s", insecure_hosts=[fleet.oci_host], server=None, auth_hosts=[fleet.oci_host]
+    )
     return log
+
+
+def expect_trivy(mp: pytest.MonkeyPatch, **changes: Any) -> dict[str, Any]:
+    """Set what the stand-in accepts (TRIVY_FAKE_EXPECT): ``timeout`` (the ``--timeout`` value),
+    ``insecure_hosts`` (hosts scanned with ``--insecure``: the plain-HTTP test registry),
+    ``server`` (the ``--server`` URL, or None for standalone), ``auth_hosts`` (hosts that refuse
+    a scan without TRIVY_USERNAME/TRIVY_PASSWORD). Unnamed keys keep their current value."""
+    current = json.loads(os.environ.get("TRIVY_FAKE_EXPECT", "{}"))
+    unknown = set(changes) - {"timeout", "insecure_hosts", "server", "auth_hosts"}
+    assert not unknown, f"expect_trivy: unknown keys {sorted(unknown)}"
+    current.update(changes)
+    mp.setenv("TRIVY_FAKE_EXPECT", json.dumps(current))
+    return current
 
 
 def write_config(workdir: Path, tag: str, trivy_bin: Path, **scan: Any) -> tuple[Path, Any]:

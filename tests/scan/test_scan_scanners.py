@@ -19,7 +19,7 @@ from include.registry_ops.scan.scanners.ecr import EcrScanner
 from include.registry_ops.scan.scanners.factory import build_scanner
 from include.registry_ops.scan.scanners.trivy import TrivyScanner
 from include.registry_ops.scan.settings import EcrScanConfig, TrivyConfig
-from tests.scan.scanfleet import ECR, TRIVY, image, invocations, seed_ecr_findings
+from tests.scan.scanfleet import ECR, TRIVY, expect_trivy, image, invocations, seed_ecr_findings
 
 BASIC = ECR / "describe-image-scan-findings.basic.awscli.json"
 ENHANCED = ECR / "describe-image-scan-findings.enhanced.moto.json"
@@ -142,7 +142,8 @@ def test_ecr_scan_statuses(status, outcome):
         assert "still running after 60s" in result.error
 
 
-def test_trivy_server_mode_token_and_parallel_runs(scan_fleet, trivy_bin, trivy_env):
+def test_trivy_server_mode_token_and_parallel_runs(scan_fleet, trivy_bin, trivy_env, monkeypatch):
+    expect_trivy(monkeypatch, server="http://trivy.internal:4954", insecure_hosts=[])  # as built below
     refs = list(scan_fleet.trivy_reports)
     targets = [Target(r.rsplit("@", 1)[1], "oci", r.split("/", 1)[1].rsplit("@", 1)[0]) for r in refs]
     config = TrivyConfig(binary=str(trivy_bin), server="http://trivy.internal:4954", concurrency=4)
@@ -162,6 +163,7 @@ def test_trivy_failures_are_results_not_exceptions(scan_fleet, trivy_bin, trivy_
     mapping = tmp_path / "odd-map.json"
     mapping.write_text(json.dumps({ref: str(TRIVY / "SOURCES.md")}))  # not JSON
     monkeypatch.setenv("TRIVY_FAKE_MAP", str(mapping))
+    expect_trivy(monkeypatch, insecure_hosts=[])  # the scanners below are built without insecure
     scanner = TrivyScanner(scan_fleet.oci_host, "robot", "hunter2-secret", TrivyConfig(binary=str(trivy_bin)))
     (bad_output,) = scanner.scan([target])
     assert bad_output.status == "error" and "not a usable report" in bad_output.error
