@@ -22,7 +22,7 @@ from .config import ConfigError
 log = logging.getLogger("registry_ops")
 
 # Subcommand modules under ``commands/``; each present one adds its parsers.
-COMMANDS = ("init", "inventory", "retention", "restore", "scan", "tag")
+COMMANDS = ("archive", "init", "inventory", "retention", "restore", "scan", "tag")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,6 +60,10 @@ class ArchiveError(RuntimeError):
     """An archive object is missing, unreadable or does not match its digest."""
 
 
+class ArchiveMissing(ArchiveError):
+    """An archive object that should exist does not."""
+
+
 def hex_of(digest: str) -> str:
     return digest.split(":", 1)[1]
 
@@ -132,6 +136,42 @@ def _spool(chunks_: Iterable[bytes], digest: str, what: str) -> IO[bytes]:
     return out
 
 
+def catalog_problem(doc: Any) -> str | None:
+    """What makes a parsed object not a catalog this code can restore from (None: it is one)."""
+    if not isinstance(doc, dict):
+        return "is not a JSON object"
+    if doc.get("kind") != CATALOG_KIND:
+        return f"is not a catalog: kind is {doc.get('kind')!r}, not {CATALOG_KIND!r}"
+    for name in ("registry", "repository", "run_id", "archived_at", "pack"):
+        if not isinstance(doc.get(name), str):
+            return f"field {name!r} is missing or not a string"
+    if not isinstance(doc.get("images"), list):
+        return "field 'images' is missing or not a list"
+    for i, entry in enumerate(doc["images"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            return f"images[{i}]: not an object with a digest"
+        if not isinstance(entry.get("tags"), list) or not isinstance(entry.get("restorable"), str):
+            return f"images[{i}] ({entry['digest']}): 'tags' or 'restorable' is missing"
+        refs = entry.get("children"), entry.get("blobs")
+        if not isinstance(entry.get("manifest"), dict) or not all(isinstance(r, list) for r in refs):
+            return f"images[{i}] ({entry['digest']}): 'manifest', 'children' or 'blobs' is missing"
+        for ref in [entry["manifest"], *entry["children"], *entry["blobs"]]:
+            if not isinstance(ref, dict) or not isinstance(ref.get("digest"), str):
+                return f"images[{i}] ({entry['digest']}): a blob reference has no digest"
+            if not ({"offset", "size"} <= set(ref) or "key" in ref):
+                return f"images[{i}] ({entry['digest']}): {ref['digest']} has neither a pack place nor a key"
+    return None
+
+
+@dataclass
+class Search:
+    """What :meth:`ArchiveStore.search` found: entries, and the catalogs it could not read."""
+
+    hits: list[dict[str, Any]]
+    damaged: dict[str, str]  # catalog key -> problem (missing ones included)
+    via_index: bool  # looked up in the digest index rather than by reading every catalog
+
+
 class ArchiveStore:
     """The archive in one S3 bucket under one prefix (see the module docstring for the layout)."""
 
@@ -153,7 +193,27 @@ class ArchiveStore:
                 prefix += f"{repository}/"
         return prefix
 
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def place_of(self, catalog_key: str) -> tuple[str, str]:
+        """(registry, repository) of a catalog key: ``images/<registry>/<repository>/<name>``."""
+        registry, rest = catalog_key[len(self.catalog_prefix()) :].split("/", 1)
+        return registry, rest.rsplit("/", 1)[0]
+
+    def in_scope(self, catalog_key: str, registry: str | None, repository: str | None) -> bool:
+        reg, repo = self.place_of(catalog_key)
+        return (registry is None or reg == registry) and (repository is None or repo == repository)
+
     # -- objects ------------------------------------------------------------------------------
+    def read_object(self, key: str) -> bytes | None:
+        """An object's bytes, None when it does not exist."""
+        return self._get(key)
+
+    def put_once(self, key: str, body: bytes | IO[bytes], content_type: str) -> bool:
+        """Write unless the key exists; False when it did."""
+        return self._put_once(key, body, content_type)
+
     def _put_once(self, key: str, body: bytes | IO[bytes], content_type: str) -> bool:
         """Write unless the key exists; False when it did (then the caller verifies it)."""
         try:
@@ -222,6 +282,13 @@ class ArchiveStore:
             raise ArchiveError(f"s3://{self.bucket}/{key} does not hash to {digest}")
         return True
 
+    def blob_problem(self, key: str, digest: str) -> str | None:
+        """Why the blob object ``key`` is not sound (missing, or not hashing to ``digest``), or None."""
+        try:
+            return None if self._verify_blob(key, digest) else f"blob {self.url(key)} is missing"
+        except ArchiveError as exc:
+            return f"blob {exc}"
+
     def ensure_blob(self, digest: str, fetch: Callable[[], IO[bytes]]) -> str:
         """Store a blob once (``fetch`` only runs when it is not archived yet) and verify it."""
         key = self.blob_key(digest)
@@ -249,13 +316,18 @@ class ArchiveStore:
 
     # -- catalogs -----------------------------------------------------------------------------
     def write_catalog(self, doc: dict[str, Any], archived_at: datetime) -> str:
-        """Write a catalog (the commit point of an archive) and read it back."""
+        """Write a catalog (the commit point of an archive) and read it back.
+
+        Its digest-index delta is written first, so no catalog ever exists without an index
+        entry (a delta whose catalog never got written names a catalog lookups find missing).
+        """
         data = json.dumps(doc, separators=(",", ":"), default=str).encode()
         sha = _sha256(data)
         key = (
             self.catalog_prefix(doc["registry"], doc["repository"])
             + f"{archived_at:%Y%m%dT%H%M%S%fZ}-{sha[:16]}.json"
         )
+        self.index.write_delta(key, [e["digest"] for e in doc["images"]])
         self._put_once(key, data, "application/json")
         back = self._get(key)
         if back is None or _sha256(back) != sha:
@@ -273,10 +345,18 @@ class ArchiveStore:
         return sorted(keys, key=lambda k: k.rsplit("/", 1)[1], reverse=True)
 
     def read_catalog(self, key: str) -> dict[str, Any]:
+        """A catalog with each entry completed (shared fields, ``catalog``, ``note``, pack keys);
+        ArchiveError naming the object when it is missing, not JSON or not a catalog."""
         data = self._get(key)
         if data is None:
-            raise ArchiveError(f"catalog s3://{self.bucket}/{key} is missing")
-        doc = json.loads(data)
+            raise ArchiveMissing(f"catalog {self.url(key)} is missing")
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ArchiveError(f"catalog {self.url(key)} is not JSON ({exc})") from None
+        problem = catalog_problem(doc)
+        if problem:
+            raise ArchiveError(f"catalog {self.url(key)} {problem}")
         shared = {k: doc[k] for k in ("registry", "repository", "run_id", "archived_at")}
         for entry in doc["images"]:
             entry.update(shared, catalog=key, note=restore_note(doc, entry))
@@ -285,17 +365,69 @@ class ArchiveStore:
                     ref["pack"] = doc["pack"]
         return doc
 
-    def find(
+    def read_catalogs(self, keys: list[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The catalogs that read well, and per damaged one its problem (each logged as a WARNING:
+        one bad object must not hide the rest of the archive)."""
+
+        def one(key: str) -> tuple[str, dict[str, Any] | str]:
+            try:
+                return key, self.read_catalog(key)
+            except ArchiveError as exc:
+                return key, str(exc)
+
+        docs: list[dict[str, Any]] = []
+        damaged: dict[str, str] = {}
+        with ThreadPoolExecutor(self.workers) as pool:
+            for key, got in pool.map(one, keys):
+                if isinstance(got, dict):
+                    docs.append(got)
+                else:
+                    log.warning("archive: skipping a damaged catalog: %s", got)
+                    damaged[key] = got
+        return docs, damaged
+
+    # -- the digest index (archive_index.py) --------------------------------------------------
+    @functools.cached_property
+    def index(self) -> Any:
+        from .archive_index import DigestIndex
+
+        return DigestIndex(self)
+
+    def compact_index(self) -> dict[str, Any]:
+        """Merge the pending index deltas (run once at the end of a retention run); builds the
+        index from the catalogs the first time. Safe to run concurrently."""
+        return self.index.compact()
+
+    def reindex(self) -> dict[str, Any]:
+        """Rebuild the digest index from every catalog (``registry-ops archive reindex``)."""
+        return self.index.rebuild()
+
+    def search(
         self,
         registry: str | None,
         repository: str | None,
         digest: str | None = None,
         tag: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Archived image entries matching a digest or a tag, newest archive first."""
-        keys = self.catalog_keys(registry, repository)
-        with ThreadPoolExecutor(self.workers) as pool:
-            docs = list(pool.map(self.read_catalog, keys))
+    ) -> Search:
+        """Entries matching a digest or a tag, newest archive first, and the catalogs that could
+        not be read. By digest alone it asks the digest index (a constant number of requests);
+        when the index cannot answer, and by tag, it reads the catalogs in scope."""
+        keys: list[str] | None = None
+        if digest and not tag:
+            from .archive_index import IndexUnusable
+
+            try:
+                keys = [k for k in self.index.lookup(digest) if self.in_scope(k, registry, repository)]
+            except IndexUnusable as exc:
+                log.warning(
+                    "archive: %s; scanning every catalog instead (`registry-ops archive reindex` "
+                    "rebuilds the index)",
+                    exc,
+                )
+        via_index = keys is not None
+        if keys is None:
+            keys = self.catalog_keys(registry, repository)
+        docs, damaged = self.read_catalogs(keys)
         hits = [
             e
             for doc in docs
@@ -304,7 +436,18 @@ class ArchiveStore:
             and (digest is None or e["digest"] == digest)
             and (tag is None or tag in e["tags"])
         ]
-        return sorted(hits, key=lambda e: e["archived_at"], reverse=True)
+        return Search(sorted(hits, key=lambda e: e["archived_at"], reverse=True), damaged, via_index)
+
+    def find(
+        self,
+        registry: str | None,
+        repository: str | None,
+        digest: str | None = None,
+        tag: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Archived image entries matching a digest or a tag, newest archive first (damaged
+        catalogs are skipped with a warning; :meth:`search` also says which)."""
+        return self.search(registry, repository, digest, tag).hits
 
 
 # -- reading images out of registries ---------------------------------------------------------

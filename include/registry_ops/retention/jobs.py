@@ -318,13 +318,19 @@ def apply_plan(
 def recent_archives(
     config: Config, registry: str | None = None, repository: str | None = None, limit: int = 20
 ) -> list[dict[str, Any]]:
-    """The newest archived images (digest, tags, where, when): what a restore can bring back."""
-    from .archive import ArchiveStore
+    """The newest archived images (digest, tags, where, when): what a restore can bring back.
+    A damaged catalog is skipped with a WARNING naming it (``registry-ops archive verify``)."""
+    from .archive import ArchiveError, ArchiveStore
 
     store = ArchiveStore(s3_client(config), config.storage.bucket, config.storage.prefixes.archive)
     out: list[dict[str, Any]] = []
     for key in store.catalog_keys(registry, repository):
-        for e in store.read_catalog(key)["images"]:
+        try:
+            doc = store.read_catalog(key)
+        except ArchiveError as exc:
+            log.warning("archive: skipping a damaged catalog: %s", exc)
+            continue
+        for e in doc["images"]:
             out.append(
                 {k: e[k] for k in ("registry", "repository", "digest", "tags", "archived_at", "restorable")}
             )

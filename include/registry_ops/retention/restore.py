@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..registries.base import INDEX_TYPES, Manifest, Registry, RegistryError
 from ..registries.ecr import EcrRegistry
 from ..registries.oci import OciRegistry
-from .archive import ArchiveStore, hex_of, needed_blobs
+from .archive import ArchiveError, ArchiveStore, hex_of, needed_blobs
 
 log = logging.getLogger("airflow.task")
 
@@ -41,20 +41,42 @@ def locate(
     digest: str | None = None,
     tag: str | None = None,
 ) -> dict[str, Any]:
-    """The archived entry to restore: by digest, or the newest archive of a repository's tag."""
+    """The archived entry to restore: by digest, or the newest archive of a repository's tag.
+
+    Damaged catalogs do not block a restore from a healthy one; ArchiveError (naming them) when
+    the image can only be in a damaged one, or a damaged catalog may hold a newer image of a tag.
+    """
     if bool(digest) == bool(tag):
         raise RestoreError("give exactly one of a digest or a tag")
     if tag and not repository:
         raise RestoreError("restoring by tag needs the repository")
-    hits = store.find(registry, repository, digest=digest, tag=tag)
+    found = store.search(registry, repository, digest=digest, tag=tag)
+    hits = found.hits
     what = digest or f"tag {tag!r}"
     where = "/".join(p for p in (registry, repository) if p) or "any registry"
+    unreadable = "; ".join(found.damaged.values())
+    if not hits and found.via_index and found.damaged:
+        raise ArchiveError(f"{what} is archived only in catalogs that cannot be read: {unreadable}")
+    if not hits and found.damaged:
+        raise ArchiveError(
+            f"{what} is not in any readable catalog ({where}), but {len(found.damaged)} catalog(s) "
+            f"could not be read and may hold it: {unreadable}"
+        )
     if not hits:
-        raise RestoreError(f"{what} is not in the archive (searched {where})")
+        how = " via the digest index" if found.via_index else ""
+        raise RestoreError(f"{what} is not in the archive (searched {where}{how})")
     places = sorted({(h["registry"], h["repository"]) for h in hits})
     if len(places) > 1:
         listed = ", ".join(f"{r}/{p}" for r, p in places)
         raise RestoreError(f"{what} is archived from several repositories ({listed}); name one")
+    if tag:  # "the newest archive of the tag" must not silently become an older one
+        newer = [k for k in found.damaged if k.rsplit("/", 1)[1] > hits[0]["catalog"].rsplit("/", 1)[1]]
+        if newer:
+            raise ArchiveError(
+                f"{what}: the newest readable archive is in {store.url(hits[0]['catalog'])}, but newer "
+                f"catalog(s) cannot be read and may hold a newer image with that tag: "
+                f"{'; '.join(found.damaged[k] for k in newer)}; restore by digest to take the readable one"
+            )
     return hits[0]
 
 
