@@ -45,7 +45,7 @@ def _run() -> tuple[str, object]:
     tags=["registry-ops", "inventory"],
     default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=5,
+    max_consecutive_failed_dag_runs=0,
 )
 def registry_inventory():
     @task

@@ -64,7 +64,7 @@ def _event_extras(ctx) -> list[dict]:
     },
     default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=5,
+    max_consecutive_failed_dag_runs=0,
 )
 def registry_retention():
     @task(multiple_outputs=False)

@@ -24,9 +24,13 @@ protected tags are too vulnerable.
   `registry_scan_findings` (extra: keys and counts).
 * **Gate**: per image, unique CRITICAL > `max_critical` (0) or HIGH > `max_high` (3) after the
   allowlist (entries with reason and expiry; expired ones stop suppressing and are reported).
-  Fails only for images under protected tags (`latest`, semver releases), after emailing
-  `notifications.recipients` through the SMTP connection (and Slack if
-  `scan.slack_webhook_conn_id` is set).
+  Only images under protected tags (`latest`, semver releases) can fail it: those that are
+  **new** (not reported before, or with new CVE ids) or **unacknowledged**. Ops acknowledge a
+  reported one with `registry-ops scan ack` (its current CVE ids, until a date); it is still
+  listed every run. Email (and Slack if `scan.slack_webhook_conn_id` is set) goes to
+  `notifications.recipients` only when something is new. The task log shows a table of the
+  top violating images with their CVE ids. The DAG is never auto-paused
+  (`max_consecutive_failed_dag_runs=0`).
 * **Failure modes**: no inventory or a bad config fails `plan` at once; a digest that cannot
   be scanned is retried next run, keeps its previous findings and fails `check_scans` after
   publishing; the gate and `check_scans` do not retry (the data will not change).
@@ -81,7 +85,7 @@ def _inventory_key(context) -> list[dict]:
     default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
     params={FORCE: Param(False, type="boolean", description="ignore the freshness window: rescan all")},
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=5,
+    max_consecutive_failed_dag_runs=0,
 )
 def registry_scan():
     @task(multiple_outputs=False)
@@ -134,7 +138,8 @@ def registry_scan():
 
     @task(multiple_outputs=False)
     def gate(manifest: dict) -> dict:
-        """Fail, after emailing, when images under protected tags exceed the policy."""
+        """Fail when protected images violate the policy and are new or unacknowledged; email only
+        what is new. The log lists the top violating images with their CVE ids."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from include.registry_ops.scan import gate as gate_mod
@@ -142,13 +147,13 @@ def registry_scan():
 
         config = _config()
         result = jobs.gate(config, manifest)
+        run = get_current_context()["dag_run"].run_id
+        jobs.report_gate(config, result, f"DAG run {run}; report s3://{manifest['bucket']}/{result['key']}.")
         if not result["passed"]:
-            run = get_current_context()["dag_run"].run_id
-            jobs.notify_gate(
-                config, result, f"DAG run {run}; report s3://{manifest['bucket']}/{result['key']}."
-            )
-            raise AirflowFailException(gate_mod.summary(result))
-        return {k: result[k] for k in ("key", "passed", "protected_violations")}
+            # one line: the table of images is already in the log, a traceback would bury it
+            raise AirflowFailException(gate_mod.summary(result)) from None
+        keys = ("key", "passed", "protected_violations", "new", "unacknowledged", "acknowledged")
+        return {k: result[k] for k in keys}
 
     @task
     def check_scans(manifest: dict) -> None:

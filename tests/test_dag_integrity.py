@@ -58,3 +58,18 @@ def test_no_heavy_imports_at_module_top(path):
             names = [node.module]
         for name in names:
             assert name.split(".")[0] not in HEAVY, f"{path.name} imports {name} at module top"
+
+
+def test_no_dag_of_ours_pauses_itself(monkeypatch):
+    """`max_consecutive_failed_dag_runs` pauses a DAG after N failed runs without telling anyone;
+    the scan gate fails by design while violations exist, so auto-pause would silently stop the
+    scanning (issue 7, item 14). Every DAG sets 0 (never pause) explicitly: a deployment whose
+    `[core] max_consecutive_failed_dag_runs_per_dag` is not 0 must not change that."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_CONSECUTIVE_FAILED_DAG_RUNS_PER_DAG", "5")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {p.stem for p in DAGS.glob("*.py")}  # every file's DAG is checked
+    for dag_id, dag in bag.dags.items():
+        assert dag.max_consecutive_failed_dag_runs == 0, f"{dag_id} pauses itself after failed runs"

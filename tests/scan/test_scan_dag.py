@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import date
+
 import pytest
 
 from include.registry_ops import storage
 from include.registry_ops.clients import s3_client
+from include.registry_ops.scan import jobs
 from tests.conftest import OCI_PASSWORD
 from tests.scan.scanfleet import invocations, publish_inventory
 
@@ -24,7 +28,24 @@ def states(dr) -> dict[str, list[str]]:
     return out
 
 
-def test_scan_dag_end_to_end(airflow_db, scan_fleet, scan_config, trivy_env, smtp_server, scan_dag, capfd):
+def read_logs(capfd, caplog) -> str:
+    """What the run logged so far (records and the process's output), and forget it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = capfd.readouterr()
+    text = caplog.text + out.out + out.err
+    caplog.clear()
+    return text
+
+
+def table_rows(logs: str, status: str, image: str) -> list[str]:
+    """The distinct rows of the gate's log table for one status and image."""
+    return sorted({ln for ln in logs.splitlines() if ln.split()[:2] == [status, image]})
+
+
+def test_scan_dag_end_to_end(
+    airflow_db, scan_fleet, scan_config, trivy_env, smtp_server, scan_dag, capfd, caplog
+):
     from airflow.sdk import DagRunState
 
     _, config = scan_config(batch_size=4)
@@ -32,14 +53,14 @@ def test_scan_dag_end_to_end(airflow_db, scan_fleet, scan_config, trivy_env, smt
     before = len(smtp_server.messages)
 
     dr = scan_dag.test()
-    logs = capfd.readouterr()
+    logs = read_logs(capfd, caplog)
     st = states(dr)
     assert dr.state == DagRunState.FAILED, st
     assert st["gate"] == ["failed"] and st["publish"] == ["success"] and st["check_scans"] == ["success"]
     assert st["scan_batch"] == ["success"] * 3  # 10 digests in batches of 4, mapped
     assert st["size_budget"] == ["success"] and st["tag_conventions"] == ["success"]
     assert len(invocations(trivy_env)) == 7
-    assert OCI_PASSWORD not in logs.out + logs.err
+    assert OCI_PASSWORD not in logs
 
     (msg,) = smtp_server.messages[before:]
     assert msg["To"] == "secops@example.com" and "3 protected image(s)" in msg["Subject"]
@@ -61,8 +82,47 @@ def test_scan_dag_end_to_end(airflow_db, scan_fleet, scan_config, trivy_env, smt
         storage.get_json(s3, config.storage.bucket, manifest["run_prefix"] + name)
     findings = storage.get_table(s3, config.storage.bucket, manifest["findings_key"])
     assert findings.num_rows == manifest["rows"] > 0
+    # the log names the images and their CVE ids, then fails in one line
+    [row] = table_rows(logs, "new", "oci-local/scan/oci-app")
+    assert "1.0.0" in row and "CVE-2019-14697" in row
+    assert "AirflowFailException: gate failed: 3 protected image(s)" in logs
+    assert "failing: oci-local/scan/" in logs and "During handling of the above exception" not in logs
+    protected = [v for v in gate["violations"] if v["protected"]]
+    assert {v["status"] for v in protected} == {"new"} and gate["new"] == 3
 
-    # Second run, allowlisting the two criticals: nothing is scanned, the gate passes.
+    # Second run, nothing changed: the known violations fail the run again, nobody is emailed again.
+    dr = scan_dag.test()
+    logs = read_logs(capfd, caplog)
+    assert dr.state == DagRunState.FAILED and states(dr)["gate"] == ["failed"]
+    assert len(smtp_server.messages) == before + 1
+    assert "gate failed: 3 protected image(s)" in logs
+    assert "0 new, 3 unacknowledged, 0 acknowledged" in logs
+
+    # Third run, after ops acknowledged them: the gate passes and still lists them.
+    for v in protected:
+        jobs.acknowledge(
+            config,
+            v["registry"],
+            v["repository"],
+            v["digest"],
+            "base image bump in review",
+            date.today(),
+            "ops",
+        )
+    dr = scan_dag.test()
+    logs = read_logs(capfd, caplog)
+    assert dr.state == DagRunState.SUCCESS, states(dr)
+    assert len(smtp_server.messages) == before + 1
+    [row] = table_rows(logs, "acknowledged", "oci-local/scan/oci-app")
+    assert "1.0.0" in row and "CVE-2019-14697" in row
+    pointer = storage.get_json(
+        s3, config.storage.bucket, f"{config.storage.prefixes.reports}scan/latest.json"
+    )
+    third = storage.get_json(s3, config.storage.bucket, pointer["manifest"])
+    gate = storage.get_json(s3, config.storage.bucket, third["run_prefix"] + "gate.json")
+    assert gate["passed"] and gate["acknowledged"] == 3 and gate["protected_violations"] == 3
+
+    # Fourth run, allowlisting the two criticals: nothing is scanned, the gate passes.
     allow = [
         {"id": i, "reason": "fixed in the next base image", "expires": "2099-12-31"}
         for i in ("CVE-2019-14697", "CVE-2019-18224")

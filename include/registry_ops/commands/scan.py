@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,9 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         gate = jobs.gate(config, manifest)
     except jobs.ScanError as exc:
         raise ValueError(str(exc)) from None
-    notified = (
-        jobs.notify_gate(config, gate, f"Run {run_id}.") if args.notify and not gate["passed"] else None
-    )
+    # with --notify this run is the one telling people: it emails what is new and records the
+    # violations as reported; without it the gate is only looked at (the state stays as it was)
+    notified = jobs.report_gate(config, gate, f"Run {run_id}.") if args.notify else None
     for err in manifest["errors"]:
         print(
             f"error: {err['registry']}/{err['repository']}@{err['digest']}: {err['error']}", file=sys.stderr
@@ -124,6 +125,9 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         "gate": {
             "passed": gate["passed"],
             "protected_violations": gate["protected_violations"],
+            "new": gate["new"],
+            "unacknowledged": gate["unacknowledged"],
+            "acknowledged": gate["acknowledged"],
             "violations": len(gate["violations"]),
             "expired_allowlist": len(gate["allowlist_expired"]),
             "report": gate["key"],
@@ -133,6 +137,67 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         "notified": notified,
     }
     return (0 if gate["passed"] and not manifest["error_count"] else 1), summary
+
+
+def _until(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def ack(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Acknowledge a reported protected violation (its current CVE ids) until a date."""
+    from ..scan import jobs
+
+    config = load_config(args.config)
+    by = args.by or getpass.getuser()
+    return 0, jobs.acknowledge(
+        config, args.registry, args.repository, args.digest, args.reason, args.until, by
+    )
+
+
+def list_acks(args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
+    from ..scan import jobs
+
+    return 0, jobs.list_acks(load_config(args.config), include_expired=args.all)
+
+
+def unack(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    from ..scan import jobs
+
+    return 0, jobs.unacknowledge(load_config(args.config), args.registry, args.repository, args.digest)
+
+
+def _image_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("--registry", required=True, help="registry name from the config")
+    parser.add_argument("--repository", required=True, help="repository of the violating image")
+    parser.add_argument("--digest", required=True, help="sha256:... of the violating image (gate.json)")
+
+
+def _add_ack_parsers(scan_sub: argparse._SubParsersAction) -> None:
+    ackp = scan_sub.add_parser(
+        "ack",
+        help="acknowledge a reported violation: the gate stops failing on it until a date",
+        description="Covers the CVE ids the image has in the last gate report, through --until (at most "
+        "90 days ahead); a new CVE on the image fails the gate again. Stored in S3 next to the scan state: "
+        "the next run applies it, no deploy needed.",
+    )
+    _image_args(ackp)
+    ackp.add_argument("--reason", required=True, help="why it is accepted for now (shown in every report)")
+    ackp.add_argument("--until", required=True, type=_until, help="last day it applies (YYYY-MM-DD)")
+    ackp.add_argument("--by", help="who acknowledges (default: the login name)")
+    ackp.set_defaults(func=ack)
+
+    listp = scan_sub.add_parser("acks", help="list acknowledgements (JSON)")
+    listp.add_argument("--config", help=CONFIG_HELP)
+    listp.add_argument("--all", action="store_true", help="include expired ones")
+    listp.set_defaults(func=list_acks)
+
+    unp = scan_sub.add_parser("unack", help="remove an image's acknowledgement")
+    _image_args(unp)
+    unp.set_defaults(func=unack)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -161,5 +226,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument("--live", action="store_true", help="list the registries now instead")
     runp.add_argument("--force", action="store_true", help="ignore the freshness window: rescan every digest")
-    runp.add_argument("--notify", action="store_true", help="email (and Slack) when the gate fails")
+    runp.add_argument(
+        "--notify",
+        action="store_true",
+        help="email (and Slack) what is new when the gate fails, and record the violations as reported",
+    )
     runp.set_defaults(func=run)
+    _add_ack_parsers(scan_sub)

@@ -9,7 +9,10 @@
 - An image **violates** when unique CRITICAL > ``max_critical`` or HIGH > ``max_high``. It is
   **protected** when one of its tags (own or of an index listing it) matches
   ``protected_tags`` (default ``latest`` and semver releases). Violations are all reported,
-  each with the image's newest tag; only protected ones fail the gate.
+  each with the image's newest tag; only protected ones can fail the gate.
+- What fails the gate is decided with what was reported before and what ops acknowledged
+  (``gate_state.classify``): a violation reported and acknowledged does not fail it again.
+  ``evaluate`` alone treats every protected violation as new.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pandas as pd
 from .settings import AllowEntry, ScanConfig
 
 COUNTED = ("CRITICAL", "HIGH")
+FAILING = ("new", "unacknowledged")
 
 
 def _applies(entry: AllowEntry, repository: str) -> bool:
@@ -117,11 +121,58 @@ def evaluate(findings: pd.DataFrame, images: pd.DataFrame, policy: ScanConfig, t
     }
 
 
+def top_ids(v: dict[str, Any], n: int = 4) -> str:
+    """The first ids of a violation, criticals first: "CVE-a, CVE-b (+3 more)"."""
+    ids = list(v["critical_ids"]) + list(v["high_ids"])
+    more = f" (+{len(ids) - n} more)" if len(ids) > n else ""
+    return ", ".join(ids[:n]) + more
+
+
+def _image(v: dict[str, Any]) -> str:
+    return f"{v['registry']}/{v['repository']}"
+
+
+def table(result: dict[str, Any], limit: int = 15) -> str:
+    """The top violating images as a fixed-width table for the task log (failing ones first)."""
+    head = ("status", "image", "newest tag", "digest", "critical", "high", "top CVE ids")
+    rows = [
+        (
+            v.get("status", "protected" if v["protected"] else "unprotected"),
+            _image(v),
+            v["newest_tag"] or "-",
+            v["digest"][:19],
+            str(v["critical"]),
+            str(v["high"]),
+            top_ids(v),
+        )
+        for v in result["violations"][:limit]
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in [head, *rows]
+    ]
+    more = len(result["violations"]) - limit
+    if more > 0:
+        lines.append(f"... and {more} more violation(s) in gate.json")
+    return "\n".join(lines)
+
+
 def summary(result: dict[str, Any]) -> str:
-    """One line for logs and exceptions."""
-    return (
-        f"{result['protected_violations']} protected image(s) violate the policy "
-        f"(max {result['policy']['max_critical']} critical, {result['policy']['max_high']} high per image); "
-        f"{len(result['violations'])} violation(s) in all, {len(result['allowlist_expired'])} expired "
-        "allowlist entr(y/ies)"
+    """One line for logs and the task's failure message, naming the top failing images."""
+    policy = result["policy"]
+    protected = result["protected_violations"]
+    counts = (
+        f"{result.get('new', protected)} new, {result.get('unacknowledged', 0)} unacknowledged, "
+        f"{result.get('acknowledged', 0)} acknowledged"
     )
+    text = (
+        f"gate {'passed' if result['passed'] else 'failed'}: {protected} protected image(s) violate the "
+        f"policy (max {policy['max_critical']} critical, {policy['max_high']} high per image): {counts}; "
+        f"{len(result['violations']) - protected} unprotected violation(s), "
+        f"{len(result['allowlist_expired'])} expired allowlist entr(y/ies)"
+    )
+    failing = [v for v in result["violations"] if v["protected"] and v.get("status", "new") in FAILING]
+    if failing:
+        shown = "; ".join(f"{_image(v)}:{v['newest_tag']} {top_ids(v, 2)}" for v in failing[:3])
+        text += f"; failing: {shown}" + (f"; and {len(failing) - 3} more" if len(failing) > 3 else "")
+    return text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
@@ -19,8 +19,8 @@ from .. import schema, snapshots, storage
 from ..clients import ConnectionMissing, aws_client, build_registry
 from ..config import Config
 from ..registries.base import RegistryError
+from . import acks, gate_state, notify, plan, results, sizes, store, tagging, uploads
 from . import gate as gate_mod
-from . import notify, plan, results, sizes, store, tagging, uploads
 from .scanners.base import Scanner, ScanResult, Target
 from .scanners.factory import build_scanner
 from .severity import LEVELS
@@ -296,23 +296,30 @@ def raise_if_incomplete(manifest: dict[str, Any]) -> None:
         )
 
 
-def gate(config: Config, manifest: dict[str, Any], today: Any = None) -> dict[str, Any]:
-    """Evaluate the policy on the published findings; writes gate.json next to them."""
+def gate(config: Config, manifest: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """Evaluate the policy on the published findings against what was reported and acknowledged
+    before; writes gate.json next to them and logs the top violating images."""
     s3 = s3_client(config)
     bucket = config.storage.bucket
     inventory, _ = _inventory(s3, config, manifest["inventory_key"])
     findings = storage.get_table(s3, bucket, manifest["findings_key"]).to_pandas()
-    today = today or datetime.fromisoformat(manifest["run_at"]).date()
-    result = gate_mod.evaluate(findings, _images(config, inventory), config.scan, today)
+    now = now or datetime.fromisoformat(manifest["run_at"])
+    result = gate_mod.evaluate(findings, _images(config, inventory), config.scan, now.date())
+    gate_state.classify(result, gate_state.load(s3, config), acks.load(s3, config), now.date(), now)
     result["key"] = manifest["run_prefix"] + "gate.json"
+    result["run_at"] = now.isoformat()
     result["never_scanned_count"] = manifest["never_scanned_count"]
     storage.put_json(s3, bucket, result["key"], result)
-    log.info("scan: gate: %s", gate_mod.summary(result))
+    level = (
+        logging.ERROR if not result["passed"] else logging.WARNING if result["violations"] else logging.INFO
+    )
+    log.log(level, "scan: %s\n%s", gate_mod.summary(result), gate_mod.table(result))
     return result
 
 
 def notify_gate(config: Config, result: dict[str, Any], run: str = "") -> dict[str, Any]:
-    """Email (and Slack, if configured) about a failed gate. A Slack failure does not stop the email."""
+    """Email (and Slack, if configured) what is new in a failed gate. A Slack failure does not stop
+    the email; an email failure raises (and the caller then keeps the violations new)."""
     sent: dict[str, Any] = {"email": [], "slack": False, "slack_error": None}
     try:
         sent["slack"] = notify.send_slack(config, result)
@@ -321,6 +328,70 @@ def notify_gate(config: Config, result: dict[str, Any], run: str = "") -> dict[s
         log.error("scan: Slack notification failed: %s", exc)
     sent["email"] = notify.send_email(config, result, run)
     return sent
+
+
+def report_gate(config: Config, result: dict[str, Any], run: str = "") -> dict[str, Any] | None:
+    """Tell people what is new (nothing is sent without news), then remember every protected
+    violation as reported. Saving after sending: a failed email leaves them new for the next run."""
+    sent = notify_gate(config, result, run) if result["notify"] else None
+    state = gate_state.next_state(result, datetime.fromisoformat(result["run_at"]))
+    gate_state.save(s3_client(config), config, state)
+    return sent
+
+
+def acknowledge(
+    config: Config,
+    registry: str,
+    repository: str,
+    digest: str,
+    reason: str,
+    until: date,
+    by: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Acknowledge a reported protected violation: its current CVE ids, until a date."""
+    now = now or datetime.now(UTC)
+    acks.check(digest, reason, until, now.date())
+    config.registry(registry)  # an unknown name fails here, naming the configured ones
+    s3 = s3_client(config)
+    key = acks.key_of(registry, repository, digest)
+    reported = gate_state.load(s3, config)
+    if key not in reported:
+        listed = ", ".join(sorted(reported)[:10]) or "none"
+        raise ValueError(
+            f"{key} is not a protected violation in the last gate report "
+            f"(s3://{config.storage.bucket}/{store.gate_state_key(config)}); nothing to acknowledge. "
+            f"Reported: {listed}"
+        )
+    ack = acks.build(
+        registry=registry,
+        repository=repository,
+        digest=digest,
+        cve_ids=reported[key]["cve_ids"],
+        reason=reason,
+        until=until,
+        by=by,
+        now=now,
+    )
+    return {**ack, "key": acks.save(s3, config, ack)}
+
+
+def list_acks(
+    config: Config, include_expired: bool = False, today: date | None = None
+) -> list[dict[str, Any]]:
+    """Acknowledgements (active ones unless ``include_expired``), each with ``active``."""
+    today = today or datetime.now(UTC).date()
+    found = acks.load(s3_client(config), config)
+    out = [{**a, "active": acks.is_active(a, today)} for _, a in sorted(found.items())]
+    return [a for a in out if include_expired or a["active"]]
+
+
+def unacknowledge(config: Config, registry: str, repository: str, digest: str) -> dict[str, Any]:
+    """Remove an image's acknowledgement (ValueError when it has none)."""
+    removed = acks.remove(s3_client(config), config, registry, repository, digest)
+    if removed is None:
+        raise ValueError(f"{acks.key_of(registry, repository, digest)} has no acknowledgement")
+    return {"removed": removed}
 
 
 def size_report(config: Config, planned: dict[str, Any]) -> dict[str, Any]:

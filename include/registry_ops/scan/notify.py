@@ -1,4 +1,8 @@
-"""Tell people when the gate fails: email through Airflow's SMTP connection, Slack if configured.
+"""Tell people what is new when the gate fails: email through Airflow's SMTP connection, Slack too.
+
+Only news goes out in full (a new violation, new CVE ids on a known one, an acknowledgement that
+ended: ``gate_state.classify``); known violations get one line each, so a violation that
+persists is not mailed again every day. The caller sends only when there is news.
 
 The message is built here from the gate result (not from a Jinja template) because it is a
 table of images; sending goes through the smtp provider's ``SmtpHook`` (connection
@@ -23,12 +27,24 @@ from ..config import Config
 log = logging.getLogger("airflow.task")
 SLACK_DEFAULT = "https://hooks.slack.com/services"
 MAX_ROWS = 200
+MAX_KNOWN = 50
+
+
+def _news(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Violations worth an email; a result never classified (``gate.evaluate`` alone): every
+    protected one."""
+    return [v for v in result["violations"] if (v["news"] if "status" in v else v["protected"])]
+
+
+def _known(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in result["violations"] if v["protected"] and v not in _news(result)]
 
 
 def subject(result: dict[str, Any]) -> str:
+    news, known = len(_news(result)), len(_known(result))
     return (
-        f"[registry-ops] scan gate failed: {result['protected_violations']} protected image(s) "
-        "violate the vulnerability policy"
+        f"[registry-ops] scan gate failed: {news} protected image(s) newly violate the vulnerability "
+        f"policy ({known} known)"
     )
 
 
@@ -36,8 +52,7 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape(str(value if value is not None else '-'))}</td>"
 
 
-def html_body(result: dict[str, Any], run: str = "") -> str:
-    policy = result["policy"]
+def _news_table(news: list[dict[str, Any]]) -> list[str]:
     head = [
         "Registry",
         "Repository",
@@ -47,11 +62,10 @@ def html_body(result: dict[str, Any], run: str = "") -> str:
         "Critical",
         "High",
         "IDs",
-        "Protected",
+        "What is new",
     ]
     rows = []
-    for v in result["violations"][:MAX_ROWS]:
-        ids = ", ".join(v["critical_ids"] + v["high_ids"])
+    for v in news[:MAX_ROWS]:
         cells = [
             v["registry"],
             v["repository"],
@@ -60,24 +74,63 @@ def html_body(result: dict[str, Any], run: str = "") -> str:
             v["digest"][:19],
             v["critical"],
             v["high"],
-            ids,
-            "yes" if v["protected"] else "no",
+            ", ".join(v["critical_ids"] + v["high_ids"]),
+            "; ".join(v.get("news") or ["new violation"]),
         ]
         rows.append("<tr>" + "".join(_cell(c) for c in cells) + "</tr>")
-    more = len(result["violations"]) - MAX_ROWS
-    parts = [
-        "<h2>Vulnerability gate failed</h2>",
-        f"<p>{result['protected_violations']} image(s) under protected tags exceed the policy "
-        f"(at most {policy['max_critical']} critical and {policy['max_high']} high vulnerabilities per "
-        f"image, counted as unique ids after the allowlist). {html.escape(run)}</p>",
+    out = [
         "<table border='1' cellpadding='4' cellspacing='0'><tr>"
         + "".join(f"<th>{h}</th>" for h in head)
         + "</tr>"
         + "".join(rows)
-        + "</table>",
+        + "</table>"
     ]
-    if more > 0:
-        parts.append(f"<p>... and {more} more (see gate.json).</p>")
+    if len(news) > MAX_ROWS:
+        out.append(f"<p>... and {len(news) - MAX_ROWS} more (see gate.json).</p>")
+    return out
+
+
+def _known_item(v: dict[str, Any]) -> str:
+    where = f"{v['registry']}/{v['repository']}:{v['newest_tag']} ({v['digest'][:19]})"
+    ack = v.get("ack")
+    state = v.get("status", "known")
+    if state == "acknowledged" and ack:
+        state += f" by {ack.get('by') or '?'} until {ack['until']}: {ack['reason']}"
+    since = f", reported since {v['first_reported_at'][:10]}" if v.get("first_reported_at") else ""
+    return f"<li>{html.escape(where)}: {html.escape(state)}{html.escape(since)}</li>"
+
+
+def html_body(result: dict[str, Any], run: str = "") -> str:
+    """New violations in full; known ones (reported before) as a short list."""
+    policy = result["policy"]
+    news, known = _news(result), _known(result)
+    parts = [
+        "<h2>Vulnerability gate failed</h2>",
+        f"<p>{len(news)} image(s) under protected tags newly exceed the policy (at most "
+        f"{policy['max_critical']} critical and {policy['max_high']} high vulnerabilities per image, counted "
+        f"as unique ids after the allowlist). {html.escape(run)}</p>",
+        *_news_table(news),
+    ]
+    if known:
+        unacked = sum(v.get("status") == "unacknowledged" for v in known)
+        items = "".join(_known_item(v) for v in known[:MAX_KNOWN])
+        more = (
+            f"<p>... and {len(known) - MAX_KNOWN} more (see gate.json).</p>" if len(known) > MAX_KNOWN else ""
+        )
+        parts.append(
+            f"<h3>Known violations (reported before, not repeated in full)</h3><p>{len(known)} known: "
+            f"{unacked} unacknowledged (they fail every run until fixed or acknowledged), "
+            f"{len(known) - unacked} acknowledged.</p><ul>{items}</ul>{more}"
+        )
+    unprotected = len(result["violations"]) - result["protected_violations"]
+    if unprotected:
+        parts.append(
+            f"<p>{unprotected} violating image(s) without a protected tag are listed in gate.json.</p>"
+        )
+    parts.append(
+        "<p>To accept a violation for now (its current CVE ids only, until a date): <code>registry-ops scan "
+        "ack --registry R --repository P --digest D --reason TEXT --until YYYY-MM-DD</code></p>"
+    )
     if result["allowlist_expired"]:
         items = "".join(
             f"<li>{html.escape(e['id'])} (expired {e['expires']}): {html.escape(e['reason'])}; "
@@ -90,11 +143,15 @@ def html_body(result: dict[str, Any], run: str = "") -> str:
 
 def slack_text(result: dict[str, Any]) -> str:
     lines = [f":rotating_light: {subject(result)}"]
-    for v in [v for v in result["violations"] if v["protected"]][:20]:
+    for v in _news(result)[:20]:
         lines.append(
             f"• {v['registry']}/{v['repository']}:{v['newest_tag']} ({v['platform'] or '-'}) "
-            f"critical {v['critical']}, high {v['high']}"
+            f"critical {v['critical']}, high {v['high']}: {'; '.join(v.get('news') or ['new violation'])}"
         )
+    known = _known(result)
+    if known:
+        unacked = sum(v.get("status") == "unacknowledged" for v in known)
+        lines.append(f"Known: {unacked} unacknowledged, {len(known) - unacked} acknowledged (see the email)")
     if result["allowlist_expired"]:
         lines.append("Expired allowlist entries: " + ", ".join(e["id"] for e in result["allowlist_expired"]))
     return "\n".join(lines)

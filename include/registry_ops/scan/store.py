@@ -8,6 +8,8 @@
 | ``scan/runs/.../gate.json``, ``sizes.json``, ``tags.json`` | the policy gate, size budget and tag reports |
 | ``scan/latest.json`` | pointer to the newest run (findings, scans, manifest); written last |
 | ``scan/_parts/<run id>/`` | targets and mapped-task outputs; deleted when the run is published |
+| ``scan/gate/state.json`` | protected violations already reported: CVE ids, first reported, last seen |
+| ``scan/gate/acks/<registry>/<repository>/sha256-<hex>.json`` | one acknowledgement per image |
 
 The state lives with the findings it describes and the pointer moves only after both are
 written, so a run that dies half-way leaves the previous state in force.
@@ -27,6 +29,8 @@ from . import findings
 from .results import SCANS_SCHEMA
 
 LATEST = "latest.json"
+GATE_STATE = "gate/state.json"
+ACKS = "gate/acks/"
 
 
 def base(config: Config) -> str:
@@ -39,6 +43,27 @@ def run_prefix(config: Config, run_at: datetime) -> str:
 
 def parts_prefix(config: Config, run_id: str) -> str:
     return f"{base(config)}_parts/{re.sub(r'[^A-Za-z0-9_.-]+', '_', run_id)}/"
+
+
+def gate_state_key(config: Config) -> str:
+    return base(config) + GATE_STATE
+
+
+def acks_prefix(config: Config) -> str:
+    return base(config) + ACKS
+
+
+def ack_key(config: Config, registry: str, repository: str, digest: str) -> str:
+    """One object per image, so two people acknowledging different images never overwrite each other."""
+    return f"{acks_prefix(config)}{registry}/{repository}/{digest.replace(':', '-')}.json"
+
+
+def get_json_or_none(s3: Any, bucket: str, key: str) -> Any | None:
+    """The object's JSON, or None when there is no such object (never written yet)."""
+    try:
+        return storage.get_json(s3, bucket, key)
+    except s3.exceptions.NoSuchKey:
+        return None
 
 
 def latest_pointer(s3: Any, config: Config) -> dict[str, Any] | None:
