@@ -77,10 +77,10 @@ def store_digest(store) -> str:
 
 def test_pending_deltas_are_found_before_compaction_and_merged_after(client):
     store = new_store(client)
-    first, first_digests = write_catalog(store)
+    first, first_digests = write_catalog(store, images=300)  # most of the 256 shards
     store.compact_index()  # the first compaction builds the index
     pointer = store.index.read_pointer()
-    second, second_digests = write_catalog(store)  # pending, not compacted yet
+    second, second_digests = write_catalog(store, images=50)  # pending, not compacted yet
     assert store.index.lookup(second_digests[0]) == [second]
     assert store.index.lookup(first_digests[0]) == [first]
     result = store.compact_index()
@@ -88,7 +88,9 @@ def test_pending_deltas_are_found_before_compaction_and_merged_after(client):
     after = store.index.read_pointer()
     assert after.generation == pointer.generation + 1
     assert store.index.lookup(second_digests[1]) == [second]
+    assert store.index.lookup(first_digests[1]) == [first]
     # superseded shard versions are deleted: what is stored is what the pointer names
+    assert set(pointer.shards.values()) - set(after.shards.values())  # some were superseded
     assert keys_under(client, store.index.shards_prefix) == sorted(after.shards.values())
 
 
@@ -116,7 +118,7 @@ def test_a_compaction_that_loses_the_race_retries_and_drops_nothing(moto_server,
     store = new_store(client)
     c1, d1 = write_catalog(store)
     store.compact_index()
-    c2, d2 = write_catalog(store)
+    c2, d2 = write_catalog(store, images=20)
     other = new_store(s3_client(moto_server.endpoint))
     other.prefix = store.prefix
     state = {"fired": False, "c3": None}
@@ -124,7 +126,8 @@ def test_a_compaction_that_loses_the_race_retries_and_drops_nothing(moto_server,
     def before_put(params, **_):
         if params.get("Key") == store.index.pointer_key and not state["fired"]:
             state["fired"] = True
-            state["c3"] = write_catalog(other)
+            # many digests: B's shard versions differ from A's, so A's become orphans
+            state["c3"] = write_catalog(other, images=300)
             assert other.compact_index()["deltas_merged"] == 2
 
     client.meta.events.register("before-parameter-build.s3.PutObject", before_put)
@@ -275,3 +278,54 @@ def test_reindex_rebuilds_an_index_that_lost_entries(client):
     result = store.reindex()
     assert result["rebuilt"] and result["catalogs"] == 1
     assert store.index.lookup(digests[0]) == [key]
+
+
+def test_a_catalog_written_during_a_compaction_stays_pending_until_merged(moto_server, client):
+    """Compaction deletes only the deltas its pointer merged: one written after its listing
+    (here: while it reads what it listed) must survive it and be found."""
+    store = new_store(client)
+    write_catalog(store)
+    store.compact_index()
+    write_catalog(store)
+    writer = new_store(s3_client(moto_server.endpoint))
+    writer.prefix = store.prefix
+    late = []
+
+    def before_get(params, **_):
+        if params.get("Key", "").startswith(store.index.pending_prefix) and not late:
+            late.append(write_catalog(writer))
+
+    client.meta.events.register("before-parameter-build.s3.GetObject", before_get)
+    assert store.compact_index()["deltas_merged"] == 1
+    key, digests = late[0]
+    assert store.index.lookup(digests[0]) == [key]
+    assert [store.index.catalog_of_delta(k) for k in keys_under(client, store.index.pending_prefix)] == [key]
+
+
+class Crash(RuntimeError):
+    """The injected failure."""
+
+
+def test_a_crash_inside_a_catalog_write_never_leaves_a_catalog_the_index_misses(client):
+    """Of the delta and the catalog, the second write fails: whatever exists afterwards, an
+    archived (catalog written) image is found by digest."""
+    store = new_store(client)
+    write_catalog(store)
+    store.compact_index()
+    puts = []
+
+    def before_put(params, **_):
+        key = params.get("Key", "")
+        if key.startswith((store.catalog_prefix(), store.index.pending_prefix)):
+            puts.append(key)
+            if len(puts) == 2:
+                raise Crash(f"injected crash writing {key}")
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", before_put)
+    with pytest.raises(Crash):
+        write_catalog(store)
+    client.meta.events.unregister("before-parameter-build.s3.PutObject", before_put)
+    store.compact_index()
+    for key in store.catalog_keys():
+        for e in store.read_catalog(key)["images"]:
+            assert key in store.index.lookup(e["digest"])
