@@ -10,8 +10,9 @@ What it does, all on a moto server started here (ECR with AWS-like paging, and S
 1. seeds the fleet (``make_fleet`` with a tiny ``layer_scale``; ``seed_ecr``);
 2. lists it (``EcrRegistry``: ``describe_repositories``, ``describe_images``) and plans it with
    the real planner (one policy: ``imageCountMoreThan 10``, expire, enabled, nothing protected);
-3. applies the plan with the real executor (fresh look, archive packs to S3 with read-back
-   verification, ``batch_delete_image``; caps lifted for the bench), and checks the result;
+3. applies the plan with the real executor (fresh look and archive from the same
+   ``batch_get_image`` reads, archive packs to S3 with read-back verification,
+   ``batch_delete_image``; caps lifted for the bench), and checks the result;
 4. unless ``--no-baseline``: seeds a second copy of the fleet and times the same listing and
    planning followed by bare deletes (no fresh look, no archive): the "without archive" peer.
 
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             least,
             {
                 "DescribeImages": "the inventory listing",
-                "ListImages": "the fresh look before acting (not in the brief's least)",
+                "ListImages": "none: the fresh look rides on the archive's BatchGetImage reads",
                 "BatchGetImage": f"incl. {index_reads:,} by the inventory listing (manifests of indexes)",
                 "BatchDeleteImage": f"{BATCH} ids per call",
             },
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         row(
             "requests over the least",
             f"{extra:,}",
-            "the fresh look (list_images pages) and the listing's index reads",
+            "the listing's index reads (children must be linked to their indexes before planning)",
         )
 
         title("3. S3 requests against the unique digests archived")

@@ -27,7 +27,13 @@ COMMANDS = ("archive", "init", "inventory", "retention", "restore", "scan", "tag
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="registry-ops", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log progress to stderr (-v: a line per repository; -vv: per image, with the audit records)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = f"{__package__}.commands.{name}"
@@ -51,11 +57,37 @@ def _logs_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+# Loggers whose level -v sets: ours, and Airflow's (its hooks log at INFO on every connection).
+LOGGERS = ("", "airflow", "airflow.task", "registry_ops", "include.registry_ops", "botocore", "urllib3")
+
+
+def configure_logging(verbosity: int) -> None:
+    """WARNING by default, INFO with -v, DEBUG with -vv, whatever Airflow configured.
+
+    Importing Airflow installs its own logging set-up (root at INFO on stdout), which made
+    ``logging.basicConfig`` a no-op and ``-v`` meaningless: so Airflow is imported first and the
+    levels are set on top of its configuration, handlers included.
+    """
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    if "airflow" not in sys.modules:  # Airflow's structlog loggers (hooks) take the level from here
+        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = logging.getLevelName(level)
+    with contextlib.suppress(ImportError):
+        import airflow  # noqa: F401  (its logging set-up runs at import: ours must come after)
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    for name in LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    for handler in root.handlers:
+        handler.setLevel(level)
+    if verbosity < 2:  # botocore and urllib3 are chatty at DEBUG and never useful at INFO
+        logging.getLogger("botocore").setLevel(max(level, logging.WARNING))
+        logging.getLogger("urllib3").setLevel(max(level, logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.verbose)
     try:
         with _logs_to_stderr():
             code, result = args.func(args)

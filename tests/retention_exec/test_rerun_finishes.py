@@ -96,7 +96,9 @@ def test_registry_dies_mid_apply_and_the_rerun_finishes_exactly_the_rest(own_reg
     assert _journal(run, reg.name, repo.name).status == "done"
 
 
-def test_an_image_whose_archive_fails_is_kept_and_the_rerun_archives_and_deletes_it(any_reg, ret_s3, monkeypatch):
+def test_an_image_whose_archive_fails_is_kept_and_the_rerun_archives_and_deletes_it(
+    any_reg, ret_s3, monkeypatch
+):
     repo, plan, expire, run = _setup(any_reg, ret_s3)
     top = sorted(d for d in expire if plan.set_index("digest").at[d, "kind"] == "image")
     victim = top[0]
@@ -143,10 +145,8 @@ class _S3Down:
         self.s3.meta.events.unregister("before-call.s3.PutObject", self)
 
 
-def test_s3_failing_under_the_journal_leaves_each_deletion_in_the_log(
-    ecr_reg, ret_s3, monkeypatch, caplog
-):
-    repo, plan, expire, run = _setup(ecr_reg, ret_s3, delete_batch=2, checkpoint_seconds=3600)
+def test_s3_failing_under_the_journal_leaves_each_deletion_in_the_log(ecr_reg, ret_s3, monkeypatch, caplog):
+    _repo, plan, _expire, run = _setup(ecr_reg, ret_s3, delete_batch=2, checkpoint_seconds=3600)
     down = _S3Down(ret_s3, "/journal/")
     real_delete = executor._delete
     deleted: list[str] = []

@@ -30,6 +30,7 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
     from ..inventory_files import read_inventory
     from ..retention import jobs
     from ..retention.archive import ArchiveError
+    from ..retention.lease import LeaseHeld
 
     config = load_config(args.config)
     now = parse_now(args.now)
@@ -42,15 +43,25 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
             raise ValueError(f"{args.inventory}: cannot read inventory: {exc.strerror or exc}") from None
     try:
         summary = jobs.apply_plan(
-            config, inventory, now, dry_run=args.dry_run, policy_file=args.policy, run_id=args.run_id
+            config,
+            inventory,
+            now,
+            dry_run=args.dry_run,
+            policy_file=args.policy,
+            run_id=args.run_id,
+            enable=tuple(args.enable_policy or ()),
         )
-    except ArchiveError as exc:
+    except (ArchiveError, LeaseHeld) as exc:  # LeaseHeld: another run is acting on a registry
         print(f"error: {exc}", file=sys.stderr)
         return 1, {"error": str(exc)}
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     for message in summary["messages"]:
         print(f"{'error' if 'stopped' not in message else 'stopped'}: {message}", file=sys.stderr)
+    if summary.get("summary_error"):
+        print(f"error: {summary['summary_error']}", file=sys.stderr)
     incomplete = summary["repositories_failed"] or (summary["repositories_stopped"] and not args.dry_run)
-    return (1 if incomplete else 0), summary
+    return (1 if incomplete or summary.get("summary_error") else 0), summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,5 +86,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     mode.add_argument("--execute", dest="dry_run", action="store_false", help="archive, verify and delete")
     ap.add_argument("--run-id", help="journal to resume (default: derived from the plan's actions)")
+    ap.add_argument(
+        "--enable-policy",
+        action="append",
+        metavar="NAME",
+        help="execute this policy although the policy file does not enable it (repeatable; a plain "
+        "ECR lifecycle file's one policy is named after the file's stem); see also "
+        "retention.enable_policies in the config",
+    )
     ap.add_argument("--config", help=CONFIG_HELP)
     ap.set_defaults(func=run_apply)

@@ -198,8 +198,8 @@ class ArchiveStore:
 
     def place_of(self, catalog_key: str) -> tuple[str, str]:
         """(registry, repository) of a catalog key: ``images/<registry>/<repository>/<name>``."""
-        registry, rest = catalog_key[len(self.catalog_prefix()) :].split("/", 1)
-        return registry, rest.rsplit("/", 1)[0]
+        registry, _, rest = catalog_key[len(self.catalog_prefix()) :].partition("/")
+        return registry, rest.rpartition("/")[0]
 
     def in_scope(self, catalog_key: str, registry: str | None, repository: str | None) -> bool:
         reg, repo = self.place_of(catalog_key)
@@ -494,6 +494,35 @@ def read_manifests(
     raise TypeError(f"no archive reader for registry kind {registry.kind!r}")
 
 
+@dataclass
+class Look:
+    """A read of some images just before acting: their manifests, which are gone, which could not
+    be read, and (where the registry's answer names them) their tags now; ``tags`` is None when the
+    registry's manifest reads do not say (the distribution API), so the caller lists tags instead."""
+
+    found: dict[str, Manifest]
+    gone: set[str]
+    failures: dict[str, str]
+    tags: dict[str, set[str]] | None = None
+
+
+def reads_report_tags(registry: Registry) -> bool:
+    """Whether :func:`look` tells an image's current tags (ECR's BatchGetImage does)."""
+    return isinstance(registry, EcrRegistry)
+
+
+def look(registry: Registry, repository: str, digests: list[str]) -> Look:
+    """Read images by digest once, for both the fresh look before deleting and the archive."""
+    if isinstance(registry, EcrRegistry):
+        tags: dict[str, set[str]] = {}
+        found, gone, failures = (
+            registry.fetch_manifests(repository, digests, tags) if digests else ({}, set(), {})
+        )
+        return Look(found, gone, failures, tags)
+    found, gone, failures = read_manifests(registry, repository, digests)
+    return Look(found, gone, failures, None)
+
+
 def open_blob(registry: Registry, repository: str, digest: str) -> IO[bytes]:
     """A blob streamed out of the registry into a spooled file, checked against its digest.
 
@@ -585,17 +614,27 @@ def archive_images(
     archive_layers: bool,
     run_id: str,
     now: datetime,
+    prefetched: Look | None = None,
 ) -> ArchiveResult:
     """Archive some images of one repository into one pack and one catalog, verified (``now``:
     the archive time recorded in the catalog).
 
     ``images`` are plan rows (digest, tags, kind, media_type, size_bytes, pushed_at, policy,
-    rule_priority, reason). Config blobs are archived where the registry serves blobs cheaply
+    rule_priority, reason); ``prefetched``: a :func:`look` that already read them. Config blobs
+    are archived where the registry serves blobs cheaply
     (OCI) and, with ``archive_layers``, everywhere together with the layers. An image whose
     manifests or blobs cannot be read or verified is reported in ``failures`` and left out.
     """
     result = ArchiveResult()
-    manifests, gone, failures = read_manifests(registry, repository, [i["digest"] for i in images])
+    wanted = [i["digest"] for i in images]
+    if prefetched is not None and all(
+        d in prefetched.found or d in prefetched.gone or d in prefetched.failures for d in wanted
+    ):  # the caller's look already read them: no second read
+        manifests = {d: prefetched.found[d] for d in wanted if d in prefetched.found}
+        gone = {d for d in wanted if d in prefetched.gone}
+        failures = {d: prefetched.failures[d] for d in wanted if d in prefetched.failures}
+    else:
+        manifests, gone, failures = read_manifests(registry, repository, wanted)
     result.gone, result.failures = gone, failures
     missing = {c for m in manifests.values() for c in _children(m)} - set(manifests)
     child_problems: dict[str, str] = {}

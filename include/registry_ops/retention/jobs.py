@@ -50,11 +50,35 @@ def policy_path(config: Config) -> Path:
     return _relative(config, config.retention.policy_file)
 
 
-def load_policy_set(config: Config, path: str | Path | None = None) -> Any:
-    """The policy file (``--policy`` or ``retention.policy_file``); PolicyError when invalid."""
+def load_policy_set(config: Config, path: str | Path | None = None, enable: tuple[str, ...] = ()) -> Any:
+    """The policy file (``--policy`` or ``retention.policy_file``); PolicyError when invalid.
+
+    Policies named in ``retention.enable_policies`` (and ``enable``: ``--enable-policy``) execute
+    although the file does not enable them: a plain ECR lifecycle file has no ``enabled`` field.
+    A policy cap looser than the config's is reported: the config's caps are the ceiling.
+    """
     from .policy import load_policies
 
-    return load_policies(path or policy_path(config))
+    policies = load_policies(path or policy_path(config))
+    names = (*config.retention.enable_policies, *enable)
+    if names:
+        policies = policies.with_enabled(names)
+    for level in [policies.model.defaults, *policies.model.policies]:
+        name = getattr(level, "name", "defaults")
+        if (
+            level.max_fraction is not None
+            and level.max_fraction > config.retention.max_fraction_per_repository
+        ):
+            log.warning(
+                "retention: %s: policy %r max_fraction %s is above retention.max_fraction_per_repository %s "
+                "of %s: the config's cap applies (a policy can only tighten it)",
+                policies.source,
+                name,
+                level.max_fraction,
+                config.retention.max_fraction_per_repository,
+                config.source,
+            )
+    return policies
 
 
 def in_use_refs(config: Config) -> set[str] | None:
@@ -152,6 +176,13 @@ def plan_run(
     policies = load_policy_set(config)
     plan = make_plan(snapshot.frame, policies, now, in_use_refs(config))
     halted = stops(plan, limits_of(config), policies)
+    # One executing run per registry: the run's leases, taken before anything is parked; its
+    # mapped items renew them and the last step gives them back (``release_leases``).
+    leases = [
+        lease.registry for lease in take_leases(config, s3, live_registries(plan, dry_run), run_id, run_id)
+    ]
+    for warning in dry_run_warnings(plan, dry_run):
+        log.warning("retention: %s", warning)
     out = config.storage.bucket
     storage.put_table(s3, out, _run_key(config, run_id, "plan.parquet"), _to_table(plan))
     acts = plan[plan["action"].isin(ACTIONS)]
@@ -197,27 +228,74 @@ def plan_run(
         "snapshot": snapshot.location.as_dict(),
         "plan_key": _run_key(config, run_id, "plan.parquet"),
         "actions": counts,
+        "leases": leases,
         "items": items,
     }
 
 
+def live_registries(plan: pd.DataFrame, dry_run: bool) -> list[str]:
+    """Registries the plan would change: the ones a lease must cover (none in a dry run)."""
+    if dry_run:
+        return []
+    live = plan[plan["action"].isin(ACTIONS) & ~plan["dry_run"].fillna(True).astype(bool)]
+    return sorted(set(live["registry"]))
+
+
+def take_leases(config: Config, s3: Any, registries: list[str], holder: str, run_id: str) -> list[Any]:
+    """One executing run per registry: the leases of ``registries`` for ``holder``, all or none
+    (``lease.LeaseHeld`` names who holds one). The DAG's holder is its Airflow run id, so its
+    mapped tasks share the leases its ``plan`` task took."""
+    from .lease import acquire_all
+
+    ret = config.retention
+    return acquire_all(
+        s3, config.storage.bucket, ret.runs_prefix, registries, holder, run_id, ret.lease_seconds
+    )
+
+
+def release_leases(config: Config, registries: list[str], holder: str, run_id: str) -> None:
+    """Give the run's leases back (the DAG's last step; a lease already taken over is left alone)."""
+    from .lease import Lease
+
+    s3 = s3_client(config)
+    ret = config.retention
+    for name in registries:
+        lease = Lease(s3, config.storage.bucket, ret.runs_prefix, name, holder, run_id, ret.lease_seconds)
+        current = lease.read()
+        if current and current[0].get("holder") == holder:
+            lease.etag = current[1]
+            lease.release()
+
+
 def apply_item(
-    config: Config, run_id: str, now: datetime, dry_run: bool, item: dict[str, Any]
+    config: Config,
+    run_id: str,
+    now: datetime,
+    dry_run: bool,
+    item: dict[str, Any],
+    holder: str | None = None,
 ) -> dict[str, Any]:
-    """Apply one item's repositories; the result goes to S3 whatever happens (then returned)."""
+    """Apply one item's repositories; the result goes to S3 whatever happens (then returned).
+
+    An executing item holds (takes or renews) the leases of its registries for ``holder`` (the
+    DAG run) while it works and checks them before every delete."""
+    from .lease import LeaseKeeper
+
     s3 = s3_client(config)
     plan = _from_table(storage.get_table(s3, config.storage.bucket, item["key"]))
-    run = RunContext.from_config(config, s3, run_id, now, dry_run)
+    leases = take_leases(config, s3, live_registries(plan, dry_run), holder or run_id, run_id)
     policies = load_policy_set(config)
     halted = {(r, p): message for r, p, message in item["stops"]}
-    results = execute(
-        plan,
-        run,
-        lambda name: build_registry(config.registry(name)),
-        limits=limits_of(config),
-        policies=policies,
-        stop_reasons=halted,
-    )
+    with LeaseKeeper(leases) as keeper:
+        run = RunContext.from_config(config, s3, run_id, now, dry_run, lease_check=keeper.check)
+        results = execute(
+            plan,
+            run,
+            lambda name: build_registry(config.registry(name)),
+            limits=limits_of(config),
+            policies=policies,
+            stop_reasons=halted,
+        )
     storage.put_json(
         s3, config.storage.bucket, _run_key(config, run_id, f"results/{item['item']:05d}.json"), results
     )
@@ -232,6 +310,7 @@ def summarize_run(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
     """Totals over every item's stored result; an item without one counts as failed."""
     s3 = s3_client(config)
     run_id = planned["run_id"]
+    release_leases(config, planned.get("leases", []), run_id, run_id)  # every item has finished
     results: list[dict[str, Any]] = []
     for item in planned["items"]:
         key = _run_key(config, run_id, f"results/{item['item']:05d}.json")
@@ -284,6 +363,29 @@ def raise_if_incomplete(summary: dict[str, Any]) -> None:
 
 
 # -- the command line -------------------------------------------------------------------------------
+def dry_run_warnings(plan: pd.DataFrame, dry_run: bool) -> list[str]:
+    """What an executing run will not do because policies are dry runs (said on stderr and in the
+    summary: an ``--execute`` that deletes nothing must not look like success)."""
+    if dry_run:
+        return []
+    acts = plan[plan["action"].isin(ACTIONS)]
+    idle = acts[acts["dry_run"].fillna(True).astype(bool)]
+    if idle.empty:
+        return []
+    counts = idle.groupby("policy").size()
+    names = ", ".join(f"{p!r} ({n} action(s))" for p, n in counts.items())
+    how = (
+        "set `enabled: true` in the policy file, list the policy in retention.enable_policies of the "
+        "config, or pass --enable-policy NAME (a plain ECR lifecycle file's policy is named after the file)"
+    )
+    if len(idle) == len(acts):
+        return [
+            "--execute, but every policy with actions is a dry run, so nothing is changed: "
+            f"{names}; to act, {how}"
+        ]
+    return [f"policies that are dry runs were only audited: {names}; to act, {how}"]
+
+
 def apply_plan(
     config: Config,
     inventory: pd.DataFrame,
@@ -292,27 +394,69 @@ def apply_plan(
     dry_run: bool,
     policy_file: str | Path | None = None,
     run_id: str | None = None,
+    enable: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Plan and apply in one process (``registry-ops retention apply``); returns the summary."""
+    """Plan and apply in one process (``registry-ops retention apply``); returns the summary.
+
+    An executing run holds a lease on each registry it changes (``lease.py``): a second run at
+    the same time is refused with ``LeaseHeld`` naming the holder. An S3 failure while writing the
+    summary still returns it (``summary_error``), so the caller can print what happened.
+    """
+    from .lease import LeaseKeeper, cli_holder
+
     s3 = s3_client(config)
-    storage.ensure_bucket(s3, config.storage.bucket)
-    policies = load_policy_set(config, policy_file)
+    storage.require_bucket(s3, config.storage.bucket, config.source)
+    policies = load_policy_set(config, policy_file, enable)
     plan = make_plan(inventory, policies, now, in_use_refs(config))
     run_id = run_id or plan_run_id(plan)
-    run = RunContext.from_config(config, s3, run_id, now, dry_run)
-    results = execute(
-        plan,
-        run,
-        lambda name: build_registry(config.registry(name)),
-        limits=limits_of(config),
-        policies=policies,
-    )
+    warnings = dry_run_warnings(plan, dry_run)
+    for warning in warnings:
+        log.warning("retention: %s", warning)
+    leases = take_leases(config, s3, live_registries(plan, dry_run), cli_holder(), run_id)
+    try:
+        with LeaseKeeper(leases) as keeper:
+            run = RunContext.from_config(config, s3, run_id, now, dry_run, lease_check=keeper.check)
+            results = execute(
+                plan,
+                run,
+                lambda name: build_registry(config.registry(name)),
+                limits=limits_of(config),
+                policies=policies,
+            )
+    finally:
+        for lease in leases:
+            try:
+                lease.release()
+            except Exception as exc:  # it expires on its own
+                log.warning("retention: releasing the lease on %s failed: %s", lease.registry, exc)
     summary = audit.summarize(results, config.retention.usd_per_gb_month, dry_run)
-    summary.update(run_id=run_id, now=now.isoformat())
+    summary.update(run_id=run_id, now=now.isoformat(), warnings=warnings)
+    _log_totals(summary)
     key = _run_key(config, run_id, "summary.json")
-    storage.put_json(s3, config.storage.bucket, key, {**summary, "results": results})
-    summary["summary_key"] = key
+    try:
+        storage.put_json(s3, config.storage.bucket, key, {**summary, "results": results})
+        summary["summary_key"] = key
+    except Exception as exc:  # S3 trouble: the caller still prints the summary, and fails
+        summary["summary_key"] = None
+        summary["summary_error"] = f"summary not written to s3://{config.storage.bucket}/{key}: {exc}"
+        log.error("retention: %s", summary["summary_error"])
     return summary
+
+
+def _log_totals(summary: dict[str, Any]) -> None:
+    log.info(
+        "retention: run %s%s: removed %d images, %.1f MiB, saving about $%.2f/month; would remove %d; "
+        "untagged %d; failed %s; stopped %s",
+        summary["run_id"],
+        " (dry run)" if summary["dry_run"] else "",
+        summary["images_removed"],
+        summary["bytes_removed"] / 2**20,
+        summary["monthly_cost_saved_usd"],
+        summary["would_remove_images"],
+        summary["untagged"],
+        summary["repositories_failed"] or "none",
+        summary["repositories_stopped"] or "none",
+    )
 
 
 def recent_archives(

@@ -39,3 +39,15 @@ class RetentionConfig(BaseModel):
     checkpoint_seconds: float = Field(
         2.0, ge=0, description="journal saves between delete batches at most this often (0: every batch)"
     )
+    enable_policies: list[str] = Field(
+        default_factory=list,
+        description="policy names to execute although the policy file does not set `enabled: true`; "
+        "the way to enable a plain ECR lifecycle file (its one policy is named after the file's stem)",
+    )
+    lease_seconds: float = Field(
+        300.0,
+        ge=5,
+        le=3600,
+        description="a registry's lease (one executing run at a time) expires this long after its "
+        "last renewal; runs renew it every third of that while they work",
+    )
