@@ -14,6 +14,7 @@ from .config import Config, RegistryConfig
 from .registries.base import Registry
 from .registries.ecr import EcrRegistry
 from .registries.oci import OciRegistry
+from .registries.ocilayout import OciLayoutRegistry
 
 # botocore "standard" mode retries throttling (ThrottlingException, 429) and 5xx with
 # exponential backoff and jitter; 8 attempts ride out a burst of throttling.
@@ -73,6 +74,8 @@ def oci_url(conn: Any) -> str:
 
 def build_registry(reg: RegistryConfig) -> Registry:
     """The adapter for one configured registry."""
+    if reg.kind == "ocilayout":  # files under a root directory: no connection, no credentials
+        return OciLayoutRegistry(reg.name, reg.path or "", read_configs=reg.read_configs)
     if reg.kind == "ecr":
         return EcrRegistry(reg.name, ecr_client(reg.conn_id, reg.region), reg.registry_id)
     conn = get_connection(reg.conn_id)

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,8 +50,16 @@ class RegistryConfig(_Strict):
     """One registry of the fleet."""
 
     name: Name
-    kind: Literal["ecr", "oci"]
-    conn_id: str = Field(min_length=1, description="Airflow connection id holding credentials")
+    kind: Literal["ocilayout", "ecr", "oci"]
+    conn_id: str | None = Field(
+        None,
+        min_length=1,
+        validate_default=True,
+        description="ECR, OCI: Airflow connection id holding credentials",
+    )
+    path: str | None = Field(
+        None, min_length=1, description="ocilayout: root directory, one OCI image layout per repository"
+    )
     region: str | None = Field(None, description="ECR: AWS region (default: the connection's)")
     registry_id: str | None = Field(None, pattern=r"^\d{12}$", description="ECR: account id of the registry")
     url: str | None = Field(
@@ -77,8 +86,19 @@ class RegistryConfig(_Strict):
             )
         return value
 
+    @field_validator("conn_id")
+    @classmethod
+    def _conn_for_remote(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("kind") in ("ecr", "oci"):
+            raise ValueError("Field required (kinds 'ecr' and 'oci' take credentials from a connection)")
+        return value
+
     @model_validator(mode="after")
     def _kind_fields(self) -> RegistryConfig:
+        if self.kind == "ocilayout" and (self.conn_id or self.url or self.region or self.registry_id):
+            raise ValueError("kind 'ocilayout' takes 'path' only (no conn_id, url, region or registry_id)")
+        if (self.kind == "ocilayout") != bool(self.path):
+            raise ValueError("'path' is required for kind 'ocilayout' and applies to it only")
         if self.kind == "oci" and (self.region or self.registry_id):
             raise ValueError("'region' and 'registry_id' apply to kind 'ecr' only")
         if self.kind == "ecr" and self.url:

@@ -2,7 +2,8 @@
 
 - :class:`MotoService`: moto's ``ThreadedMotoServer`` (ECR, S3, IAM, STS, ECS, Lambda,
   CloudWatch, Secrets Manager) on a free port, in this process so the seeder can reach its
-  backend; ECR listing calls page like AWS (see ``moto_paging``).
+  backend; ECR listing calls page like AWS (see ``moto_paging``) and layer downloads work
+  (``GetDownloadUrlForLayer`` answered by ``moto_layers`` and its layer server).
 - :class:`RegistryService`: the CNCF distribution registry from Debian's ``docker-registry``
   package, deletes enabled, optional htpasswd basic auth (bcrypt, the only hash it accepts).
 - :class:`SmtpService`: aiosmtpd keeping every message in memory and as ``.eml`` files.
@@ -49,13 +50,17 @@ def wait_http(url: str, ok: tuple[int, ...] = (200, 401), timeout: float = 20.0)
 class MotoService:
     """moto server on 127.0.0.1 and a free port."""
 
-    def __init__(self, paging: bool = True) -> None:
+    def __init__(self, paging: bool = True, layers: bool = True) -> None:
         from moto.server import ThreadedMotoServer
 
+        from .moto_layers import LayerServer, enable_layer_downloads
         from .moto_paging import enable_aws_paging
 
         if paging:
             enable_aws_paging()
+        if layers:
+            enable_layer_downloads()
+        self._layers = LayerServer() if layers else None
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.endpoint = ""
 
@@ -64,6 +69,8 @@ class MotoService:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access line per request
         self._server.start()
+        if self._layers:
+            self._layers.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
         return self
@@ -72,6 +79,8 @@ class MotoService:
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10)
 
     def stop(self) -> None:
+        if self._layers:
+            self._layers.stop()
         self._server.stop()
 
     def conn_json(self, region: str = "us-east-1") -> str:

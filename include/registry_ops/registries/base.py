@@ -1,7 +1,18 @@
-"""One interface for every registry kind; adapters live beside it (``ecr.py``, ``oci.py``).
+"""One interface for every registry kind; adapters live beside it (``ecr.py``, ``oci.py``,
+``ocilayout.py``).
 
-Callers (inventory, retention, restore, the CLI) only use :class:`Registry`, so a new kind
-(Harbor's own API, Docker Hub) is one more adapter, not changes across the code base.
+Modelled on regclient's scheme interface (``scheme/scheme.go``): blobs, manifests, tags,
+referrers and repositories behind one :class:`Registry`, options as small values
+(:class:`Page`, :class:`RepositorySettings`) rather than extra positional arguments, and the
+differences between kinds asked through :attr:`Registry.capabilities`, never assumed from the
+adapter's class. Everything above the adapters (inventory, retention, restore, backups, scans)
+is written once against this module.
+
+Failures raise :class:`RegistryError` subclasses chosen from the HTTP status, the distribution
+error code or the botocore error code (:class:`NotFound`, :class:`Unauthorized`,
+:class:`Denied`, :class:`Throttled`, :class:`Unavailable`, :class:`Invalid`,
+:class:`Unsupported`), so callers catch a type instead of matching message text. The message
+format (``registry <name>/<repo>: <problem>``) and ``.problem`` are unchanged.
 """
 
 from __future__ import annotations
@@ -12,8 +23,10 @@ import json
 import re
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import IO, Any
 
 # Manifest media types (OCI image spec and Docker v2 schema 2).
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -30,8 +43,12 @@ REFERRER_TAG = re.compile(r"^sha256-([0-9a-f]{64})(?:\.(sig|att|sbom))?$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
+# -- errors ----------------------------------------------------------------------------------------
 class RegistryError(RuntimeError):
-    """A registry call failed; the message names the registry, repository and problem."""
+    """A registry call failed; the message names the registry, repository and problem.
+
+    Subclasses say what kind of failure it was; a bare ``RegistryError`` is one no class fits.
+    """
 
     def __init__(self, registry: str, problem: str, repository: str | None = None):
         self.registry, self.repository, self.problem = registry, repository, problem
@@ -39,6 +56,81 @@ class RegistryError(RuntimeError):
         super().__init__(f"registry {where}: {problem}")
 
 
+class NotFound(RegistryError):
+    """The repository, manifest, tag or blob does not exist (HTTP 404, ``*NotFound*`` codes)."""
+
+
+class Unauthorized(RegistryError):
+    """No valid credentials: wrong password, expired or unknown keys (HTTP 401)."""
+
+
+class Denied(RegistryError):
+    """Valid credentials, but the registry refuses the operation (HTTP 403, access denied,
+    an immutable tag)."""
+
+
+class Throttled(RegistryError):
+    """Rate limited, still so after the retries (HTTP 429, ``ThrottlingException``)."""
+
+
+class Unavailable(RegistryError):
+    """Unreachable or failing server side, still so after the retries (5xx, connection errors)."""
+
+
+class Invalid(RegistryError):
+    """The request or the content is wrong: a digest that does not match the bytes, a bad name,
+    a manifest that references missing blobs, a corrupt file (HTTP 400, validation codes)."""
+
+
+class Unsupported(RegistryError):
+    """This registry (kind or configuration) cannot do the operation, e.g. deletes disabled
+    (HTTP 405) or blob deletes on ECR; :attr:`Registry.capabilities` says so beforehand."""
+
+
+# distribution / OCI distribution-spec error codes, then the HTTP status as a fallback
+_CODE_CLASSES: dict[str, type[RegistryError]] = {
+    "NAME_UNKNOWN": NotFound,
+    "MANIFEST_UNKNOWN": NotFound,
+    "BLOB_UNKNOWN": NotFound,
+    "BLOB_UPLOAD_UNKNOWN": NotFound,
+    "UNAUTHORIZED": Unauthorized,
+    "DENIED": Denied,
+    "TOOMANYREQUESTS": Throttled,
+    "UNSUPPORTED": Unsupported,
+    "DIGEST_INVALID": Invalid,
+    "MANIFEST_INVALID": Invalid,
+    "MANIFEST_BLOB_UNKNOWN": Invalid,
+    "MANIFEST_UNVERIFIED": Invalid,
+    "NAME_INVALID": Invalid,
+    "SIZE_INVALID": Invalid,
+    "TAG_INVALID": Invalid,
+    "BLOB_UPLOAD_INVALID": Invalid,
+    "PAGINATION_NUMBER_INVALID": Invalid,
+    "RANGE_INVALID": Invalid,
+}
+_STATUS_CLASSES: dict[int, type[RegistryError]] = {
+    400: Invalid,
+    401: Unauthorized,
+    403: Denied,
+    404: NotFound,
+    405: Unsupported,
+    413: Invalid,
+    416: Invalid,
+    429: Throttled,
+}
+
+
+def error_class(status: int | None, codes: Iterable[str] = ()) -> type[RegistryError]:
+    """The error class for an HTTP answer: by distribution error code first, else by status."""
+    for code in codes:
+        if code in _CODE_CLASSES:
+            return _CODE_CLASSES[code]
+    if status is not None and status >= 500:
+        return Unavailable
+    return _STATUS_CLASSES.get(status or 0, RegistryError)
+
+
+# -- values ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Manifest:
     """A manifest exactly as stored: ``raw`` bytes hash to ``digest``."""
@@ -50,6 +142,153 @@ class Manifest:
     @property
     def body(self) -> dict[str, Any]:
         return json.loads(self.raw)
+
+
+class ManifestHead(str):
+    """What a HEAD tells without the body: ``digest`` (also the string value), ``media_type`` and
+    ``size`` (bytes of the manifest; None where the registry cannot say without a read).
+
+    A ``str`` equal to the digest so code written for the former digest-only answer
+    (``head_manifest(...) == digest``) keeps working until callers are migrated.
+    """
+
+    media_type: str
+    size: int | None
+
+    def __new__(cls, digest: str, media_type: str, size: int | None) -> ManifestHead:
+        head = super().__new__(cls, digest)
+        head.media_type, head.size = media_type, size
+        return head
+
+    @property
+    def digest(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"ManifestHead({self.digest!r}, {self.media_type!r}, {self.size!r})"
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI descriptor (what a referrers list or an index entry holds)."""
+
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=True)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Paging of a tag listing (regclient's ``WithTagLimit``/``WithTagLast``): at most ``limit``
+    names sorting after ``last``. None for either means no bound."""
+
+    limit: int | None = None
+    last: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"page limit must be at least 1, got {self.limit}")
+
+    def apply(self, names: Iterable[str]) -> list[str]:
+        """The page out of a full (or larger) sorted answer: the contract whatever the server did."""
+        out = sorted(n for n in set(names) if self.last is None or n > self.last)
+        return out if self.limit is None else out[: self.limit]
+
+
+TAG_MUTABILITY = ("MUTABLE", "IMMUTABLE", "MUTABLE_WITH_EXCLUSION", "IMMUTABLE_WITH_EXCLUSION")
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    """A repository's own settings (ECR's; other kinds hold none or few).
+
+    None means "not set / unknown" when read and "leave as it is" when applied. To remove a
+    lifecycle or repository policy, apply an empty string. ``created_at`` is read-only.
+    """
+
+    scan_on_push: bool | None = None
+    tag_mutability: str | None = None  # one of TAG_MUTABILITY
+    tag_mutability_exclusions: tuple[str, ...] | None = None  # WILDCARD filters
+    encryption_type: str | None = None  # AES256 | KMS | KMS_DSSE, fixed at creation
+    kms_key: str | None = None
+    lifecycle_policy: str | None = None  # JSON text
+    repository_policy: str | None = None  # JSON text
+    resource_tags: dict[str, str] | None = field(default=None, hash=False)
+    created_at: datetime | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The settings to apply: every field but ``created_at`` that is not None."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "created_at" and getattr(self, f.name) is not None
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (backups): ``created_at`` as ISO 8601, exclusions as a list."""
+        out = asdict(self)
+        if self.created_at is not None:
+            out["created_at"] = self.created_at.isoformat()
+        if self.tag_mutability_exclusions is not None:
+            out["tag_mutability_exclusions"] = list(self.tag_mutability_exclusions)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RepositorySettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown repository setting(s): {', '.join(unknown)}")
+        values = dict(data)
+        if isinstance(values.get("created_at"), str):
+            values["created_at"] = datetime.fromisoformat(values["created_at"])
+        if values.get("tag_mutability_exclusions") is not None:
+            values["tag_mutability_exclusions"] = tuple(values["tag_mutability_exclusions"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a registry can do, for callers that must choose a path (never ``isinstance``).
+
+    - ``lists_untagged_manifests``: listings (``list_images``) reach manifests no tag points at,
+      so "untagged" retention and full backups see everything (ECR, a layout's index.json);
+      the distribution API lists tags only (untagged manifests are reachable only as children
+      of a tagged index or through referrers).
+    - ``deletes_tags``: :meth:`Registry.delete_tag` removes one tag and nothing else.
+    - ``untag_keeps_manifest``: after removing a manifest's last tag the manifest stays,
+      untagged; ECR deletes an image together with its last tag.
+    - ``referrers_api``: referrers that carry an OCI ``subject`` but no tag are found by the
+      registry's own record (ECR's ``subjectManifestDigest``, the distribution referrers API, a
+      layout read whole); False: only tag-schema and cosign-style tags find them. None: probed on
+      first use (distribution).
+    - ``records_push_time``: listings carry a push time (ECR ``imagePushedAt``).
+    - ``records_pull_time``: listings carry a last pull time (ECR, lagging up to 24 h).
+    - ``blob_reads_cheap``: reading a blob is one direct read with no per-call quota or transfer
+      charge (distribution on the same network, a local layout); ECR needs a pre-signed URL per
+      layer and bills transfer out of the region.
+    - ``deletes_blobs``: :meth:`Registry.delete_blob` works (ECR has no blob delete).
+    - ``mounts_blobs``: :meth:`Registry.mount_blob` can link a blob from another repository
+      without moving its bytes through the caller.
+    - ``repository_settings``: repositories carry settings that describe/apply read and write
+      (ECR); others answer empty settings and report every given setting as not applied.
+    - ``explicit_repositories``: a repository must be created before the first push (ECR); the
+      others create it on first push.
+    """
+
+    lists_untagged_manifests: bool
+    deletes_tags: bool
+    untag_keeps_manifest: bool
+    referrers_api: bool | None
+    records_push_time: bool
+    records_pull_time: bool
+    blob_reads_cheap: bool
+    deletes_blobs: bool
+    mounts_blobs: bool
+    repository_settings: bool
+    explicit_repositories: bool
 
 
 @dataclass
@@ -74,39 +313,149 @@ class RequestCounter:
         return sum(self.counts.values())
 
 
+BlobData = bytes | IO[bytes] | Iterable[bytes]
+
+
+# -- the interface ---------------------------------------------------------------------------------
 class Registry(abc.ABC):
-    """A registry of the fleet, named as in the config file."""
+    """A registry of the fleet, named as in the config file.
+
+    References: ``reference`` is a tag or a ``sha256:`` digest; ``digest`` must be a digest.
+    """
 
     kind: str
+    capabilities: Capabilities
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.requests = RequestCounter()
 
+    def error(
+        self, problem: str, repository: str | None = None, cls: type[RegistryError] = RegistryError
+    ) -> RegistryError:
+        return cls(self.name, problem, repository)
+
+    def check_digest(self, digest: str, repository: str | None = None) -> None:
+        """Refuse a malformed digest before it reaches a path or a URL."""
+        if not isinstance(digest, str) or not DIGEST.match(digest):
+            raise self.error(f"{digest!r} is not a sha256 digest", repository, Invalid)
+
+    # -- repositories --------------------------------------------------------------------------
     @abc.abstractmethod
     def list_repositories(self) -> list[str]:
-        """Every repository name, all pages followed."""
+        """Every repository name, sorted, all pages followed."""
 
+    @abc.abstractmethod
+    def create_repository(self, repository: str, settings: RepositorySettings | None = None) -> bool:
+        """Create it with these settings if absent; True if created, False if it existed (its
+        settings are then left alone: use :meth:`apply_repository_settings`). Kinds that create
+        repositories on push answer False and ignore the settings."""
+
+    @abc.abstractmethod
+    def describe_repository(self, repository: str) -> RepositorySettings:
+        """The repository's settings (empty where the kind keeps none); NotFound if it is absent."""
+
+    @abc.abstractmethod
+    def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
+        """Apply every given setting; returns the names of those this kind cannot hold (ignored)."""
+
+    # -- inventory (kept for the current callers) -----------------------------------------------
     @abc.abstractmethod
     def list_images(self, repository: str) -> list[dict[str, Any]]:
         """Inventory records (see ``schema``) for one repository, without registry/snapshot_at."""
 
+    def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
+        """Delete manifests by digest (all their tags go with them); failures are reported, not raised."""
+        result = DeleteResult()
+        for digest in digests:
+            try:
+                self.delete_manifest(repository, digest)
+            except NotFound:
+                result.failures[digest] = "not found (already deleted?)"
+            except RegistryError as exc:
+                result.failures[digest] = exc.problem
+            else:
+                result.deleted.append(digest)
+        return result
+
+    # -- tags ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_tags(self, repository: str, page: Page | None = None) -> list[str]:
+        """Tags, sorted; with ``page`` at most ``page.limit`` of them after ``page.last``."""
+
+    @abc.abstractmethod
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """Remove one tag; NotFound if it does not exist. See ``capabilities.untag_keeps_manifest``."""
+
+    # -- manifests -------------------------------------------------------------------------------
     @abc.abstractmethod
     def get_manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest for a tag or digest, bytes as stored."""
+        """The manifest for a tag or digest, bytes as stored (checked against the digest)."""
+
+    @abc.abstractmethod
+    def head_manifest(self, repository: str, reference: str) -> ManifestHead | None:
+        """Digest, media type and size of a tag or digest without its body; None if absent."""
 
     @abc.abstractmethod
     def put_manifest(self, repository: str, manifest: Manifest, tag: str | None = None) -> str:
         """Store a manifest (by digest, or under ``tag``); returns the digest the registry reports."""
 
     @abc.abstractmethod
-    def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
-        """Delete manifests by digest (all their tags go with them)."""
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest, with every tag pointing at it; NotFound if absent."""
 
-    def error(self, problem: str, repository: str | None = None) -> RegistryError:
-        return RegistryError(self.name, problem, repository)
+    # -- blobs -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def open_blob(self, repository: str, digest: str) -> IO[bytes]:
+        """The blob as a stream (a :class:`~.streams.BlobStream`), hashed while read: reading it to
+        the end raises Invalid if the bytes do not match ``digest``. Close it (``with``)."""
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A small blob (a config) whole, checked against its digest."""
+        with self.open_blob(repository, digest) as stream:
+            return stream.read()
+
+    @abc.abstractmethod
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        """The blob's size in bytes, or None when the repository does not hold it."""
+
+    @abc.abstractmethod
+    def put_blob(self, repository: str, data: BlobData, digest: str, size: int | None = None) -> str:
+        """Store a blob from bytes, a file or an iterator of chunks; the content must hash to
+        ``digest`` (and be ``size`` bytes when given), or Invalid is raised and nothing is stored."""
+
+    @abc.abstractmethod
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Link a blob another repository holds without moving bytes through the caller; False if
+        the registry did not (then put it)."""
+
+    @abc.abstractmethod
+    def delete_blob(self, repository: str, digest: str) -> None:
+        """Delete a blob; Unsupported where ``capabilities.deletes_blobs`` is False."""
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        return self.head_blob(repository, digest) is not None
+
+    def upload_blob(self, repository: str, data: bytes, mount_from: str | None = None) -> str:
+        """Make a blob present: skipped if it exists, mounted from ``mount_from`` where possible,
+        else put. Returns its digest."""
+        digest = digest_of(data)
+        if self.blob_exists(repository, digest):
+            return digest
+        if mount_from and mount_from != repository and self.mount_blob(repository, digest, mount_from):
+            return digest
+        return self.put_blob(repository, data, digest, len(data))
+
+    # -- referrers -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_referrers(
+        self, repository: str, digest: str, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        """Manifests that refer to ``digest`` (OCI ``subject`` or cosign-style tags), optionally
+        only those of one artifact type; sorted by digest."""
 
 
+# -- helpers shared by the adapters ------------------------------------------------------------
 def classify(media_type: str | None, subject: str | None, tags: list[str]) -> str:
     """Inventory ``kind``: index, referrer (subject or cosign-style tag) or image."""
     if media_type in INDEX_TYPES:
@@ -123,6 +472,21 @@ def referrer_subject(tags: list[str]) -> str | None:
         if m:
             return f"sha256:{m.group(1)}"
     return None
+
+
+def referrer_tags(digest: str) -> tuple[str, ...]:
+    """The tags that can hold referrers of ``digest``: the OCI tag schema's index, then cosign's."""
+    bare = "sha256-" + digest.split(":", 1)[1]
+    return (bare, f"{bare}.sig", f"{bare}.att", f"{bare}.sbom")
+
+
+def descriptor_of(manifest: Manifest) -> Descriptor:
+    """A referrer's descriptor: artifact type from ``artifactType``, else the config media type."""
+    body = manifest.body
+    artifact = body.get("artifactType") or (body.get("config") or {}).get("mediaType")
+    return Descriptor(
+        manifest.media_type, manifest.digest, len(manifest.raw), artifact, dict(body.get("annotations") or {})
+    )
 
 
 def platform_of(entry: dict[str, Any] | None) -> str | None:

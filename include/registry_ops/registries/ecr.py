@@ -5,32 +5,154 @@ Listing uses the fewest calls AWS allows: ``describe_repositories`` pages of 1,0
 ``batch_get_image`` only for image indexes (to link their children), 100 ids per call.
 Deletes go 100 ids per ``batch_delete_image`` and per-image ``failures[]`` are reported, not
 ignored. Throttling and 5xx answers are retried by botocore's ``standard`` retry mode, set
-where the client is built (``clients.py``).
+where the client is built (``clients.py``); what still fails raises a typed error chosen from
+the botocore error code (:func:`aws_error_class`).
+
+Blobs (layers and configs) go through the ECR API, never the Docker registry endpoint:
+
+- put: ``InitiateLayerUpload``, ``UploadLayerPart`` (parts of the size ECR advises, at least
+  5 MiB but the last), ``CompleteLayerUpload``; the content is checked against its digest
+  before the upload starts and ECR's computed digest is checked after;
+- head: ``BatchCheckLayerAvailability``; get: ``GetDownloadUrlForLayer`` and a GET of the
+  pre-signed URL, streamed and hashed (moto lacks that call: tests use ``devstack.moto_layers``);
+- no mount (the ECR API has none: callers put instead) and no blob delete (ECR removes layers
+  no image uses by itself).
+
+Manifest heads use ``DescribeImages`` (digest and media type; the manifest's byte size is not
+known without reading it) rather than ``BatchGetImage``, which ECR records as a pull and would
+move ``lastRecordedPullTime``. Referrers come from the repository listing (the image's
+``subjectManifestDigest`` and cosign-style tags); their manifests are then read with
+``BatchGetImage`` for exact descriptors. ``ListImageReferrers`` is not used: moto lacks it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from typing import Any
+from datetime import UTC
+from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+import requests
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 
 from .base import (
     ACCEPT_ALL,
+    INDEX_TYPES,
+    BlobData,
+    Capabilities,
     DeleteResult,
+    Denied,
+    Descriptor,
+    Invalid,
     Manifest,
+    ManifestHead,
+    NotFound,
+    Page,
     Registry,
+    RegistryError,
+    RepositorySettings,
+    Throttled,
+    Unauthorized,
+    Unavailable,
+    Unsupported,
     classify,
+    descriptor_of,
     digest_of,
+    error_class,
     index_size,
     link_graph,
     media_type_of,
     platform_of,
     referrer_subject,
+    referrer_tags,
 )
+from .streams import CHUNK, BlobStream, spool
 
 PAGE = 1000
 BATCH = 100
+MIN_PART = 5 * 1024 * 1024  # ECR refuses smaller parts (LayerPartTooSmallException) but the last
+DEFAULT_PART = 10 * 1024 * 1024
+
+_AWS_CODES: dict[type[RegistryError], frozenset[str]] = {
+    NotFound: frozenset(
+        {
+            "RepositoryNotFoundException",
+            "ImageNotFoundException",
+            "ImageNotFound",
+            "LayersNotFoundException",
+            "LayerInaccessibleException",
+            "UploadNotFoundException",
+            "LifecyclePolicyNotFoundException",
+            "RepositoryPolicyNotFoundException",
+            "RegistryPolicyNotFoundException",
+            "ReferencedImagesNotFoundException",
+            "ScanNotFoundException",
+        }
+    ),
+    Unauthorized: frozenset(
+        {
+            "UnrecognizedClientException",
+            "InvalidSignatureException",
+            "SignatureDoesNotMatch",
+            "IncompleteSignature",
+            "ExpiredTokenException",
+            "ExpiredToken",
+            "InvalidClientTokenId",
+            "MissingAuthenticationToken",
+            "MissingAuthenticationTokenException",
+        }
+    ),
+    Denied: frozenset(
+        {"AccessDeniedException", "AccessDenied", "ImageTagAlreadyExistsException", "UpstreamAccessDenied"}
+    ),
+    Throttled: frozenset(
+        {
+            "ThrottlingException",
+            "Throttling",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+            "UpstreamTooManyRequests",
+        }
+    ),
+    Unavailable: frozenset(
+        {
+            "ServerException",
+            "ServiceUnavailable",
+            "ServiceUnavailableException",
+            "InternalFailure",
+            "InternalServerError",
+            "UpstreamUnavailable",
+            "UnableToGetUpstreamLayerException",
+        }
+    ),
+    Invalid: frozenset(
+        {
+            "InvalidParameterException",
+            "ValidationException",
+            "InvalidLayerException",
+            "InvalidLayerPartException",
+            "LayerPartTooSmallException",
+            "EmptyUploadException",
+            "ImageDigestDoesNotMatchException",
+            "InvalidTagParameterException",
+            "TooManyTagsException",
+            "InvalidImageDigest",
+            "InvalidImageTag",
+            "MissingDigestAndTag",
+            "ImageTagDoesNotMatchDigest",
+            "ImageReferencedByManifestList",
+        }
+    ),
+}
+_CODE_CLASS = {code: cls for cls, codes in _AWS_CODES.items() for code in codes}
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -46,14 +168,62 @@ def aws_problem(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def aws_code_class(code: str | None) -> type[RegistryError]:
+    """The error class for an ECR error or ``failures[]`` code."""
+    return _CODE_CLASS.get(code or "", RegistryError)
+
+
+def aws_error_class(exc: Exception) -> type[RegistryError]:
+    """The error class for a botocore exception: by error code, else by HTTP status."""
+    if isinstance(exc, ClientError):
+        cls = aws_code_class(exc.response.get("Error", {}).get("Code"))
+        if cls is not RegistryError:
+            return cls
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return error_class(status) if status and status != 400 else RegistryError
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return Unauthorized
+    if isinstance(exc, ParamValidationError):
+        return Invalid
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return Unavailable
+    return RegistryError
+
+
 class EcrRegistry(Registry):
     kind = "ecr"
+    capabilities = Capabilities(
+        lists_untagged_manifests=True,
+        deletes_tags=True,
+        untag_keeps_manifest=False,
+        referrers_api=True,
+        records_push_time=True,
+        records_pull_time=True,
+        blob_reads_cheap=False,
+        deletes_blobs=False,
+        mounts_blobs=False,
+        repository_settings=True,
+        explicit_repositories=True,
+    )
 
-    def __init__(self, name: str, client: Any, registry_id: str | None = None, page_size: int = PAGE) -> None:
+    def __init__(
+        self,
+        name: str,
+        client: Any,
+        registry_id: str | None = None,
+        page_size: int = PAGE,
+        part_size: int | None = None,
+        download_timeout: float = 60.0,
+    ) -> None:
         super().__init__(name)
+        if part_size is not None and part_size < MIN_PART:
+            raise ValueError(f"part_size must be at least {MIN_PART} bytes (ECR's minimum), got {part_size}")
         self.client = client
         self.registry_id = registry_id
         self.page_size = page_size
+        self.part_size = part_size
+        self.download_timeout = download_timeout
+        self.http = requests.Session()
         client.meta.events.register("before-send.ecr.*", self._count)
 
     def _count(self, event_name: str, **_: Any) -> None:
@@ -63,6 +233,17 @@ class EcrRegistry(Registry):
         """The ``registryId`` argument, when the registry is another account's."""
         return {"registryId": self.registry_id} if self.registry_id else {}
 
+    def aws_error(self, problem: str, exc: Exception, repository: str | None = None) -> RegistryError:
+        """A typed error whose problem text ends with the AWS code and message."""
+        return self.error(f"{problem}: {aws_problem(exc)}", repository, aws_error_class(exc))
+
+    def _call(self, operation: str, repository: str | None, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(**kwargs, **self.ids())
+        except (ClientError, BotoCoreError) as exc:
+            raise self.aws_error(f"{operation} failed", exc, repository) from exc
+
+    # -- repositories ------------------------------------------------------------------------
     def list_repositories(self) -> list[str]:
         try:
             pages = self.client.get_paginator("describe_repositories").paginate(
@@ -70,8 +251,140 @@ class EcrRegistry(Registry):
             )
             return sorted(r["repositoryName"] for p in pages for r in p["repositories"])
         except (ClientError, BotoCoreError) as exc:
-            raise self.error(f"describe_repositories failed: {aws_problem(exc)}") from exc
+            raise self.aws_error("describe_repositories failed", exc) from exc
 
+    def create_repository(self, repository: str, settings: RepositorySettings | None = None) -> bool:
+        s = settings or RepositorySettings()
+        kwargs: dict[str, Any] = {"repositoryName": repository, **self.ids()}
+        if s.tag_mutability is not None:
+            kwargs["imageTagMutability"] = s.tag_mutability
+        if s.tag_mutability_exclusions:
+            kwargs["imageTagMutabilityExclusionFilters"] = _exclusions(s.tag_mutability_exclusions)
+        if s.scan_on_push is not None:
+            kwargs["imageScanningConfiguration"] = {"scanOnPush": s.scan_on_push}
+        if s.encryption_type is not None:
+            kwargs["encryptionConfiguration"] = {
+                "encryptionType": s.encryption_type,
+                **({"kmsKey": s.kms_key} if s.kms_key else {}),
+            }
+        if s.resource_tags:
+            kwargs["tags"] = [{"Key": k, "Value": v} for k, v in sorted(s.resource_tags.items())]
+        try:
+            self.client.create_repository(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "RepositoryAlreadyExistsException":
+                return False
+            raise self.aws_error("create_repository failed", exc, repository) from exc
+        except BotoCoreError as exc:
+            raise self.aws_error("create_repository failed", exc, repository) from exc
+        self._apply_policies(repository, s)
+        return True
+
+    def _repository(self, repository: str) -> dict[str, Any]:
+        resp = self._call("describe_repositories", repository, repositoryNames=[repository])
+        return resp["repositories"][0]
+
+    def describe_repository(self, repository: str) -> RepositorySettings:
+        """Scanning, tag mutability and exclusions, encryption, lifecycle and repository policies,
+        resource tags and creation time (six calls)."""
+        repo = self._repository(repository)
+        lifecycle = self._optional("get_lifecycle_policy", repository, "lifecyclePolicyText")
+        policy = self._optional("get_repository_policy", repository, "policyText")
+        tags = self._call("list_tags_for_resource", repository, resourceArn=repo["repositoryArn"])
+        encryption = repo.get("encryptionConfiguration") or {}
+        created = repo.get("createdAt")
+        return RepositorySettings(
+            scan_on_push=bool((repo.get("imageScanningConfiguration") or {}).get("scanOnPush", False)),
+            tag_mutability=repo.get("imageTagMutability"),
+            tag_mutability_exclusions=tuple(
+                f["filter"] for f in repo.get("imageTagMutabilityExclusionFilters") or []
+            ),
+            encryption_type=encryption.get("encryptionType"),
+            kms_key=encryption.get("kmsKey"),
+            lifecycle_policy=lifecycle,
+            repository_policy=policy,
+            resource_tags={t["Key"]: t["Value"] for t in tags.get("tags") or []},
+            created_at=created.astimezone(UTC) if created is not None else None,
+        )
+
+    def _optional(self, operation: str, repository: str, key: str) -> str | None:
+        """A policy text, or None when the repository has none (its *NotFound code)."""
+        try:
+            return self._call(operation, repository, repositoryName=repository)[key]
+        except NotFound as exc:
+            if "RepositoryNotFound" in exc.problem:
+                raise
+            return None
+
+    def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
+        """Scanning, tag mutability, policies and resource tags as given. Encryption is fixed when
+        a repository is created: a different one is refused (Invalid), never silently ignored."""
+        s = settings
+        current = self._repository(repository)
+        if s.encryption_type is not None or s.kms_key is not None:
+            have = current.get("encryptionConfiguration") or {}
+            want = {"encryptionType": s.encryption_type or have.get("encryptionType"), "kmsKey": s.kms_key}
+            if want["encryptionType"] != have.get("encryptionType") or (
+                s.kms_key is not None and s.kms_key != have.get("kmsKey")
+            ):
+                raise self.error(
+                    f"encryption is fixed when an ECR repository is created: it has "
+                    f"{have.get('encryptionType')}{' ' + have['kmsKey'] if have.get('kmsKey') else ''}, "
+                    f"asked for {want['encryptionType']}{' ' + s.kms_key if s.kms_key else ''}",
+                    repository,
+                    Invalid,
+                )
+        if s.scan_on_push is not None:
+            self._call(
+                "put_image_scanning_configuration",
+                repository,
+                repositoryName=repository,
+                imageScanningConfiguration={"scanOnPush": s.scan_on_push},
+            )
+        if s.tag_mutability is not None or s.tag_mutability_exclusions is not None:
+            kwargs: dict[str, Any] = {
+                "repositoryName": repository,
+                "imageTagMutability": s.tag_mutability or current.get("imageTagMutability", "MUTABLE"),
+            }
+            if s.tag_mutability_exclusions:
+                kwargs["imageTagMutabilityExclusionFilters"] = _exclusions(s.tag_mutability_exclusions)
+            self._call("put_image_tag_mutability", repository, **kwargs)
+        self._apply_policies(repository, s)
+        if s.resource_tags is not None:
+            arn = current["repositoryArn"]
+            have_tags = {
+                t["Key"]: t["Value"]
+                for t in self._call("list_tags_for_resource", repository, resourceArn=arn).get("tags") or []
+            }
+            gone = sorted(set(have_tags) - set(s.resource_tags))
+            if gone:
+                self._call("untag_resource", repository, resourceArn=arn, tagKeys=gone)
+            if s.resource_tags and s.resource_tags != {k: have_tags.get(k) for k in s.resource_tags}:
+                tags = [{"Key": k, "Value": v} for k, v in sorted(s.resource_tags.items())]
+                self._call("tag_resource", repository, resourceArn=arn, tags=tags)
+        return []
+
+    def _apply_policies(self, repository: str, s: RepositorySettings) -> None:
+        """Lifecycle and repository policy: text sets it, an empty string removes it."""
+        if s.lifecycle_policy:
+            self._call(
+                "put_lifecycle_policy",
+                repository,
+                repositoryName=repository,
+                lifecyclePolicyText=s.lifecycle_policy,
+            )
+        elif s.lifecycle_policy == "":
+            with contextlib.suppress(NotFound):
+                self._call("delete_lifecycle_policy", repository, repositoryName=repository)
+        if s.repository_policy:
+            self._call(
+                "set_repository_policy", repository, repositoryName=repository, policyText=s.repository_policy
+            )
+        elif s.repository_policy == "":
+            with contextlib.suppress(NotFound):
+                self._call("delete_repository_policy", repository, repositoryName=repository)
+
+    # -- listing -------------------------------------------------------------------------------
     def describe(self, repository: str) -> list[dict[str, Any]]:
         """Raw ``imageDetails`` of a repository, all pages."""
         try:
@@ -80,7 +393,7 @@ class EcrRegistry(Registry):
             )
             return [d for p in pages for d in p["imageDetails"]]
         except (ClientError, BotoCoreError) as exc:
-            raise self.error(f"describe_images failed: {aws_problem(exc)}", repository) from exc
+            raise self.aws_error("describe_images failed", exc, repository) from exc
 
     def list_images(self, repository: str) -> list[dict[str, Any]]:
         details = self.describe(repository)
@@ -119,6 +432,38 @@ class EcrRegistry(Registry):
             "subject_digest": subject,
         }
 
+    def list_tags(self, repository: str, page: Page | None = None) -> list[str]:
+        """Every tag (``ListImages``, tagged only, all pages); ECR has no 'after this tag' paging,
+        so ``page`` is cut from the full list."""
+        try:
+            pages = self.client.get_paginator("list_images").paginate(
+                repositoryName=repository,
+                filter={"tagStatus": "TAGGED"},
+                **self.ids(),
+                PaginationConfig={"PageSize": self.page_size},
+            )
+            tags = {i["imageTag"] for p in pages for i in p["imageIds"] if i.get("imageTag")}
+        except (ClientError, BotoCoreError) as exc:
+            raise self.aws_error("list_images failed", exc, repository) from exc
+        return (page or Page()).apply(tags)
+
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """``BatchDeleteImage`` by tag: removes the tag; ECR deletes the image with its last tag."""
+        if tag.startswith("sha256:"):
+            raise self.error(f"delete_tag takes a tag, not a digest ({tag})", repository, Invalid)
+        resp = self._call(
+            "batch_delete_image", repository, repositoryName=repository, imageIds=[{"imageTag": tag}]
+        )
+        for f in resp.get("failures", []):
+            code = f.get("failureCode")
+            cls = aws_code_class(code)
+            raise self.error(
+                f"batch_delete_image {tag}: {code}: {f.get('failureReason', '')}",
+                repository,
+                cls,
+            )
+
+    # -- manifests -----------------------------------------------------------------------------
     def fetch_manifests(
         self, repository: str, digests: list[str], tags: dict[str, set[str]] | None = None
     ) -> tuple[dict[str, Manifest], set[str], dict[str, str]]:
@@ -142,7 +487,7 @@ class EcrRegistry(Registry):
                     **self.ids(),
                 )
             except (ClientError, BotoCoreError) as exc:
-                raise self.error(f"batch_get_image failed: {aws_problem(exc)}", repository) from exc
+                raise self.aws_error("batch_get_image failed", exc, repository) from exc
             for image in resp["images"]:  # one entry per tag of the same digest
                 digest = image["imageId"]["imageDigest"]
                 if tags is not None:
@@ -173,10 +518,12 @@ class EcrRegistry(Registry):
         """Manifests by digest (see :meth:`fetch_manifests`); a missing or bad one raises."""
         found, gone, failures = self.fetch_manifests(repository, digests)
         if gone:
-            raise self.error(f"batch_get_image: {sorted(gone)[0]}: ImageNotFound", repository)
+            raise self.error(f"batch_get_image: {sorted(gone)[0]}: ImageNotFound", repository, NotFound)
         if failures:
             digest, why = sorted(failures.items())[0]
-            raise self.error(f"batch_get_image: {digest}: {why}", repository)
+            code = why.rsplit(": ", 1)[-1] if why.startswith("batch_get_image: ") else ""
+            cls = aws_code_class(code) if code else Invalid
+            raise self.error(f"batch_get_image: {digest}: {why}", repository, cls)
         return [found[d] for d in dict.fromkeys(digests)]
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
@@ -190,9 +537,9 @@ class EcrRegistry(Registry):
                 **self.ids(),
             )
         except (ClientError, BotoCoreError) as exc:
-            raise self.error(f"batch_get_image failed: {aws_problem(exc)}", repository) from exc
+            raise self.aws_error("batch_get_image failed", exc, repository) from exc
         if not resp["images"]:
-            raise self.error(f"tag {reference!r} not found", repository)
+            raise self.error(f"tag {reference!r} not found", repository, NotFound)
         image = resp["images"][0]
         raw = image["imageManifest"].encode()
         return Manifest(
@@ -200,6 +547,26 @@ class EcrRegistry(Registry):
             image.get("imageManifestMediaType") or media_type_of(raw),
             raw,
         )
+
+    def head_manifest(self, repository: str, reference: str) -> ManifestHead | None:
+        """``DescribeImages`` by tag or digest: no pull is recorded, and no size (None)."""
+        image_id = {"imageDigest" if reference.startswith("sha256:") else "imageTag": reference}
+        try:
+            resp = self.client.describe_images(repositoryName=repository, imageIds=[image_id], **self.ids())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "ImageNotFoundException",
+                "RepositoryNotFoundException",
+            ):
+                return None
+            raise self.aws_error("describe_images failed", exc, repository) from exc
+        except BotoCoreError as exc:
+            raise self.aws_error("describe_images failed", exc, repository) from exc
+        details = resp.get("imageDetails") or []
+        if not details:
+            return None
+        d = details[0]
+        return ManifestHead(d["imageDigest"], d.get("imageManifestMediaType") or "", None)
 
     def put_manifest(self, repository: str, manifest: Manifest, tag: str | None = None) -> str:
         kwargs: dict[str, Any] = {
@@ -216,8 +583,24 @@ class EcrRegistry(Registry):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ImageAlreadyExistsException":
                 return manifest.digest
-            raise self.error(f"put_image failed: {aws_problem(exc)}", repository) from exc
+            raise self.aws_error("put_image failed", exc, repository) from exc
+        except BotoCoreError as exc:
+            raise self.aws_error("put_image failed", exc, repository) from exc
         return resp["image"]["imageId"]["imageDigest"]
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """``BatchDeleteImage`` by digest (the image and all its tags)."""
+        self.check_digest(digest, repository)
+        resp = self._call(
+            "batch_delete_image", repository, repositoryName=repository, imageIds=[{"imageDigest": digest}]
+        )
+        for f in resp.get("failures", []):
+            code = f.get("failureCode")
+            raise self.error(
+                f"batch_delete_image {digest}: {code}: {f.get('failureReason', '')}",
+                repository,
+                aws_code_class(code),
+            )
 
     def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
         result = DeleteResult()
@@ -239,3 +622,143 @@ class EcrRegistry(Registry):
                 digest = f["imageId"].get("imageDigest", "?")
                 result.failures[digest] = f"{f['failureCode']}: {f.get('failureReason', '')}"
         return result
+
+    # -- referrers -------------------------------------------------------------------------------
+    def list_referrers(
+        self, repository: str, digest: str, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        self.check_digest(digest, repository)
+        by_tag = set(referrer_tags(digest))
+        candidates = sorted(
+            {
+                d["imageDigest"]
+                for d in self.describe(repository)
+                if d.get("subjectManifestDigest") == digest or by_tag & set(d.get("imageTags") or [])
+            }
+        )
+        found: dict[str, Descriptor] = {}
+        for m in self.get_manifests(repository, candidates) if candidates else []:
+            if m.media_type in INDEX_TYPES:  # the tag schema: an index listing the referrers
+                for e in m.body.get("manifests", []):
+                    found.setdefault(
+                        e["digest"],
+                        Descriptor(
+                            e.get("mediaType", ""),
+                            e["digest"],
+                            int(e.get("size", 0)),
+                            e.get("artifactType"),
+                            dict(e.get("annotations") or {}),
+                        ),
+                    )
+            else:
+                found[m.digest] = descriptor_of(m)
+        return sorted(
+            (d for d in found.values() if artifact_type is None or d.artifact_type == artifact_type),
+            key=lambda d: d.digest,
+        )
+
+    # -- blobs -----------------------------------------------------------------------------------
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        self.check_digest(digest, repository)
+        try:
+            resp = self.client.batch_check_layer_availability(
+                repositoryName=repository, layerDigests=[digest], **self.ids()
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
+                return None
+            raise self.aws_error("batch_check_layer_availability failed", exc, repository) from exc
+        except BotoCoreError as exc:
+            raise self.aws_error("batch_check_layer_availability failed", exc, repository) from exc
+        for layer in resp.get("layers", []):
+            if layer.get("layerDigest") == digest and layer.get("layerAvailability") == "AVAILABLE":
+                return int(layer.get("layerSize") or 0)
+        for f in resp.get("failures", []):
+            code = f.get("failureCode")
+            if code not in ("MissingLayerDigest", None):
+                raise self.error(
+                    f"batch_check_layer_availability {digest}: {code}: {f.get('failureReason', '')}",
+                    repository,
+                    Invalid if code == "InvalidLayerDigest" else aws_code_class(code),
+                )
+        return None
+
+    def open_blob(self, repository: str, digest: str) -> IO[bytes]:
+        """``GetDownloadUrlForLayer``, then the pre-signed URL, streamed and hashed."""
+        self.check_digest(digest, repository)
+        url = self._call(
+            "get_download_url_for_layer", repository, repositoryName=repository, layerDigest=digest
+        )["downloadUrl"]
+        try:
+            resp = self.http.get(url, stream=True, timeout=self.download_timeout)
+        except requests.RequestException as exc:
+            raise self.error(
+                f"layer {digest}: download failed: {type(exc).__name__}", repository, Unavailable
+            ) from None
+        if resp.status_code != 200:
+            resp.close()
+            raise self.error(
+                f"layer {digest}: download answered HTTP {resp.status_code}",
+                repository,
+                error_class(resp.status_code),
+            )
+        length = resp.headers.get("Content-Length")
+        return BlobStream(
+            resp.iter_content(CHUNK),
+            digest,
+            int(length) if length and length.isdigit() else None,
+            lambda p, cls: self.error(p, repository, cls),
+            resp.close,
+        )
+
+    def put_blob(self, repository: str, data: BlobData, digest: str, size: int | None = None) -> str:
+        """Layer upload in parts; nothing is sent unless the content hashes to ``digest``."""
+        self.check_digest(digest, repository)
+        with spool(data, digest, size, lambda p, cls: self.error(p, repository, cls)) as content:
+            start = self._call("initiate_layer_upload", repository, repositoryName=repository)
+            upload_id = start["uploadId"]
+            part = self.part_size or max(int(start.get("partSize") or DEFAULT_PART), MIN_PART)
+            first = 0
+            for chunk in content.chunks(part):
+                self._call(
+                    "upload_layer_part",
+                    repository,
+                    repositoryName=repository,
+                    uploadId=upload_id,
+                    partFirstByte=first,
+                    partLastByte=first + len(chunk) - 1,
+                    layerPartBlob=chunk,
+                )
+                first += len(chunk)
+            try:
+                done = self.client.complete_layer_upload(
+                    repositoryName=repository, uploadId=upload_id, layerDigests=[digest], **self.ids()
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "LayerAlreadyExistsException":
+                    return digest
+                raise self.aws_error("complete_layer_upload failed", exc, repository) from exc
+            except BotoCoreError as exc:
+                raise self.aws_error("complete_layer_upload failed", exc, repository) from exc
+        if done.get("layerDigest") != digest:
+            raise self.error(
+                f"complete_layer_upload: ECR computed {done.get('layerDigest')} for the layer sent "
+                f"as {digest}",
+                repository,
+                Invalid,
+            )
+        return digest
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """The ECR API has no cross-repository mount: always False (put the blob instead)."""
+        self.check_digest(digest, repository)
+        return False
+
+    def delete_blob(self, repository: str, digest: str) -> None:
+        raise self.error(
+            "ECR has no blob delete (it removes layers no image uses by itself)", repository, Unsupported
+        )
+
+
+def _exclusions(filters: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"filterType": "WILDCARD", "filter": f} for f in filters]

@@ -12,52 +12,90 @@ counts, which the bench and the "one request per digest" goal need. What this cl
   digest of an index not already seen, issued concurrently on a bounded thread pool;
 - referrers: the OCI referrers API where the registry has it (probed once per registry),
   else the tag schema and cosign-style ``sha256-<hex>.sig|att|sbom`` tags;
-- delete by digest (202), blob upload/download for archives and restores;
+- delete by digest (202), blobs streamed out (hashed while read) and in (checked before the
+  upload starts), cross-repository mounts, blob deletes;
 - basic auth and bearer tokens (``WWW-Authenticate: Bearer realm=..,service=..,scope=..``),
-  tokens cached per scope; 429, 5xx and connection errors retried with exponential backoff.
+  tokens cached per scope; 429, 5xx and connection errors retried with exponential backoff;
+- failures as typed errors (``base.error_class``: distribution error code, else HTTP status).
+
+**Deleting a tag.** The distribution API deletes manifests by digest only; distribution 2.8
+refuses ``DELETE /v2/<name>/manifests/<tag>`` and deleting the digest would take every other tag
+of the image with it. :meth:`OciRegistry.delete_tag` therefore does what regclient does
+(``scheme/reg/tag.go``): push a unique throwaway manifest (an empty config carrying the tag and
+a nonce as labels, one ``{}`` layer) to the tag, which moves the tag off the image, then delete
+that throwaway manifest by digest, which removes the tag. Safeguards: deletes must be enabled
+(checked first with a DELETE of the throwaway's digest before it exists: 404 means enabled, 405
+means not, and nothing has changed yet); the tag is read again just before the push and left
+alone if it moved meanwhile; if the final delete fails, the original manifest is put back under
+the tag. Caveats: for a moment the tag names the throwaway image (a pull in that window gets an
+empty image); a push of the same tag in the last milliseconds before ours is overwritten; the
+two small throwaway blobs stay until garbage collection; webhooks see a push and a delete. The
+image itself stays, untagged, until garbage collection with ``--delete-untagged``. Registries
+that implement tag deletion (OCI distribution-spec 1.1, distribution 3) can use it instead with
+``tag_delete_api=True``; it is off by default because some registries answer such a DELETE by
+deleting the whole manifest, with all its tags.
 
 Credentials are never logged or put in exception messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import re
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
 from urllib.parse import quote, urljoin
 
-import pandas as pd
 import requests
 from requests.adapters import HTTPAdapter
 
 from .base import (
     ACCEPT_ALL,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
     INDEX_TYPES,
+    OCI_MANIFEST,
+    BlobData,
+    Capabilities,
     DeleteResult,
+    Descriptor,
+    Invalid,
     Manifest,
+    ManifestHead,
+    NotFound,
+    Page,
     Registry,
     RegistryError,
-    classify,
+    RepositorySettings,
+    Unauthorized,
+    Unavailable,
+    Unsupported,
+    descriptor_of,
     digest_of,
+    error_class,
     index_size,
     link_graph,
     media_type_of,
     platform_of,
-    referrer_subject,
+    referrer_tags,
 )
+from .records import IMAGE_CONFIG_TYPES, config_digests, index_created, manifest_record, parse_configs
+from .streams import CHUNK, BlobStream, spool
 
 log = logging.getLogger(__name__)
 
-IMAGE_CONFIG_TYPES = frozenset(
-    {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
-)
+__all__ = ["IMAGE_CONFIG_TYPES", "OciRegistry"]
+
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+EMPTY_JSON = b"{}"  # the OCI empty descriptor's content (image-spec "empty" guidance)
 
 
 class OciRegistry(Registry):
@@ -77,6 +115,7 @@ class OciRegistry(Registry):
         timeout: float = 30.0,
         retries: int = 5,
         backoff: float = 0.2,
+        tag_delete_api: bool = False,
     ) -> None:
         super().__init__(name)
         self.url = url.rstrip("/")
@@ -87,6 +126,7 @@ class OciRegistry(Registry):
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.tag_delete_api = tag_delete_api
         self.session = requests.Session()
         self.session.verify = verify
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(concurrency, 4))
@@ -96,6 +136,22 @@ class OciRegistry(Registry):
         self._basic = False
         self._lock = threading.Lock()
         self._referrers_api: bool | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return Capabilities(
+            lists_untagged_manifests=False,
+            deletes_tags=True,
+            untag_keeps_manifest=True,
+            referrers_api=self._referrers_api,
+            records_push_time=False,
+            records_pull_time=False,
+            blob_reads_cheap=True,
+            deletes_blobs=True,
+            mounts_blobs=True,
+            repository_settings=False,
+            explicit_repositories=False,
+        )
 
     # -- transport -----------------------------------------------------------------------
     def _auth_header(self, scope: str) -> dict[str, str]:
@@ -117,9 +173,15 @@ class OciRegistry(Registry):
         try:
             resp = self.session.get(realm, params=params, auth=self._creds, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise self.error(f"token service {realm} unreachable: {type(exc).__name__}", repository) from None
+            raise self.error(
+                f"token service {realm} unreachable: {type(exc).__name__}", repository, Unavailable
+            ) from None
         if resp.status_code != 200:
-            raise self.error(f"token service {realm} refused: HTTP {resp.status_code}", repository)
+            raise self.error(
+                f"token service {realm} refused: HTTP {resp.status_code}",
+                repository,
+                error_class(resp.status_code),
+            )
         try:
             body = resp.json()
         except ValueError:
@@ -141,15 +203,19 @@ class OciRegistry(Registry):
         ok: tuple[int, ...] = (200,),
         **kwargs: Any,
     ) -> requests.Response:
-        """One API call with auth, retries and counting; raises RegistryError unless status in ok."""
+        """One API call with auth, retries and counting; raises a typed RegistryError unless the
+        status is in ``ok``. A file given as ``data`` is rewound before every attempt."""
         url = path if path.startswith("http") else self.url + path
         scope = scope or (f"repository:{repository}:pull" if repository else "registry:catalog:*")
         headers = dict(kwargs.pop("headers", {}))
+        body = kwargs.get("data")
         authed = False
         attempt = 0
         while True:
             hdrs = {**headers, **self._auth_header(scope)}
             auth = self._creds if self._basic else None
+            if hasattr(body, "seek"):
+                body.seek(0)
             self.requests.add(op)
             try:
                 resp = self.session.request(
@@ -161,7 +227,7 @@ class OciRegistry(Registry):
                     attempt += 1
                     continue
                 raise self.error(
-                    f"{method} {path}: cannot reach {self.url}: {type(exc).__name__}", repository
+                    f"{method} {path}: cannot reach {self.url}: {type(exc).__name__}", repository, Unavailable
                 ) from None
             if resp.status_code == 401 and not authed:
                 authed = True
@@ -172,13 +238,20 @@ class OciRegistry(Registry):
                 if challenge.lower().startswith("basic") and self._creds:
                     self._basic = True
                     continue
-                raise self.error(f"{method} {path}: unauthorized (no usable credentials)", repository)
+                raise self.error(
+                    f"{method} {path}: unauthorized (no usable credentials)", repository, Unauthorized
+                )
             if resp.status_code in RETRY_STATUS and attempt < self.retries:
                 self._sleep(attempt, resp.headers.get("Retry-After"))
                 attempt += 1
                 continue
             if resp.status_code not in ok:
-                raise self.error(f"{method} {path}: HTTP {resp.status_code} {_api_error(resp)}", repository)
+                codes, text = _api_error(resp)
+                raise self.error(
+                    f"{method} {path}: HTTP {resp.status_code} {text}",
+                    repository,
+                    error_class(resp.status_code, codes),
+                )
             return resp
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
@@ -187,27 +260,53 @@ class OciRegistry(Registry):
             delay = max(delay, float(retry_after))
         time.sleep(min(delay, 30.0))
 
-    def _pages(self, path: str, op: str, key: str, repository: str | None = None) -> list[str]:
+    def _pages(
+        self, path: str, op: str, key: str, repository: str | None = None, query: str | None = None
+    ) -> list[str]:
         items: list[str] = []
-        next_url: str | None = f"{path}?n={self.page_size}"
+        next_url: str | None = f"{path}?{query or f'n={self.page_size}'}"
         while next_url:
             resp = self.request("GET", next_url, op, repository=repository)
             items.extend(resp.json().get(key) or [])
+            if query:  # one page asked for
+                break
             link = resp.links.get("next", {}).get("url")
             next_url = urljoin(self.url + "/", link) if link else None
         return items
 
-    # -- listing ---------------------------------------------------------------------------
+    # -- repositories ------------------------------------------------------------------------
     def list_repositories(self) -> list[str]:
         return sorted(self._pages("/v2/_catalog", "catalog", "repositories"))
 
-    def list_tags(self, repository: str) -> list[str]:
+    def create_repository(self, repository: str, settings: RepositorySettings | None = None) -> bool:
+        """Nothing to do: the distribution API creates a repository on its first push."""
+        return False
+
+    def describe_repository(self, repository: str) -> RepositorySettings:
+        """The distribution API keeps no repository settings."""
+        return RepositorySettings()
+
+    def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
+        return sorted(settings.given())
+
+    # -- listing ---------------------------------------------------------------------------
+    def list_tags(self, repository: str, page: Page | None = None) -> list[str]:
+        """Tags, sorted. Distribution answers 404 both for an unknown repository and for one whose
+        tags are all gone, so both list nothing. With ``page``, one request with ``n``/``last``
+        (distribution 2.8 ignores ``n`` for tags; the page is cut here either way)."""
+        query = None
+        if page is not None:
+            params = []
+            if page.limit is not None:
+                params.append(f"n={page.limit}")
+            if page.last is not None:
+                params.append(f"last={quote(page.last)}")
+            query = "&".join(params) or f"n={self.page_size}"
         try:
-            return sorted(self._pages(f"/v2/{repository}/tags/list", "tags_list", "tags", repository))
-        except RegistryError as exc:
-            if "HTTP 404" in exc.problem:
-                return []
-            raise
+            tags = self._pages(f"/v2/{repository}/tags/list", "tags_list", "tags", repository, query)
+        except NotFound:
+            return []
+        return page.apply(tags) if page is not None else sorted(tags)
 
     def list_images(self, repository: str) -> list[dict[str, Any]]:
         tags = self.list_tags(repository)
@@ -239,12 +338,12 @@ class OciRegistry(Registry):
                 pending = self._referrers(repository, {m.digest: m for m in pending}, pool)
             configs = self._configs(repository, manifests.values(), pool)
         records = [
-            self._record(repository, m, sorted(tags_of.get(d, [])), platforms.get(d), configs)
+            manifest_record(self.kind, repository, m, sorted(tags_of.get(d, [])), platforms.get(d), configs)
             for d, m in manifests.items()
         ]
         link_graph(records, children)
         index_size(records)
-        _index_created(records)
+        index_created(records)
         return records
 
     def _referrers(
@@ -263,78 +362,69 @@ class OciRegistry(Registry):
             try:
                 self.referrers(repository, digest)
                 self._referrers_api = True
-            except RegistryError as exc:
-                if "HTTP 404" not in exc.problem and "HTTP 405" not in exc.problem:
-                    raise
+            except (NotFound, Unsupported):
                 self._referrers_api = False
         return self._referrers_api
 
-    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]]:
-        resp = self.request("GET", f"/v2/{repository}/referrers/{digest}", "referrers", repository=repository)
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The raw entries of ``GET /v2/<name>/referrers/<digest>`` (NotFound where there is no API)."""
+        query = f"?artifactType={quote(artifact_type)}" if artifact_type else ""
+        resp = self.request(
+            "GET", f"/v2/{repository}/referrers/{digest}{query}", "referrers", repository=repository
+        )
         return resp.json().get("manifests", [])
+
+    def list_referrers(
+        self, repository: str, digest: str, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        """The referrers API where the registry has it, plus the tag schema's index and cosign's
+        ``.sig``/``.att``/``.sbom`` tags (one HEAD each: cosign's own signatures carry no subject)."""
+        self.check_digest(digest, repository)
+        found: dict[str, Descriptor] = {}
+        if self._has_referrers_api(repository, digest):
+            for e in self.referrers(repository, digest, artifact_type):
+                found[e["digest"]] = Descriptor(
+                    e.get("mediaType", OCI_MANIFEST),
+                    e["digest"],
+                    int(e.get("size", 0)),
+                    e.get("artifactType"),
+                    dict(e.get("annotations") or {}),
+                )
+        for tag in referrer_tags(digest):
+            if self.head_manifest(repository, tag) is None:
+                continue
+            m = self.get_manifest(repository, tag)
+            if m.media_type in INDEX_TYPES:  # the tag schema: an index listing the referrers
+                for e in m.body.get("manifests", []):
+                    found.setdefault(
+                        e["digest"],
+                        Descriptor(
+                            e.get("mediaType", OCI_MANIFEST),
+                            e["digest"],
+                            int(e.get("size", 0)),
+                            e.get("artifactType"),
+                            dict(e.get("annotations") or {}),
+                        ),
+                    )
+            else:
+                found.setdefault(m.digest, descriptor_of(m))
+        return sorted(
+            (d for d in found.values() if artifact_type is None or d.artifact_type == artifact_type),
+            key=lambda d: d.digest,
+        )
 
     def _configs(
         self, repository: str, manifests: Any, pool: ThreadPoolExecutor
     ) -> dict[str, dict[str, Any]]:
         if not self.read_configs:
             return {}
-        wanted = sorted(
-            {
-                m.body["config"]["digest"]
-                for m in manifests
-                if m.media_type not in INDEX_TYPES
-                and m.body.get("config", {}).get("mediaType") in IMAGE_CONFIG_TYPES
-                and m.body["config"].get("size", 0) > 2
-            }
-        )
+        wanted = config_digests(manifests)
         blobs = pool.map(lambda d: self.get_blob(repository, d), wanted)
-        out: dict[str, dict[str, Any]] = {}
-        for digest, blob in zip(wanted, blobs, strict=False):
-            try:
-                out[digest] = json.loads(blob)
-            except ValueError:
-                raise self.error(f"config blob {digest} is not valid JSON", repository) from None
-        return out
+        return parse_configs(zip(wanted, blobs, strict=False), lambda p: self.error(p, repository, Invalid))
 
-    def _record(
-        self,
-        repository: str,
-        m: Manifest,
-        tags: list[str],
-        platform: str | None,
-        configs: dict[str, dict[str, Any]],
-    ) -> dict[str, Any]:
-        body = m.body
-        subject = (body.get("subject") or {}).get("digest") or referrer_subject(tags)
-        config = body.get("config") or {}
-        layers = body.get("layers") or []
-        is_index = m.media_type in INDEX_TYPES
-        cfg = configs.get(config.get("digest", ""), {})
-        kind = classify(m.media_type, subject, tags)
-        artifact = body.get("artifactType")
-        if not artifact and kind == "referrer" and config.get("mediaType") not in IMAGE_CONFIG_TYPES:
-            artifact = config.get("mediaType")
-        return {
-            "registry_kind": self.kind,
-            "repository": repository,
-            "digest": m.digest,
-            "tags": tags,
-            "kind": kind,
-            "media_type": m.media_type,
-            "artifact_type": artifact,
-            "size_bytes": None
-            if is_index
-            else int(config.get("size", 0)) + sum(int(x.get("size", 0)) for x in layers),
-            "pushed_at": None,
-            "created_at": _parse_time(cfg.get("created")),
-            "last_pulled_at": None,
-            "platform": platform or (platform_of(cfg) if kind == "image" else None),
-            "subject_digest": subject,
-            "config_digest": config.get("digest"),
-            "layer_digests": [x["digest"] for x in layers] if not is_index else None,
-        }
-
-    # -- manifests and blobs ---------------------------------------------------------------
+    # -- manifests ---------------------------------------------------------------------------
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         resp = self.request(
             "GET",
@@ -350,21 +440,21 @@ class OciRegistry(Registry):
             raise self.error(
                 f"manifest {reference}: registry says {claimed} but the bytes hash to {digest}",
                 repository,
+                Invalid,
             )
         if reference.startswith("sha256:") and reference != digest:
-            raise self.error(f"manifest {reference}: bytes hash to {digest}", repository)
+            raise self.error(f"manifest {reference}: bytes hash to {digest}", repository, Invalid)
         try:
             json.loads(raw)
         except ValueError:
-            raise self.error(f"manifest {reference} is not valid JSON", repository) from None
+            raise self.error(f"manifest {reference} is not valid JSON", repository, Invalid) from None
         media = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if media not in ACCEPT_ALL:
             media = media_type_of(raw)
-        manifest = Manifest(digest, media, raw)
-        return manifest
+        return Manifest(digest, media, raw)
 
-    def head_manifest(self, repository: str, reference: str) -> str | None:
-        """Digest of a tag or digest, or None when it does not exist."""
+    def head_manifest(self, repository: str, reference: str) -> ManifestHead | None:
+        """Digest, media type and size of a tag or digest, or None when it does not exist."""
         resp = self.request(
             "HEAD",
             f"/v2/{repository}/manifests/{reference}",
@@ -373,7 +463,14 @@ class OciRegistry(Registry):
             ok=(200, 404),
             headers={"Accept": ", ".join(ACCEPT_ALL)},
         )
-        return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
+        if resp.status_code != 200:
+            return None
+        digest = resp.headers.get("Docker-Content-Digest")
+        if not digest:  # registries must send it; without it only a GET can tell
+            digest = self.get_manifest(repository, reference).digest
+        length = resp.headers.get("Content-Length")
+        media = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        return ManifestHead(digest, media, int(length) if length and length.isdigit() else None)
 
     def put_manifest(self, repository: str, manifest: Manifest, tag: str | None = None) -> str:
         resp = self.request(
@@ -387,6 +484,17 @@ class OciRegistry(Registry):
             headers={"Content-Type": manifest.media_type},
         )
         return resp.headers.get("Docker-Content-Digest") or manifest.digest
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        self.check_digest(digest, repository)
+        self.request(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            "manifest_delete",
+            repository=repository,
+            scope=f"repository:{repository}:delete",
+            ok=(202,),
+        )
 
     def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
         result = DeleteResult()
@@ -411,77 +519,187 @@ class OciRegistry(Registry):
                 result.failures[digest] = "deletes are disabled (storage.delete.enabled: false)"
         return result
 
-    def get_blob(self, repository: str, digest: str) -> bytes:
-        resp = self.request("GET", f"/v2/{repository}/blobs/{digest}", "blob_get", repository=repository)
-        if digest_of(resp.content) != digest:
-            raise self.error(f"blob {digest}: content does not match its digest", repository)
-        return resp.content
+    # -- tags --------------------------------------------------------------------------------
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """Remove one tag and nothing else (see the module docstring for how and its caveats)."""
+        if tag.startswith("sha256:"):
+            raise self.error(f"delete_tag takes a tag, not a digest ({tag})", repository, Invalid)
+        head = self.head_manifest(repository, tag)
+        if head is None:
+            raise self.error(f"tag {tag!r} not found", repository, NotFound)
+        if self.tag_delete_api:
+            self.request(
+                "DELETE",
+                f"/v2/{repository}/manifests/{quote(tag)}",
+                "tag_delete",
+                repository=repository,
+                scope=f"repository:{repository}:delete",
+                ok=(202,),
+            )
+            return
+        original = self.get_manifest(repository, head.digest)
+        throwaway, blobs = _throwaway(tag, head.media_type or original.media_type)
+        # Deletes must work before anything changes: the throwaway does not exist yet, so an
+        # enabled registry answers 404 and one with deletes disabled 405 (Unsupported).
+        with contextlib.suppress(NotFound):
+            self.delete_manifest(repository, throwaway.digest)
+        for blob in blobs:
+            self.upload_blob(repository, blob)
+        now = self.head_manifest(repository, tag)
+        if now is None or now.digest != head.digest:
+            raise self.error(
+                f"tag {tag!r} moved from {head.digest} to {now.digest if now else 'nowhere'} while it was "
+                "being deleted; left as it is",
+                repository,
+                Invalid,
+            )
+        self.put_manifest(repository, throwaway, tag)
+        try:
+            self.delete_manifest(repository, throwaway.digest)
+        except RegistryError as exc:
+            with contextlib.suppress(RegistryError):
+                self.put_manifest(repository, original, tag)
+            raise self.error(
+                f"tag {tag!r}: deleting the throwaway manifest {throwaway.digest} failed ({exc.problem}); "
+                f"the tag was put back on {head.digest}",
+                repository,
+                type(exc),
+            ) from None
 
-    def blob_exists(self, repository: str, digest: str) -> bool:
+    # -- blobs -------------------------------------------------------------------------------
+    def open_blob(self, repository: str, digest: str) -> IO[bytes]:
+        self.check_digest(digest, repository)
+        resp = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", "blob_get", repository=repository, stream=True
+        )
+        length = resp.headers.get("Content-Length")
+        return BlobStream(
+            resp.iter_content(CHUNK),
+            digest,
+            int(length) if length and length.isdigit() else None,
+            lambda p, cls: self.error(p, repository, cls),
+            resp.close,
+        )
+
+    def head_blob(self, repository: str, digest: str) -> int | None:
+        self.check_digest(digest, repository)
         resp = self.request(
             "HEAD", f"/v2/{repository}/blobs/{digest}", "blob_head", repository=repository, ok=(200, 404)
         )
-        return resp.status_code == 200
+        if resp.status_code != 200:
+            return None
+        length = resp.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else 0
 
-    def upload_blob(self, repository: str, data: bytes, mount_from: str | None = None) -> str:
-        """Monolithic upload (POST then PUT with the digest); skipped when the blob exists.
-
-        With ``mount_from`` (a repository known to hold the blob) the registry is first asked
-        to mount it across repositories, which moves no bytes; it falls back to an upload.
-        """
-        digest = digest_of(data)
+    def put_blob(self, repository: str, data: BlobData, digest: str, size: int | None = None) -> str:
+        """Monolithic upload (POST, then PUT with the digest) of content checked beforehand."""
+        self.check_digest(digest, repository)
         scope = f"repository:{repository}:pull,push"
-        if self.blob_exists(repository, digest):
-            return digest
-        query = f"?mount={quote(digest)}&from={quote(mount_from)}" if mount_from else ""
-        start = self.request(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/{query}",
-            "blob_upload",
-            repository=repository,
-            scope=scope,
-            ok=(201, 202),
-        )
-        if start.status_code == 201:  # mounted
-            return digest
-        location = urljoin(self.url + "/", start.headers["Location"])
-        sep = "&" if "?" in location else "?"
-        self.request(
-            "PUT",
-            f"{location}{sep}digest={quote(digest)}",
-            "blob_upload",
-            repository=repository,
-            scope=scope,
-            ok=(201,),
-            data=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        with spool(data, digest, size, lambda p, cls: self.error(p, repository, cls)) as content:
+            start = self.request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                "blob_upload",
+                repository=repository,
+                scope=scope,
+                ok=(202,),
+            )
+            location = urljoin(self.url + "/", start.headers["Location"])
+            sep = "&" if "?" in location else "?"
+            self.request(
+                "PUT",
+                f"{location}{sep}digest={quote(digest)}",
+                "blob_upload",
+                repository=repository,
+                scope=scope,
+                ok=(201,),
+                data=content.body(),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(content.size)},
+            )
         return digest
 
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """``POST ?mount=&from=``: 201 is mounted; 202 is an upload session instead, cancelled here."""
+        self.check_digest(digest, repository)
+        resp = self.request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/?mount={quote(digest)}&from={quote(from_repository)}",
+            "blob_mount",
+            repository=repository,
+            scope=f"repository:{repository}:pull,push repository:{from_repository}:pull",
+            ok=(201, 202),
+        )
+        if resp.status_code == 202 and resp.headers.get("Location"):
+            with contextlib.suppress(RegistryError):
+                self.request(
+                    "DELETE",
+                    urljoin(self.url + "/", resp.headers["Location"]),
+                    "blob_upload_cancel",
+                    repository=repository,
+                    scope=f"repository:{repository}:pull,push",
+                    ok=(204, 404),
+                )
+        return resp.status_code == 201
 
-def _index_created(records: list[dict[str, Any]]) -> None:
-    """An index has no config of its own: its build time is its newest child's."""
-    created = {r["digest"]: r["created_at"] for r in records if r.get("created_at") is not None}
-    for r in records:
-        if r["kind"] == "index" and r.get("created_at") is None:
-            times = [created[c] for c in r["child_digests"] if c in created]
-            r["created_at"] = max(times) if times else None
+    def delete_blob(self, repository: str, digest: str) -> None:
+        """``DELETE /v2/<name>/blobs/<digest>`` (unlinks it from this repository; space comes back
+        with garbage collection). Deleting a blob a manifest still uses breaks that manifest."""
+        self.check_digest(digest, repository)
+        self.request(
+            "DELETE",
+            f"/v2/{repository}/blobs/{digest}",
+            "blob_delete",
+            repository=repository,
+            scope=f"repository:{repository}:delete",
+            ok=(202,),
+        )
 
 
-def _api_error(resp: requests.Response) -> str:
+def _throwaway(tag: str, media_type: str) -> tuple[Manifest, list[bytes]]:
+    """A unique minimal image of the tagged manifest's family (Docker or OCI), and its two blobs."""
+    docker = media_type in (DOCKER_MANIFEST, DOCKER_LIST)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "config": {
+                "Labels": {"org.registry-ops.delete-tag": tag, "org.registry-ops.nonce": uuid.uuid4().hex}
+            },
+            "rootfs": {"type": "layers", "diff_ids": [digest_of(EMPTY_JSON)]},
+        },
+        sort_keys=True,
+    ).encode()
+    body = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json"
+            if docker
+            else "application/vnd.oci.image.config.v1+json",
+            "digest": digest_of(config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip"
+                if docker
+                else "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest_of(EMPTY_JSON),
+                "size": len(EMPTY_JSON),
+            }
+        ],
+    }
+    raw = json.dumps(body, sort_keys=True).encode()
+    return Manifest(digest_of(raw), body["mediaType"], raw), [EMPTY_JSON, config]
+
+
+def _api_error(resp: requests.Response) -> tuple[list[str], str]:
+    """(codes, 'CODE: message; ...') of a distribution error body."""
     try:
         errors = resp.json().get("errors") or []
-    except ValueError:
-        return ""
-    return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)[:300]
-
-
-def _parse_time(value: Any) -> Any:
-    """Image config ``created`` (RFC 3339, Go writes nanoseconds) as a UTC timestamp, or None."""
-    if not value:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        return None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    except (ValueError, AttributeError):
+        return [], ""
+    codes = [str(e.get("code")) for e in errors if isinstance(e, dict)]
+    text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))[:300]
+    return codes, text
