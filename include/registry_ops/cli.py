@@ -80,6 +80,12 @@ def configure_logging(verbosity: int) -> None:
         logging.getLogger(name).setLevel(level)
     for handler in root.handlers:
         handler.setLevel(level)
+        # stdout carries only the command's result: a handler Airflow pointed at stdout goes to stderr
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+            sys.stdout,
+            sys.__stdout__,
+        ):
+            handler.setStream(sys.stderr)
     if verbosity < 2:  # botocore and urllib3 are chatty at DEBUG and never useful at INFO
         logging.getLogger("botocore").setLevel(max(level, logging.WARNING))
         logging.getLogger("urllib3").setLevel(max(level, logging.WARNING))
