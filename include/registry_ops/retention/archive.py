@@ -11,6 +11,8 @@ Layout under the archive prefix ``P`` (``storage.prefixes.archive``)::
     P images/<registry>/<repository>/<UTC stamp>-<hex16>.json
                                  the catalog of one pack: per image its tags, media type, push time,
                                  size, rule, reason, archive time and where its archived blobs are
+    P index/...                  the digest index (digest -> catalogs): a delta per catalog,
+                                 compacted shards and a pointer; see ``archive_index.py``
 
 Why packs rather than one object per manifest: every object costs a write and a read-back, so
 one per manifest is at least two S3 requests per image (moto answers ~250 requests/s here, so
