@@ -97,6 +97,7 @@ def registry_restore():
 
         from include.registry_ops.config import ConfigError, load_config
         from include.registry_ops.retention import jobs
+        from include.registry_ops.retention.archive import ArchiveError
         from include.registry_ops.retention.restore import RestoreError
         from include.registry_ops.retention.restore_request import ParamError, from_params, listing_text
 
@@ -112,7 +113,7 @@ def registry_restore():
                 )
                 return {"mode": req.mode, "restored": None, "recent": recent}
             return jobs.restore(config, **req.restore_kwargs())
-        except (ConfigError, ParamError, RestoreError) as exc:
+        except (ConfigError, ParamError, RestoreError, ArchiveError) as exc:  # no retry fixes these
             raise AirflowFailException(str(exc)) from None
 
     restore()

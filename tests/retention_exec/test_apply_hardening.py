@@ -375,3 +375,21 @@ def test_verbose_gives_one_info_line_per_repository(work):
     assert len(repo_lines) >= 2  # one per registry's repository ...
     assert len(proc.stderr.splitlines()) < summary["images_removed"]  # ... not one per image
     assert "removed" in proc.stderr  # and the totals
+
+
+# -- item 10, wired: an executing run compacts the digest index ---------------------------------
+def test_an_executed_run_compacts_the_archive_index_for_restores_by_digest(work, s3):
+    from include.registry_ops.retention.archive import ArchiveStore
+
+    case = Case(work, "index", lambda p: _wrapper(p, enabled=True), {"max_fraction_per_repository": 1.0})
+    proc = case.apply("--execute")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["archive_index"] is not None
+    gone = [d for (_, d), here in case.state().items() if not here]
+    store = ArchiveStore(s3, BUCKET, "archive/")
+    assert not store.s3.list_objects_v2(
+        Bucket=BUCKET, Prefix="archive/index/pending/oci-local/" + case.prefix
+    ).get("Contents")  # merged
+    found = store.search(None, None, digest=gone[0])
+    assert found.via_index and found.hits and found.hits[0]["digest"] == gone[0]

@@ -330,6 +330,8 @@ def summarize_run(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
     summary.update(
         run_id=run_id, snapshot=planned["snapshot"], plan_key=planned["plan_key"], now=planned["now"]
     )
+    if not planned["dry_run"]:
+        summary["archive_index"] = compact_archive_index(config, s3)
     key = _run_key(config, run_id, "summary.json")
     storage.put_json(s3, config.storage.bucket, key, {**summary, "results": results})
     summary["summary_key"] = key
@@ -431,6 +433,8 @@ def apply_plan(
                 log.warning("retention: releasing the lease on %s failed: %s", lease.registry, exc)
     summary = audit.summarize(results, config.retention.usd_per_gb_month, dry_run)
     summary.update(run_id=run_id, now=now.isoformat(), warnings=warnings)
+    if not dry_run:
+        summary["archive_index"] = compact_archive_index(config, s3)
     _log_totals(summary)
     key = _run_key(config, run_id, "summary.json")
     try:
@@ -441,6 +445,21 @@ def apply_plan(
         summary["summary_error"] = f"summary not written to s3://{config.storage.bucket}/{key}: {exc}"
         log.error("retention: %s", summary["summary_error"])
     return summary
+
+
+def compact_archive_index(config: Config, s3: Any) -> dict[str, Any] | None:
+    """Merge this run's catalogs into the archive's digest index (restores by digest then cost a
+    constant number of requests). Never fails the run: until it succeeds, lookups also read the
+    pending deltas, or scan the catalogs with a warning; the next run compacts again."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .archive import ArchiveError, ArchiveStore
+
+    try:
+        return ArchiveStore(s3, config.storage.bucket, config.storage.prefixes.archive).compact_index()
+    except (ArchiveError, ClientError, BotoCoreError, OSError) as exc:
+        log.warning("retention: archive index: compaction failed (%s); the next run compacts", exc)
+        return None
 
 
 def _log_totals(summary: dict[str, Any]) -> None:
