@@ -175,6 +175,7 @@ def test_email_carries_the_news_in_full_and_known_ones_in_short():
     body = notify.html_body(result, "Run x.")
     news, known = body.split("Known violations")
     assert "team/app-high" in news and "team/app-release" not in news
+    assert f"<td>{HIGH[2]}</td>" in news  # the full digest, as `scan ack --digest` takes it
     assert "team/app-release:1.0.0" in known and "acknowledged by ops until 2026-11-27" in known
     assert notify.subject(result).startswith("[registry-ops] scan gate failed: 1 protected image(s) newly")
     assert "team/app-high" in notify.slack_text(result) and "team/app-release" not in notify.slack_text(

@@ -71,7 +71,7 @@ def _news_table(news: list[dict[str, Any]]) -> list[str]:
             v["repository"],
             v["newest_tag"],
             v["platform"],
-            v["digest"][:19],
+            v["digest"],  # in full: `registry-ops scan ack --digest` takes it from here
             v["critical"],
             v["high"],
             ", ".join(v["critical_ids"] + v["high_ids"]),
