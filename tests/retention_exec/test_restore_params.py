@@ -32,7 +32,7 @@ from tests.retention_exec.helpers import (
 )
 
 GOOD = "sha256:" + "ab" * 32
-OPTIONAL = ("digest", "tag", "registry", "repository", "to_repository")
+OPTIONAL = ("digest", "tag", "registry", "repository", "to_registry", "to_repository")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,10 @@ def _serialized_params(dag) -> dict:
 
 def test_form_schema_requires_nothing_and_opens_on_the_listing(restore_dag):
     params = _serialized_params(restore_dag)
-    assert list(params) == ["mode", *OPTIONAL, "move_tags"]  # the form's order: mode first
-    for name in OPTIONAL:
+    assert next(iter(params)) == "mode"  # the form's order: what the run does comes first
+    assert set(OPTIONAL) <= set(params)
+    optional = [n for n in params if n not in ("mode", "move_tags")]  # any Param added later too
+    for name in optional:
         schema, default = params[name]["schema"], params[name]["default"]
         assert default is None and "null" in schema["type"] and "string" in schema["type"], name
     assert params["digest"]["schema"]["pattern"] == r"^sha256:[0-9a-f]{64}$"
@@ -75,11 +77,9 @@ def _with(dag, **values):
 def test_defaults_validate_and_a_bad_digest_is_rejected(restore_dag):
     from airflow.sdk.exceptions import ParamValidationError
 
-    assert copy.deepcopy(restore_dag.params).validate() == {
-        "mode": MODE_LIST,
-        **dict.fromkeys(OPTIONAL),
-        "move_tags": False,
-    }
+    defaults = copy.deepcopy(restore_dag.params).validate()
+    assert defaults == {**dict.fromkeys(defaults), "mode": MODE_LIST, "move_tags": False}  # the rest null
+    assert set(OPTIONAL) <= set(defaults)
     assert _with(restore_dag, mode=MODE_RESTORE, digest=GOOD).validate()["digest"] == GOOD
     for bad in ("sha256:xyz", GOOD.upper(), GOOD[7:], GOOD + "0", "md5:" + "ab" * 16):
         with pytest.raises(ParamValidationError, match=r"Invalid input for param digest: .* does not match"):
@@ -108,9 +108,12 @@ def test_a_restore_is_never_inferred_from_the_listing_mode():
         "repository": "r",
         "digest": None,
         "tag": "v1",
+        "to_registry": None,
         "to_repository": None,
         "move_tags": True,
     }
+    with pytest.raises(ParamError, match=r"to_registry='layout' given: set mode to 'restore'"):
+        from_params({"to_registry": "layout"})  # a target alone never starts a restore
 
 
 def test_listing_text_is_a_table():
