@@ -27,29 +27,19 @@ move ``lastRecordedPullTime``. Referrers come from the repository listing (the i
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
-from datetime import UTC
 from typing import IO, Any
 
 import requests
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    ParamValidationError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
+from . import ecr_settings
 from .base import (
     ACCEPT_ALL,
     INDEX_TYPES,
     BlobData,
     Capabilities,
     DeleteResult,
-    Denied,
     Descriptor,
     Invalid,
     Manifest,
@@ -59,8 +49,6 @@ from .base import (
     Registry,
     RegistryError,
     RepositorySettings,
-    Throttled,
-    Unauthorized,
     Unavailable,
     Unsupported,
     classify,
@@ -74,120 +62,20 @@ from .base import (
     referrer_subject,
     referrer_tags,
 )
+from .ecr_errors import aws_code_class, aws_error_class, aws_problem
 from .streams import CHUNK, BlobStream, spool
+
+__all__ = ["BATCH", "MIN_PART", "PAGE", "EcrRegistry", "aws_problem"]
 
 PAGE = 1000
 BATCH = 100
 MIN_PART = 5 * 1024 * 1024  # ECR refuses smaller parts (LayerPartTooSmallException) but the last
 DEFAULT_PART = 10 * 1024 * 1024
 
-_AWS_CODES: dict[type[RegistryError], frozenset[str]] = {
-    NotFound: frozenset(
-        {
-            "RepositoryNotFoundException",
-            "ImageNotFoundException",
-            "ImageNotFound",
-            "LayersNotFoundException",
-            "LayerInaccessibleException",
-            "UploadNotFoundException",
-            "LifecyclePolicyNotFoundException",
-            "RepositoryPolicyNotFoundException",
-            "RegistryPolicyNotFoundException",
-            "ReferencedImagesNotFoundException",
-            "ScanNotFoundException",
-        }
-    ),
-    Unauthorized: frozenset(
-        {
-            "UnrecognizedClientException",
-            "InvalidSignatureException",
-            "SignatureDoesNotMatch",
-            "IncompleteSignature",
-            "ExpiredTokenException",
-            "ExpiredToken",
-            "InvalidClientTokenId",
-            "MissingAuthenticationToken",
-            "MissingAuthenticationTokenException",
-        }
-    ),
-    Denied: frozenset(
-        {"AccessDeniedException", "AccessDenied", "ImageTagAlreadyExistsException", "UpstreamAccessDenied"}
-    ),
-    Throttled: frozenset(
-        {
-            "ThrottlingException",
-            "Throttling",
-            "TooManyRequestsException",
-            "RequestLimitExceeded",
-            "UpstreamTooManyRequests",
-        }
-    ),
-    Unavailable: frozenset(
-        {
-            "ServerException",
-            "ServiceUnavailable",
-            "ServiceUnavailableException",
-            "InternalFailure",
-            "InternalServerError",
-            "UpstreamUnavailable",
-            "UnableToGetUpstreamLayerException",
-        }
-    ),
-    Invalid: frozenset(
-        {
-            "InvalidParameterException",
-            "ValidationException",
-            "InvalidLayerException",
-            "InvalidLayerPartException",
-            "LayerPartTooSmallException",
-            "EmptyUploadException",
-            "ImageDigestDoesNotMatchException",
-            "InvalidTagParameterException",
-            "TooManyTagsException",
-            "InvalidImageDigest",
-            "InvalidImageTag",
-            "MissingDigestAndTag",
-            "ImageTagDoesNotMatchDigest",
-            "ImageReferencedByManifestList",
-        }
-    ),
-}
-_CODE_CLASS = {code: cls for cls, codes in _AWS_CODES.items() for code in codes}
-
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def aws_problem(exc: Exception) -> str:
-    """'Code: message' of a botocore error, for messages that name the problem."""
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', exc)}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def aws_code_class(code: str | None) -> type[RegistryError]:
-    """The error class for an ECR error or ``failures[]`` code."""
-    return _CODE_CLASS.get(code or "", RegistryError)
-
-
-def aws_error_class(exc: Exception) -> type[RegistryError]:
-    """The error class for a botocore exception: by error code, else by HTTP status."""
-    if isinstance(exc, ClientError):
-        cls = aws_code_class(exc.response.get("Error", {}).get("Code"))
-        if cls is not RegistryError:
-            return cls
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return error_class(status) if status and status != 400 else RegistryError
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return Unauthorized
-    if isinstance(exc, ParamValidationError):
-        return Invalid
-    if isinstance(exc, ConnectionError | HTTPClientError):
-        return Unavailable
-    return RegistryError
 
 
 class EcrRegistry(Registry):
@@ -254,135 +142,18 @@ class EcrRegistry(Registry):
             raise self.aws_error("describe_repositories failed", exc) from exc
 
     def create_repository(self, repository: str, settings: RepositorySettings | None = None) -> bool:
-        s = settings or RepositorySettings()
-        kwargs: dict[str, Any] = {"repositoryName": repository, **self.ids()}
-        if s.tag_mutability is not None:
-            kwargs["imageTagMutability"] = s.tag_mutability
-        if s.tag_mutability_exclusions:
-            kwargs["imageTagMutabilityExclusionFilters"] = _exclusions(s.tag_mutability_exclusions)
-        if s.scan_on_push is not None:
-            kwargs["imageScanningConfiguration"] = {"scanOnPush": s.scan_on_push}
-        if s.encryption_type is not None:
-            kwargs["encryptionConfiguration"] = {
-                "encryptionType": s.encryption_type,
-                **({"kmsKey": s.kms_key} if s.kms_key else {}),
-            }
-        if s.resource_tags:
-            kwargs["tags"] = [{"Key": k, "Value": v} for k, v in sorted(s.resource_tags.items())]
-        try:
-            self.client.create_repository(**kwargs)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "RepositoryAlreadyExistsException":
-                return False
-            raise self.aws_error("create_repository failed", exc, repository) from exc
-        except BotoCoreError as exc:
-            raise self.aws_error("create_repository failed", exc, repository) from exc
-        self._apply_policies(repository, s)
-        return True
-
-    def _repository(self, repository: str) -> dict[str, Any]:
-        resp = self._call("describe_repositories", repository, repositoryNames=[repository])
-        return resp["repositories"][0]
+        return ecr_settings.create(self, repository, settings or RepositorySettings())
 
     def describe_repository(self, repository: str) -> RepositorySettings:
-        """Scanning, tag mutability and exclusions, encryption, lifecycle and repository policies,
-        resource tags and creation time (six calls)."""
-        repo = self._repository(repository)
-        lifecycle = self._optional("get_lifecycle_policy", repository, "lifecyclePolicyText")
-        policy = self._optional("get_repository_policy", repository, "policyText")
-        tags = self._call("list_tags_for_resource", repository, resourceArn=repo["repositoryArn"])
-        encryption = repo.get("encryptionConfiguration") or {}
-        created = repo.get("createdAt")
-        return RepositorySettings(
-            scan_on_push=bool((repo.get("imageScanningConfiguration") or {}).get("scanOnPush", False)),
-            tag_mutability=repo.get("imageTagMutability"),
-            tag_mutability_exclusions=tuple(
-                f["filter"] for f in repo.get("imageTagMutabilityExclusionFilters") or []
-            ),
-            encryption_type=encryption.get("encryptionType"),
-            kms_key=encryption.get("kmsKey"),
-            lifecycle_policy=lifecycle,
-            repository_policy=policy,
-            resource_tags={t["Key"]: t["Value"] for t in tags.get("tags") or []},
-            created_at=created.astimezone(UTC) if created is not None else None,
-        )
-
-    def _optional(self, operation: str, repository: str, key: str) -> str | None:
-        """A policy text, or None when the repository has none (its *NotFound code)."""
-        try:
-            return self._call(operation, repository, repositoryName=repository)[key]
-        except NotFound as exc:
-            if "RepositoryNotFound" in exc.problem:
-                raise
-            return None
+        return ecr_settings.describe(self, repository)
 
     def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
-        """Scanning, tag mutability, policies and resource tags as given. Encryption is fixed when
-        a repository is created: a different one is refused (Invalid), never silently ignored."""
-        s = settings
-        current = self._repository(repository)
-        if s.encryption_type is not None or s.kms_key is not None:
-            have = current.get("encryptionConfiguration") or {}
-            want = {"encryptionType": s.encryption_type or have.get("encryptionType"), "kmsKey": s.kms_key}
-            if want["encryptionType"] != have.get("encryptionType") or (
-                s.kms_key is not None and s.kms_key != have.get("kmsKey")
-            ):
-                raise self.error(
-                    f"encryption is fixed when an ECR repository is created: it has "
-                    f"{have.get('encryptionType')}{' ' + have['kmsKey'] if have.get('kmsKey') else ''}, "
-                    f"asked for {want['encryptionType']}{' ' + s.kms_key if s.kms_key else ''}",
-                    repository,
-                    Invalid,
-                )
-        if s.scan_on_push is not None:
-            self._call(
-                "put_image_scanning_configuration",
-                repository,
-                repositoryName=repository,
-                imageScanningConfiguration={"scanOnPush": s.scan_on_push},
-            )
-        if s.tag_mutability is not None or s.tag_mutability_exclusions is not None:
-            kwargs: dict[str, Any] = {
-                "repositoryName": repository,
-                "imageTagMutability": s.tag_mutability or current.get("imageTagMutability", "MUTABLE"),
-            }
-            if s.tag_mutability_exclusions:
-                kwargs["imageTagMutabilityExclusionFilters"] = _exclusions(s.tag_mutability_exclusions)
-            self._call("put_image_tag_mutability", repository, **kwargs)
-        self._apply_policies(repository, s)
-        if s.resource_tags is not None:
-            arn = current["repositoryArn"]
-            have_tags = {
-                t["Key"]: t["Value"]
-                for t in self._call("list_tags_for_resource", repository, resourceArn=arn).get("tags") or []
-            }
-            gone = sorted(set(have_tags) - set(s.resource_tags))
-            if gone:
-                self._call("untag_resource", repository, resourceArn=arn, tagKeys=gone)
-            if s.resource_tags and s.resource_tags != {k: have_tags.get(k) for k in s.resource_tags}:
-                tags = [{"Key": k, "Value": v} for k, v in sorted(s.resource_tags.items())]
-                self._call("tag_resource", repository, resourceArn=arn, tags=tags)
-        return []
+        return ecr_settings.apply(self, repository, settings)
 
-    def _apply_policies(self, repository: str, s: RepositorySettings) -> None:
-        """Lifecycle and repository policy: text sets it, an empty string removes it."""
-        if s.lifecycle_policy:
-            self._call(
-                "put_lifecycle_policy",
-                repository,
-                repositoryName=repository,
-                lifecyclePolicyText=s.lifecycle_policy,
-            )
-        elif s.lifecycle_policy == "":
-            with contextlib.suppress(NotFound):
-                self._call("delete_lifecycle_policy", repository, repositoryName=repository)
-        if s.repository_policy:
-            self._call(
-                "set_repository_policy", repository, repositoryName=repository, policyText=s.repository_policy
-            )
-        elif s.repository_policy == "":
-            with contextlib.suppress(NotFound):
-                self._call("delete_repository_policy", repository, repositoryName=repository)
+    def _repository(self, repository: str) -> dict[str, Any]:
+        """The ``DescribeRepositories`` entry of one repository (NotFound if absent)."""
+        resp = self._call("describe_repositories", repository, repositoryNames=[repository])
+        return resp["repositories"][0]
 
     # -- listing -------------------------------------------------------------------------------
     def describe(self, repository: str) -> list[dict[str, Any]]:
@@ -758,7 +529,3 @@ class EcrRegistry(Registry):
         raise self.error(
             "ECR has no blob delete (it removes layers no image uses by itself)", repository, Unsupported
         )
-
-
-def _exclusions(filters: tuple[str, ...]) -> list[dict[str, str]]:
-    return [{"filterType": "WILDCARD", "filter": f} for f in filters]

@@ -1,0 +1,168 @@
+"""ECR repository settings: create with them, describe them, apply them (``EcrRegistry``'s
+``create_repository``, ``describe_repository`` and ``apply_repository_settings``).
+
+What ``RepositorySettings`` holds maps to these calls: ``CreateRepository`` (tag mutability and
+its exclusion filters, scan on push, encryption, resource tags), ``PutImageScanningConfiguration``,
+``PutImageTagMutability``, ``Put/Get/DeleteLifecyclePolicy``, ``Set/Get/DeleteRepositoryPolicy``,
+``TagResource``/``UntagResource``/``ListTagsForResource``. moto implements all of them. Left out:
+registry-wide settings (replication, registry scanning rules, pull-through cache, creation
+templates), which belong to the registry, not to a repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .base import Invalid, NotFound, RepositorySettings
+
+if TYPE_CHECKING:
+    from .ecr import EcrRegistry
+
+NO_POLICY = frozenset({"LifecyclePolicyNotFoundException", "RepositoryPolicyNotFoundException"})
+
+
+def create(reg: EcrRegistry, repository: str, s: RepositorySettings) -> bool:
+    """Create with the settings CreateRepository takes, then the policies; False if it existed."""
+    kwargs: dict[str, Any] = {"repositoryName": repository, **reg.ids()}
+    if s.tag_mutability is not None:
+        kwargs["imageTagMutability"] = s.tag_mutability
+    if s.tag_mutability_exclusions:
+        kwargs["imageTagMutabilityExclusionFilters"] = _exclusions(s.tag_mutability_exclusions)
+    if s.scan_on_push is not None:
+        kwargs["imageScanningConfiguration"] = {"scanOnPush": s.scan_on_push}
+    if s.encryption_type is not None:
+        kwargs["encryptionConfiguration"] = {
+            "encryptionType": s.encryption_type,
+            **({"kmsKey": s.kms_key} if s.kms_key else {}),
+        }
+    if s.resource_tags:
+        kwargs["tags"] = _tags(s.resource_tags)
+    try:
+        reg.client.create_repository(**kwargs)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "RepositoryAlreadyExistsException":
+            return False
+        raise reg.aws_error("create_repository failed", exc, repository) from exc
+    except BotoCoreError as exc:
+        raise reg.aws_error("create_repository failed", exc, repository) from exc
+    _policies(reg, repository, s)
+    return True
+
+
+def describe(reg: EcrRegistry, repository: str) -> RepositorySettings:
+    """Scanning, tag mutability and exclusions, encryption, lifecycle and repository policies,
+    resource tags and creation time (four calls)."""
+    repo = reg._repository(repository)
+    lifecycle = _optional(reg, "get_lifecycle_policy", repository, "lifecyclePolicyText")
+    policy = _optional(reg, "get_repository_policy", repository, "policyText")
+    tags = reg._call("list_tags_for_resource", repository, resourceArn=repo["repositoryArn"])
+    encryption = repo.get("encryptionConfiguration") or {}
+    created = repo.get("createdAt")
+    return RepositorySettings(
+        scan_on_push=bool((repo.get("imageScanningConfiguration") or {}).get("scanOnPush", False)),
+        tag_mutability=repo.get("imageTagMutability"),
+        tag_mutability_exclusions=tuple(
+            f["filter"] for f in repo.get("imageTagMutabilityExclusionFilters") or []
+        ),
+        encryption_type=encryption.get("encryptionType"),
+        kms_key=encryption.get("kmsKey"),
+        lifecycle_policy=lifecycle,
+        repository_policy=policy,
+        resource_tags={t["Key"]: t["Value"] for t in tags.get("tags") or []},
+        created_at=created.astimezone(UTC) if created is not None else None,
+    )
+
+
+def apply(reg: EcrRegistry, repository: str, s: RepositorySettings) -> list[str]:
+    """Every given setting. Encryption is fixed when a repository is created: a different one is
+    refused (Invalid) before anything is changed, never silently ignored."""
+    current = reg._repository(repository)
+    if s.encryption_type is not None or s.kms_key is not None:
+        _same_encryption(reg, repository, current.get("encryptionConfiguration") or {}, s)
+    if s.scan_on_push is not None:
+        reg._call(
+            "put_image_scanning_configuration",
+            repository,
+            repositoryName=repository,
+            imageScanningConfiguration={"scanOnPush": s.scan_on_push},
+        )
+    if s.tag_mutability is not None or s.tag_mutability_exclusions is not None:
+        kwargs: dict[str, Any] = {
+            "repositoryName": repository,
+            "imageTagMutability": s.tag_mutability or current.get("imageTagMutability", "MUTABLE"),
+        }
+        if s.tag_mutability_exclusions:
+            kwargs["imageTagMutabilityExclusionFilters"] = _exclusions(s.tag_mutability_exclusions)
+        reg._call("put_image_tag_mutability", repository, **kwargs)
+    _policies(reg, repository, s)
+    if s.resource_tags is not None:
+        _resource_tags(reg, repository, current["repositoryArn"], s.resource_tags)
+    return []
+
+
+def _same_encryption(reg: EcrRegistry, repository: str, have: dict[str, Any], s: RepositorySettings) -> None:
+    want_type = s.encryption_type or have.get("encryptionType")
+    if want_type != have.get("encryptionType") or (s.kms_key is not None and s.kms_key != have.get("kmsKey")):
+        has = f"{have.get('encryptionType')}{' ' + have['kmsKey'] if have.get('kmsKey') else ''}"
+        asked = f"{want_type}{' ' + s.kms_key if s.kms_key else ''}"
+        raise reg.error(
+            f"encryption is fixed when an ECR repository is created: it has {has}, asked for {asked}",
+            repository,
+            Invalid,
+        )
+
+
+def _policies(reg: EcrRegistry, repository: str, s: RepositorySettings) -> None:
+    """Lifecycle and repository policy: text sets it, an empty string removes it."""
+    if s.lifecycle_policy:
+        reg._call(
+            "put_lifecycle_policy",
+            repository,
+            repositoryName=repository,
+            lifecyclePolicyText=s.lifecycle_policy,
+        )
+    elif s.lifecycle_policy == "":
+        with contextlib.suppress(NotFound):
+            reg._call("delete_lifecycle_policy", repository, repositoryName=repository)
+    if s.repository_policy:
+        reg._call(
+            "set_repository_policy", repository, repositoryName=repository, policyText=s.repository_policy
+        )
+    elif s.repository_policy == "":
+        with contextlib.suppress(NotFound):
+            reg._call("delete_repository_policy", repository, repositoryName=repository)
+
+
+def _resource_tags(reg: EcrRegistry, repository: str, arn: str, wanted: dict[str, str]) -> None:
+    """Make the repository's resource tags exactly ``wanted``."""
+    listed = reg._call("list_tags_for_resource", repository, resourceArn=arn).get("tags") or []
+    have = {t["Key"]: t["Value"] for t in listed}
+    gone = sorted(set(have) - set(wanted))
+    if gone:
+        reg._call("untag_resource", repository, resourceArn=arn, tagKeys=gone)
+    if any(have.get(k) != v for k, v in wanted.items()):
+        reg._call("tag_resource", repository, resourceArn=arn, tags=_tags(wanted))
+
+
+def _optional(reg: EcrRegistry, operation: str, repository: str, key: str) -> str | None:
+    """A policy text, or None when the repository has none."""
+    try:
+        return getattr(reg.client, operation)(repositoryName=repository, **reg.ids())[key]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in NO_POLICY:
+            return None
+        raise reg.aws_error(f"{operation} failed", exc, repository) from exc
+    except BotoCoreError as exc:
+        raise reg.aws_error(f"{operation} failed", exc, repository) from exc
+
+
+def _exclusions(filters: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"filterType": "WILDCARD", "filter": f} for f in filters]
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
