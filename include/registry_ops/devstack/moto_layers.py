@@ -18,6 +18,13 @@ What this shim does, in this process only (moto runs in-process, see ``services.
   127.0.0.1 started with moto, which serves those bytes (404 once they are gone), or raises the
   two errors above like AWS.
 
+Other gaps of moto 5 that the adapter meets, documented here and not faked: ``CompleteLayerUpload``
+neither compares the digest sent with the bytes (AWS: ``InvalidLayerException``) nor refuses a
+layer the repository already has (``LayerAlreadyExistsException``); ``PutImage`` does not check
+that the layers exist (``LayersNotFoundException``) nor record ``subjectManifestDigest`` and
+``artifactMediaType`` from the manifest; ``ListImageReferrers`` is missing. The adapter checks
+digests itself before and after an upload, so the tests of those checks do not lean on moto.
+
 Layers of images seeded straight into moto's backend (``seed.py``) were never uploaded, so they
 answer ``LayersNotFoundException``, as a layer an image does not hold would on AWS. It is
 test-only because it patches moto's classes and serves bytes without signing; production code
