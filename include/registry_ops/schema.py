@@ -11,7 +11,7 @@ The checks are vectorised (Arrow kernels, a byte view of the digests for the key
 | column | type | meaning |
 |---|---|---|
 | registry | string | registry name from the config file |
-| registry_kind | string | `ecr` or `oci` |
+| registry_kind | string | `ecr`, `oci` (a distribution-API registry) or `ocilayout` (an OCI image layout directory) |
 | repository | string | repository name inside the registry |
 | digest | string | manifest digest, `sha256:<64 hex>` |
 | tags | list<string> | tags pointing at this digest, sorted; empty for untagged images |
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 KINDS = ("image", "index", "referrer")
-REGISTRY_KINDS = ("ecr", "oci")
+REGISTRY_KINDS = ("ecr", "oci", "ocilayout")
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 ARROW_SCHEMA = pa.schema(
