@@ -164,7 +164,7 @@ def test_retention_plan_run_plans_on_the_newest_event(published, s3, tmp_path):
         max_fraction_per_repository=1.0,
     )
     now = T0 + timedelta(hours=3)
-    planned = retention_jobs.plan_run(config, "manual__stale", now, True, [extras[2], extras[0], extras[1]])
+    planned = retention_jobs.plan_run(config, "manual__stale", now, True, [extras[0], extras[2], extras[1]])
     assert planned["snapshot"] == extras[2]
     assert planned["actions"] == {"expire": 3}
     with pytest.raises(snapshots.SnapshotStale):

@@ -1,13 +1,18 @@
-"""``make demo``: the local stack, a seeded fleet, every DAG run once, then the Airflow UI.
+"""``make demo``: the local stack, a seeded fleet, every DAG run once by Airflow, then the UI.
 
     python -m include.registry_ops.devstack.demo [--once] [--port 8080] [--small]
 
 Steps: start moto, the distribution registry and the SMTP sink on 127.0.0.1; seed ECR
-(20 repositories, ~1,000 images) and the registry (10 repositories, ~500 images); migrate a
-SQLite Airflow DB under ``.demo/airflow``; run every DAG once with ``dag.test()``; copy the
-inventory snapshot to ``.demo/out/``; print a summary. Without ``--once`` it then starts
-``airflow standalone`` (bound to 127.0.0.1, every user admin: a local demo only), where the
-runs just made are visible and the schedules go on, and stays up until Ctrl-C.
+(20 repositories, ~1,000 images) and the registry (10 repositories, ~500 images); start
+``airflow standalone`` on a fresh SQLite DB under ``.demo/airflow`` (bound to 127.0.0.1, every
+user admin: a local demo only; DAGs start paused); then, through the REST API, unpause the DAGs
+in order and wait for each run: the scheduler's own run of ``registry_inventory`` and
+``registry_scan``, a triggered ``registry_retention`` with ``dry_run: false`` and a triggered
+``registry_restore`` of one archived image. Each run's task log is read back through the API.
+Then a summary (with the inventory copied to ``.demo/out/``). ``--once`` stops Airflow and the
+stack there, exiting 0 only when every run went as expected; otherwise the UI stays up, every
+DAG unpaused so the schedules go on, until Ctrl-C (or SIGTERM), which stops Airflow and the
+stack.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,32 +28,45 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .airflow_local import AirflowApi, Standalone, airflow_env
+
 ROOT = Path(__file__).resolve().parents[3]
 WORK = ROOT / ".demo"
-# Order matters: later DAGs read what the inventory published. Runs are (dag_id, conf):
-# retention runs for real here (its `services` policy is enabled) so the restore can follow.
-DAG_ORDER = ("registry_inventory", "registry_scan", "registry_retention", "registry_restore")
+# In order: later DAGs read what the inventory published. "schedule": unpausing makes the
+# scheduler start the DAG's latest scheduled run; "trigger": a run with conf through the API.
+# Retention runs for real (its `services` policy is enabled) so the restore can follow.
+RUNS = (
+    ("registry_inventory", "schedule"),
+    ("registry_scan", "schedule"),
+    ("registry_retention", "trigger"),
+    ("registry_restore", "trigger"),
+)
 # A failed gate is the scan working (the seeded reports hold critical CVEs), not a demo failure.
 EXPECTED_FAILURES = {"registry_scan": {"gate"}}
+# Per DAG, a task whose log (as the UI shows it) must hold a line our code logs there.
+LOG_PROBES = {
+    "registry_inventory": ("publish", "inventory: snapshot s3://"),
+    "registry_scan": ("plan", "unique digests"),
+    "registry_retention": ("plan", "planned on s3://"),
+    "registry_restore": ("restore", "restored (tags"),
+}
+RUN_TIMEOUT = 1800.0
 
 
-def _airflow_env(port: int) -> None:
-    os.environ.update(
-        AIRFLOW_HOME=str(WORK / "airflow"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        REGISTRY_OPS_CONFIG=os.environ.get("REGISTRY_OPS_CONFIG", str(ROOT / "config" / "registry-ops.yaml")),
-        GX_ANALYTICS_ENABLED="false",
-        PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        # `airflow standalone` starts its components as `airflow ...`: the venv's bin first
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
+class Stopped(Exception):
+    """SIGINT (Ctrl-C) or SIGTERM: leave through ``finally``, which stops Airflow and the stack."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+def _still_stopping(signum: int, _frame: object) -> None:
+    _log(f"{signal.Signals(signum).name}: still stopping Airflow and the stack, please wait")
 
 
 def _log(msg: str) -> None:
@@ -113,10 +132,11 @@ def seed_scans(stack, ecr_fleet, oci_fleet) -> dict[str, int]:
 
 
 def _restore_conf() -> dict:
-    """The newest image the retention run archived, to restore (empty: nothing archived)."""
+    """Restore the newest image the retention run archived (a tagged one if any); {} when none."""
     from .. import storage
     from ..clients import s3_client
     from ..config import load_config
+    from ..retention.restore_request import MODE_RESTORE
 
     config = load_config()
     s3 = s3_client(config)
@@ -125,6 +145,7 @@ def _restore_conf() -> dict:
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=config.storage.bucket, Prefix=prefix)
         for o in page.get("Contents", [])
+        if o["Key"].endswith(".json")
     ]
     if not keys:
         return {}
@@ -134,36 +155,57 @@ def _restore_conf() -> dict:
     if not image:
         return {}
     return {
+        "mode": MODE_RESTORE,
         "digest": image["digest"],
         "registry": catalog.get("registry", ""),
         "repository": catalog.get("repository", ""),
     }
 
 
-def run_dags() -> tuple[dict[str, str], bool]:
-    """Run every DAG once; (state per DAG, whether every run went as expected)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    if bag.import_errors:
-        raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    order = [d for d in DAG_ORDER if d in bag.dags] + sorted(set(bag.dags) - set(DAG_ORDER))
-    states: dict[str, str] = {}
+def run_dags(api: AirflowApi) -> tuple[dict[str, dict], bool]:
+    """Each DAG in order through the scheduler; (per DAG: run, state, log check; all as expected)."""
+    results: dict[str, dict] = {}
     ok = True
-    for dag_id in order:
-        conf = {"dry_run": False} if dag_id == "registry_retention" else {}
-        if dag_id == "registry_restore":
-            conf = _restore_conf()
-        _log(f"running {dag_id} {json.dumps(conf) if conf else ''}...")
-        run = bag.dags[dag_id].test(run_conf=conf or None)
-        failed = sorted({ti.task_id for ti in run.get_task_instances() if ti.state == "failed"})
+    for dag_id, start in RUNS:
+        api.unpause(dag_id)
+        if start == "schedule":  # catchup is off: unpausing makes the latest scheduled run now
+            run_id = api.first_run(dag_id, timeout=180)["dag_run_id"]
+            _log(f"{dag_id}: unpaused; the scheduler started run {run_id}")
+        else:
+            conf = {"dry_run": False} if dag_id == "registry_retention" else _restore_conf()
+            run_id = api.trigger(dag_id, conf)
+            _log(f"{dag_id}: unpaused; triggered run {run_id} {json.dumps(conf)}")
+        started = time.monotonic()
+        run = api.wait_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+        tis = api.task_instances(dag_id, run_id)
+        failed = sorted({ti["task_id"] for ti in tis if ti["state"] == "failed"})
         expected = bool(failed) and set(failed) <= EXPECTED_FAILURES.get(dag_id, set())
-        states[dag_id] = str(run.state) + (f" (failed: {', '.join(failed)})" if failed else "")
+        state = run["state"] + (f" (failed: {', '.join(failed)})" if failed else "")
         if expected:
-            states[dag_id] += " - expected: the gate found violations, see the email"
-        _log(f"{dag_id}: {states[dag_id]}")
-        ok = ok and (str(run.state) == "success" or expected)
-    return states, ok
+            state += " - expected: the gate found violations, see the email"
+        logs = check_log(api, dag_id, run_id, tis)
+        results[dag_id] = {
+            "run_id": run_id,
+            "logical_date": run.get("logical_date"),
+            "state": state,
+            "seconds": round(time.monotonic() - started, 1),
+            "task_log": logs,
+        }
+        _log(f"{dag_id}: {state} in {results[dag_id]['seconds']}s; task log: {logs}")
+        ok = ok and (run["state"] == "success" or expected) and logs.startswith("ok")
+    return results, ok
+
+
+def check_log(api: AirflowApi, dag_id: str, run_id: str, tis: list[dict]) -> str:
+    """The UI's log of one task holds the line our code logged ("ok: ..."), else what is wrong."""
+    task_id, expect = LOG_PROBES[dag_id]
+    ti = next((t for t in tis if t["task_id"] == task_id and t["map_index"] == -1), None)
+    if ti is None or not ti.get("try_number"):
+        return f"missing: task {task_id} did not run"
+    text = api.task_log(dag_id, run_id, task_id, ti["try_number"])
+    if expect not in text:
+        return f"missing: {task_id} log ({len(text.splitlines())} lines) lacks {expect!r}: {text[:300]!r}"
+    return f"ok: {task_id} try {ti['try_number']}, {len(text.splitlines())} lines, shows {expect!r}"
 
 
 def summarize(stack, out_dir: Path) -> dict:
@@ -194,52 +236,70 @@ def summarize(stack, out_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true", help="exit after one pass with a summary")
+    parser.add_argument("--once", action="store_true", help="stop after one pass with a summary")
     parser.add_argument("--port", type=int, default=8080, help="Airflow UI port (default 8080)")
     parser.add_argument("--small", action="store_true", help="a small fleet (quick smoke run)")
     args = parser.parse_args(argv)
-    _airflow_env(args.port)
+    os.environ.update(airflow_env(ROOT, WORK / "airflow", args.port))
+    airflow_logging = os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")  # tasks log at INFO
+    # this process only: no INFO chatter (the SMTP sink's dialogue, connection lookups) on the terminal
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    os.environ.setdefault("REGISTRY_OPS_CONFIG", str(ROOT / "config" / "registry-ops.yaml"))
+    signal.signal(signal.SIGINT, _raise_stopped)
+    signal.signal(signal.SIGTERM, _raise_stopped)
 
     from .stack import LocalStack
 
     started = time.monotonic()
-    stack = LocalStack(WORK).start()
-    standalone = None
+    stack, standalone, summary = LocalStack(WORK), None, None
+    ok = False
     try:
+        stack.start()
         _log(f"moto {stack.moto.endpoint}, registry {stack.registry.url}, smtp 127.0.0.1:{stack.smtp.port}")
         pushed = seed(stack, args.small)
         _log(f"seeded {pushed['ecr']} ECR images and {pushed['oci']} registry manifests")
+        shutil.rmtree(WORK / "airflow", ignore_errors=True)  # runs of an earlier demo name a gone moto
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
-        states, runs_ok = run_dags()
-        summary = {"dag_runs": states, **summarize(stack, WORK / "out")}
-        summary["seconds"] = round(time.monotonic() - started, 1)
+        standalone = Standalone(WORK / "standalone.log", AIRFLOW__LOGGING__LOGGING_LEVEL=airflow_logging)
+        standalone.start()
+        api = AirflowApi(f"http://127.0.0.1:{args.port}")
+        _log(f"airflow standalone starting (log: {WORK / 'standalone.log'})")
+        api.wait_ready(timeout=300, alive=standalone.alive)
+        api.wait_dags([dag_id for dag_id, _ in RUNS], timeout=300)
+        runs, runs_ok = run_dags(api)
+        time.sleep(5)  # the last task processes exit; then Airflow idles
+        summary = {
+            "dag_runs": runs,
+            **summarize(stack, WORK / "out"),
+            "airflow_idle_memory": standalone.memory(),
+            "seconds": round(time.monotonic() - started, 1),
+        }
         print("\n=== registry-ops demo summary ===")
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(summary, indent=2, default=str), flush=True)
         ok = runs_ok and summary["images"] > 0
         if args.once:
             return 0 if ok else 1
-        log_file = open(WORK / "standalone.log", "ab")  # noqa: SIM115 - lives as long as the process
-        standalone = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "standalone"], stdout=log_file, stderr=subprocess.STDOUT
-        )
-        _log(f"Airflow UI: http://127.0.0.1:{args.port}  (log: {WORK / 'standalone.log'})")
+        _log(f"Airflow UI: http://127.0.0.1:{args.port}  (every DAG unpaused: the schedules go on)")
         _log(f"emails land in {stack.smtp.maildir}; inventory copy in {WORK / 'out'}")
         _log("Ctrl-C to stop")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while standalone.poll() is None:
+        while standalone.alive():
             time.sleep(1)
-        _log(f"airflow standalone exited with {standalone.returncode}")
+        _log(f"airflow standalone exited on its own (code {standalone.proc.returncode}); see its log")
         return 1
-    except KeyboardInterrupt:
-        return 0
+    except Stopped as stop:
+        _log(f"{stop}: stopping Airflow and the stack")
+        return (0 if ok else 1) if summary else 128 + stop.signum
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        _log(f"error: {exc} {detail.decode(errors='replace')[-2000:] if detail else ''}")
+        return 1
     finally:
-        if standalone and standalone.poll() is None:
-            standalone.terminate()
-            try:
-                standalone.wait(20)
-            except subprocess.TimeoutExpired:
-                standalone.kill()
+        signal.signal(signal.SIGINT, _still_stopping)
+        signal.signal(signal.SIGTERM, _still_stopping)
+        if standalone:
+            standalone.stop()
         stack.stop()
+        _log("Airflow and the stack stopped")
 
 
 if __name__ == "__main__":
