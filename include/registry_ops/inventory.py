@@ -16,14 +16,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import schema, storage
+from . import schema
 from .config import Config, RegistryConfig
 from .registries.base import Registry, RegistryError
+from .store import objects
+from .store.runs import LATEST_NAME as LATEST_NAME  # the devstack reads the pointer by this name
+from .store.runs import RunLayout
 
 log = logging.getLogger(__name__)
-
-MANIFEST_NAME = "manifest.json"
-LATEST_NAME = "latest.json"
+SNAPSHOT_KIND = "registry-ops/inventory-snapshot"
+SNAPSHOT_SCHEMA_VERSION = 1  # the manifest and pointer fields below; bump when they change meaning
+SNAPSHOT_NAME = "inventory.parquet"
 
 
 @dataclass
@@ -96,10 +99,9 @@ def combine(tables: list[pa.Table]) -> pa.Table:
     return table.sort_by([(k, "ascending") for k in schema.KEY])
 
 
-def snapshot_keys(prefix: str, snapshot_at: datetime) -> tuple[str, str]:
-    """(parquet key, manifest key) of the dated snapshot: ``<prefix>dt=YYYY-MM-DD/HHMMSSZ/``."""
-    base = f"{prefix}dt={snapshot_at:%Y-%m-%d}/{snapshot_at:%H%M%SZ}/"
-    return base + "inventory.parquet", base + MANIFEST_NAME
+def snapshot_layout(bucket: str, prefix: str) -> RunLayout:
+    """The inventory's runs: ``<prefix>dt=YYYY-MM-DD/HHMMSSZ/``, ``<prefix>latest.json``."""
+    return RunLayout(bucket, prefix, SNAPSHOT_KIND, SNAPSHOT_SCHEMA_VERSION)
 
 
 def summarize(table: pa.Table) -> dict[str, Any]:
@@ -126,9 +128,11 @@ def publish_snapshot(
     snapshot_at: datetime,
     expected_registries: list[str],
 ) -> dict[str, Any]:
-    """Write the dated snapshot, its manifest and ``latest.json``; returns the manifest."""
-    key, manifest_key = snapshot_keys(prefix, snapshot_at)
-    size = storage.put_table(s3, bucket, key, table)
+    """Write the dated snapshot, then its manifest, then ``latest.json``; returns the manifest."""
+    layout = snapshot_layout(bucket, prefix)
+    run = layout.run_prefix(snapshot_at)
+    key = run + SNAPSHOT_NAME
+    size = objects.put_table(s3, bucket, key, table)
     failed = sorted({e["registry"] for e in errors if e["repository"] == "*"})
     manifest = {
         "key": key,
@@ -142,13 +146,12 @@ def publish_snapshot(
         "errors": errors,
         **summarize(table),
     }
-    storage.put_json(s3, bucket, manifest_key, manifest)
-    storage.put_json(s3, bucket, prefix + LATEST_NAME, {"key": key, "manifest": manifest_key})
-    return manifest
+    return layout.publish(s3, run, manifest, named={"key": key})
 
 
 def latest_snapshot(s3: Any, bucket: str, prefix: str) -> pa.Table:
-    """The newest published snapshot (for later DAGs and the CLI)."""
-    pointer = storage.get_json(s3, bucket, prefix + LATEST_NAME)
-    uri = f"s3://{bucket}/{pointer['key']}"
-    return schema.validate_table(storage.get_table(s3, bucket, pointer["key"]), uri)
+    """The newest published snapshot's rows, validated (for later DAGs and the CLI)."""
+    from .snapshots import read_latest  # it reads this module's layout
+
+    where, _ = read_latest(s3, bucket, prefix)
+    return schema.validate_table(objects.get_table(s3, bucket, where.key), where.uri)

@@ -5,16 +5,17 @@ step and returns small JSON (S3 keys and counts), never the data itself (claim-c
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from . import inventory, schema, storage
-from .clients import build_registry, s3_client
+from . import inventory, schema
+from .clients import build_registry
 from .config import Config
 from .registries.base import RegistryError
+from .store import objects
+from .store.clients import s3_client
 
 log = logging.getLogger("airflow.task")
 
@@ -25,7 +26,7 @@ class InventoryIncomplete(RuntimeError):
 
 def start(config: Config) -> list[str]:
     """Make sure the bucket exists (parts land there first); the registries to list."""
-    storage.require_bucket(s3_client(config), config.storage.bucket, config.source)
+    objects.require_bucket(s3_client(config), config.storage.bucket, config.source)
     return [r.name for r in config.registries]
 
 
@@ -46,10 +47,9 @@ def repository_batches(config: Config, registry: str) -> dict[str, Any]:
 
 
 def part_key(config: Config, run_id: str, batch: dict[str, Any]) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
-    return (
-        f"{config.storage.prefixes.inventory}_parts/{safe}/{batch['registry']}-{batch['batch']:05d}.parquet"
-    )
+    """Where one batch's rows wait for ``publish``: ``<inventory>_parts/<run id>/<registry>-<n>.parquet``."""
+    layout = inventory.snapshot_layout(config.storage.bucket, config.storage.prefixes.inventory)
+    return f"{layout.parts_prefix(run_id)}{batch['registry']}-{batch['batch']:05d}.parquet"
 
 
 def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict
     registry = build_registry(config.registry(batch["registry"]))
     listing = inventory.list_batch(registry, batch["repositories"], listed_at)
     key = part_key(config, run_id, batch)
-    storage.put_table(s3_client(config), config.storage.bucket, key, listing.table)
+    objects.put_table(s3_client(config), config.storage.bucket, key, listing.table)
     log.info(
         "inventory: %s batch %d: %d repositories, %d images, %d errors, %d requests %s",
         batch["registry"],
@@ -102,7 +102,7 @@ def publish(config: Config, registries: list[dict[str, Any]], parts: list[dict[s
     s3 = s3_client(config)
     bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
     snapshot_at = listing_time(parts)
-    tables = [storage.get_table(s3, bucket, p["key"]) for p in parts]
+    tables = [objects.get_table(s3, bucket, p["key"]) for p in parts]
     errors = [
         {"registry": r["registry"], "repository": "*", "error": r["error"]} for r in registries if r["error"]
     ]
@@ -116,7 +116,7 @@ def publish(config: Config, registries: list[dict[str, Any]], parts: list[dict[s
         snapshot_at,
         [r["registry"] for r in registries],
     )
-    storage.delete_keys(s3, bucket, [p["key"] for p in parts])
+    objects.delete_keys(s3, bucket, [p["key"] for p in parts])
     log.info("inventory: snapshot s3://%s/%s: %d images", bucket, manifest["key"], manifest["images"])
     return manifest
 

@@ -4,7 +4,9 @@ Several queued inventory Asset events can trigger one run, in an order Airflow d
 guarantee. Planning on the oldest of them once expired 374 images of a snapshot taken before
 the deletions a newer one (3 to expire) already showed. So the run takes the event with the
 newest ``snapshot_at`` and refuses it when ``inventory/latest.json`` names a newer one; with no
-event it takes ``latest.json``. Both callers (``retention.jobs``, ``scan.jobs``) use this module.
+event it takes ``latest.json``. Both callers (``retention.jobs``, ``scan.jobs``) use this module;
+the pointer and manifest are read through the inventory's run layout (``store.runs``), which
+refuses a schema version newer than this code reads.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import Any
 import pandas as pd
 from botocore.exceptions import ClientError
 
-from . import schema, storage
+from . import schema
 from .config import Config
-from .inventory import LATEST_NAME
+from .inventory import snapshot_layout
+from .store import objects
+from .store.runs import ManifestError, RunMissing
 
 log = logging.getLogger("airflow.task")
-MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404"}
 
 
 class SnapshotError(ValueError):
@@ -73,7 +76,7 @@ def _time(value: Any, what: str) -> datetime:
 
 
 def _missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in MISSING_CODES
+    return objects.is_missing(exc) or objects.error_code(exc) == "NoSuchBucket"
 
 
 def _no_snapshot(bucket: str, key: str) -> SnapshotMissing:
@@ -96,29 +99,33 @@ def newest_event(config: Config, extras: list[dict[str, Any]]) -> Location | Non
     return max(found, key=lambda loc: loc.snapshot_at, default=None)
 
 
+def read_latest(s3: Any, bucket: str, prefix: str) -> tuple[Location, dict[str, Any]]:
+    """The snapshot ``<prefix>latest.json`` names and its manifest (the one reader of the
+    pointer). SnapshotMissing when there is none or it names nothing; a pointer or manifest of an
+    unknown (newer) schema version, or another kind, is a SnapshotError naming it."""
+    layout = snapshot_layout(bucket, prefix)
+    try:
+        pointer = layout.read_pointer(s3)
+        if pointer is None:
+            raise _no_snapshot(bucket, layout.latest_key)
+        if not pointer.get("key") or not pointer.get("manifest"):
+            where = layout.url(layout.latest_key)
+            raise SnapshotMissing(f"{where}: names no snapshot and manifest: {pointer}")
+        manifest = layout.read_manifest(s3, pointer["manifest"])
+    except RunMissing:
+        raise _no_snapshot(bucket, pointer["manifest"]) from None
+    except ManifestError as exc:
+        raise SnapshotError(f"inventory snapshot: {exc}") from None
+    at = _time(manifest.get("snapshot_at"), layout.url(pointer["manifest"]))
+    return Location(bucket, pointer["key"], at), manifest
+
+
 def latest(config: Config, s3: Any) -> Location:
     """The snapshot ``latest.json`` names, with its manifest's ``snapshot_at``.
 
     A missing bucket raises ``storage.BucketMissing`` (naming it and the config file)."""
-    bucket, pointer_key = config.storage.bucket, config.storage.prefixes.inventory + LATEST_NAME
-    storage.require_bucket(s3, bucket, config.source)
-    try:
-        pointer = storage.get_json(s3, bucket, pointer_key)
-    except ClientError as exc:
-        if _missing(exc):
-            raise _no_snapshot(bucket, pointer_key) from None
-        raise
-    if not pointer.get("key") or not pointer.get("manifest"):
-        raise SnapshotMissing(f"s3://{bucket}/{pointer_key}: names no snapshot and manifest: {pointer}")
-    try:
-        manifest = storage.get_json(s3, bucket, pointer["manifest"])
-    except ClientError as exc:
-        if _missing(exc):
-            raise _no_snapshot(bucket, pointer["manifest"]) from None
-        raise
-    return Location(
-        bucket, pointer["key"], _time(manifest.get("snapshot_at"), f"s3://{bucket}/{pointer['manifest']}")
-    )
+    objects.require_bucket(s3, config.storage.bucket, config.source)
+    return read_latest(s3, config.storage.bucket, config.storage.prefixes.inventory)[0]
 
 
 def choose(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Location:
@@ -140,7 +147,7 @@ def load(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Snapshot:
     """Choose the snapshot (see :func:`choose`) and read its rows, validated against the schema."""
     where = choose(config, s3, extras)
     try:
-        table = storage.get_table(s3, where.bucket, where.key)
+        table = objects.get_table(s3, where.bucket, where.key)
     except ClientError as exc:
         if _missing(exc):
             raise _no_snapshot(where.bucket, where.key) from None

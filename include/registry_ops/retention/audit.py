@@ -1,9 +1,12 @@
 """What a retention run did: the per-run journal (for crash-safe reruns), the audit trail (one
 record per action, JSON lines in S3 and in the task log) and the run summary.
 
-Keys (prefixes from the ``retention:`` config section)::
+Keys (prefixes from the ``retention:`` config section; ``<run_id>`` cleaned by
+``store.runs.clean_run_id``, the runs laid out by :func:`run_layout`)::
 
     <runs_prefix><run_id>/journal/<registry>/<repository>.json     journal, rewritten at checkpoints
+    <runs_prefix><run_id>/summary.json                             the run's summary (its manifest)
+    <runs_prefix>latest.json                                       the last summary written
     <audit_prefix>dt=YYYY-MM-DD/run=<run_id>/<registry>/<repository>.jsonl   audit records
 
 The journal is the state a rerun needs: which digests this run archived (and the catalog holding
@@ -24,13 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from ..store import objects
+from ..store.runs import RunLayout, clean_run_id
 
 log = logging.getLogger("airflow.task")
 
@@ -50,17 +53,24 @@ RESULTS = (
 )
 
 
-def safe_run_id(run_id: str) -> str:
-    """A run id usable in S3 keys (Airflow's contain ``:`` and ``+``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+RUN_KIND = "registry-ops/retention-run"
+RUN_SCHEMA_VERSION = 1  # the fields of the stored summary (``jobs.publish_summary``)
+SUMMARY_NAME = "summary.json"
+safe_run_id = clean_run_id  # the name the tests and older callers use; one rule (store.runs)
+
+
+def run_layout(bucket: str, runs_prefix: str) -> RunLayout:
+    """Retention's runs, keyed by run id (a rerun finds its journal by id), with ``summary.json``
+    as each run's manifest and ``latest.json`` naming the last summary written."""
+    return RunLayout(bucket, runs_prefix, RUN_KIND, RUN_SCHEMA_VERSION, manifest_name=SUMMARY_NAME)
 
 
 def journal_key(runs_prefix: str, run_id: str, registry: str, repository: str) -> str:
-    return f"{runs_prefix}{safe_run_id(run_id)}/journal/{registry}/{repository}.json"
+    return f"{runs_prefix}{clean_run_id(run_id)}/journal/{registry}/{repository}.json"
 
 
 def audit_key(audit_prefix: str, run_date: datetime, run_id: str, registry: str, repository: str) -> str:
-    return f"{audit_prefix}dt={run_date:%Y-%m-%d}/run={safe_run_id(run_id)}/{registry}/{repository}.jsonl"
+    return f"{audit_prefix}dt={run_date:%Y-%m-%d}/run={clean_run_id(run_id)}/{registry}/{repository}.jsonl"
 
 
 @dataclass
@@ -82,11 +92,8 @@ class Journal:
 
     @classmethod
     def load(cls, s3: Any, bucket: str, key: str) -> Journal:
-        try:
-            state = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-                raise
+        state = objects.get_json_or_none(s3, bucket, key)
+        if state is None:
             return cls(s3, bucket, key)
         return cls(
             s3,

@@ -7,6 +7,7 @@ plans, plan parts and per-item results travel through S3 (claim-check), never th
     <runs_prefix><run_id>/items/<n>.parquet      the plan rows of one mapped item
     <runs_prefix><run_id>/results/<n>.json       what that item did (written on every attempt)
     <runs_prefix><run_id>/summary.json           the run's totals (also the RETENTION Asset extra)
+    <runs_prefix>latest.json                     names the last summary written (``store.runs``)
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import snapshots, storage
-from ..clients import build_registry, s3_client
+from ..clients import build_registry
 from ..config import Config, ConfigError
+from ..store.clients import s3_client
+from ..store.runs import RunLayout
 from . import audit
 from .executor import ACTIONS, Limits, RunContext, execute, plan_run_id, stops, validate_plan
 from .restore import locate, restore_image, write_restore_audit
@@ -147,8 +150,22 @@ def _from_table(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
+def _run_layout(config: Config) -> RunLayout:
+    return audit.run_layout(config.storage.bucket, config.retention.runs_prefix)
+
+
 def _run_key(config: Config, run_id: str, name: str) -> str:
-    return f"{config.retention.runs_prefix}{audit.safe_run_id(run_id)}/{name}"
+    return _run_layout(config).id_prefix(run_id) + name
+
+
+def _publish_summary(config: Config, s3: Any, summary: dict[str, Any], results: list[Any]) -> str:
+    """The run's ``summary.json`` (its manifest, with the per-repository results), then
+    ``<runs_prefix>latest.json`` naming it; returns the summary's key."""
+    layout = _run_layout(config)
+    run = layout.id_prefix(summary["run_id"])
+    extra = {k: summary[k] for k in ("run_id", "now", "dry_run")}
+    layout.publish(s3, run, {**summary, "results": results}, extra=extra)
+    return layout.manifest_key(run)
 
 
 # -- the DAG's steps --------------------------------------------------------------------------------
@@ -332,9 +349,7 @@ def summarize_run(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
     )
     if not planned["dry_run"]:
         summary["archive_index"] = compact_archive_index(config, s3)
-    key = _run_key(config, run_id, "summary.json")
-    storage.put_json(s3, config.storage.bucket, key, {**summary, "results": results})
-    summary["summary_key"] = key
+    summary["summary_key"] = _publish_summary(config, s3, summary, results)
     log.info(
         "retention: run %s%s: removed %d images, %.1f MiB, saving about $%.2f/month; would remove %d; "
         "untagged %d; failed %s; stopped %s",
@@ -436,10 +451,9 @@ def apply_plan(
     if not dry_run:
         summary["archive_index"] = compact_archive_index(config, s3)
     _log_totals(summary)
-    key = _run_key(config, run_id, "summary.json")
+    key = _run_key(config, run_id, audit.SUMMARY_NAME)
     try:
-        storage.put_json(s3, config.storage.bucket, key, {**summary, "results": results})
-        summary["summary_key"] = key
+        summary["summary_key"] = _publish_summary(config, s3, summary, results)
     except Exception as exc:  # S3 trouble: the caller still prints the summary, and fails
         summary["summary_key"] = None
         summary["summary_error"] = f"summary not written to s3://{config.storage.bucket}/{key}: {exc}"

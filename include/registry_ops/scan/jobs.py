@@ -16,9 +16,11 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import schema, snapshots, storage
-from ..clients import ConnectionMissing, aws_client, build_registry
+from ..clients import ConnectionMissing, build_registry
 from ..config import Config
 from ..registries.base import RegistryError
+from ..store.clients import s3_client
+from ..store.runs import ManifestError
 from . import acks, gate_state, notify, plan, results, sizes, store, tagging, uploads
 from . import gate as gate_mod
 from .scanners.base import Scanner, ScanResult, Target
@@ -27,17 +29,6 @@ from .severity import LEVELS
 
 log = logging.getLogger("airflow.task")
 MAX_LISTED = 50
-
-
-_S3: dict[str, Any] = {}
-
-
-def s3_client(config: Config) -> Any:
-    """One S3 client per connection and process (``scan run`` calls every step in one process)."""
-    conn_id = config.storage.conn_id
-    if conn_id not in _S3:
-        _S3[conn_id] = aws_client("s3", conn_id)
-    return _S3[conn_id]
 
 
 class ScanError(RuntimeError):
@@ -84,7 +75,7 @@ def plan_run(
         storage.put_table(s3, bucket, inventory_key, inventory)
         frame = schema.table_to_frame(inventory)
     images = _images(config, frame)
-    _, prev_scans, pointer = store.previous(s3, config)
+    _, prev_scans, pointer = _previous(s3, config)
     state = prev_scans.to_pandas()
     freshness = config.scan.freshness_hours
     imported = uploads.import_reports(
@@ -129,6 +120,15 @@ def plan_run(
         len(batches),
     )
     return out
+
+
+def _previous(s3: Any, config: Config) -> tuple[pa.Table, pa.Table, dict[str, Any] | None]:
+    """The last published run (``store.previous``); one this code cannot read (a newer schema
+    version) is a ScanError: no retry changes it."""
+    try:
+        return store.previous(s3, config)
+    except ManifestError as exc:
+        raise ScanError(f"previous scan run: {exc}") from None
 
 
 def _put_results(s3: Any, config: Config, stem: str, found: list[ScanResult]) -> dict[str, str]:
@@ -210,7 +210,7 @@ def publish(config: Config, planned: dict[str, Any], parts: list[dict[str, Any]]
     bucket = config.storage.bucket
     inventory, _ = _inventory(s3, config, planned["inventory_key"])
     images = _images(config, inventory)
-    prev_findings, prev_scans, _ = store.previous(s3, config)
+    prev_findings, prev_scans, _ = _previous(s3, config)
     outputs = [planned["imported"], *parts]
     raw = _concat(s3, bucket, [p["findings_key"] for p in outputs], results.RAW_SCHEMA.empty_table())
     scans = _concat(s3, bucket, [p["scans_key"] for p in outputs], results.SCANS_SCHEMA.empty_table())
@@ -221,7 +221,7 @@ def publish(config: Config, planned: dict[str, Any], parts: list[dict[str, Any]]
     keys = {
         "findings": prefix + "findings.parquet",
         "scans": prefix + "scans.parquet",
-        "manifest": prefix + "manifest.json",
+        "manifest": store.layout(config).manifest_key(prefix),
     }
     storage.put_table(s3, bucket, keys["findings"], table)
     storage.put_table(
@@ -258,17 +258,12 @@ def publish(config: Config, planned: dict[str, Any], parts: list[dict[str, Any]]
         "errors": errors.to_dict("records"),
         "uploads": planned["uploads"],
     }
-    storage.put_json(s3, bucket, keys["manifest"], manifest)
-    storage.put_json(
+    manifest = store.layout(config).publish(
         s3,
-        bucket,
-        store.base(config) + store.LATEST,
-        {
-            "findings": keys["findings"],
-            "scans": keys["scans"],
-            "manifest": keys["manifest"],
-            "run_at": planned["run_at"],
-        },
+        prefix,
+        manifest,
+        named={"findings": keys["findings"], "scans": keys["scans"]},
+        extra={"run_at": planned["run_at"]},
     )
     leftovers = [o["Key"] for o in store.list_keys(s3, bucket, planned["parts_prefix"])]
     storage.delete_keys(s3, bucket, leftovers)

@@ -12,37 +12,47 @@
 | ``scan/gate/acks/<registry>/<repository>/sha256-<hex>.json`` | one acknowledgement per image |
 
 The state lives with the findings it describes and the pointer moves only after both are
-written, so a run that dies half-way leaves the previous state in force.
+written, so a run that dies half-way leaves the previous state in force. The run folders, the
+manifest's ``kind`` and ``schema_version``, the pointer and the run-id cleaner are the shared
+run layout of ``store.runs``; the object I/O is ``store.objects``.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
-from .. import storage
 from ..config import Config
+from ..store import objects
+from ..store.objects import get_json_or_none as get_json_or_none  # acks, gate_state
+from ..store.objects import list_keys as list_keys  # acks, uploads, publish
+from ..store.runs import RunLayout
 from . import findings
 from .results import SCANS_SCHEMA
 
-LATEST = "latest.json"
 GATE_STATE = "gate/state.json"
 ACKS = "gate/acks/"
+RUN_KIND = "registry-ops/scan-run"
+RUN_SCHEMA_VERSION = 1  # the manifest and pointer fields of ``jobs.publish``
 
 
 def base(config: Config) -> str:
     return f"{config.storage.prefixes.reports}scan/"
 
 
+def layout(config: Config) -> RunLayout:
+    """The scan's runs: ``scan/runs/dt=.../``, ``scan/latest.json``, ``scan/_parts/<run id>/``."""
+    return RunLayout(config.storage.bucket, base(config), RUN_KIND, RUN_SCHEMA_VERSION, runs="runs/")
+
+
 def run_prefix(config: Config, run_at: datetime) -> str:
-    return f"{base(config)}runs/dt={run_at:%Y-%m-%d}/{run_at:%H%M%SZ}/"
+    return layout(config).run_prefix(run_at)
 
 
 def parts_prefix(config: Config, run_id: str) -> str:
-    return f"{base(config)}_parts/{re.sub(r'[^A-Za-z0-9_.-]+', '_', run_id)}/"
+    return layout(config).parts_prefix(run_id)
 
 
 def gate_state_key(config: Config) -> str:
@@ -58,19 +68,10 @@ def ack_key(config: Config, registry: str, repository: str, digest: str) -> str:
     return f"{acks_prefix(config)}{registry}/{repository}/{digest.replace(':', '-')}.json"
 
 
-def get_json_or_none(s3: Any, bucket: str, key: str) -> Any | None:
-    """The object's JSON, or None when there is no such object (never written yet)."""
-    try:
-        return storage.get_json(s3, bucket, key)
-    except s3.exceptions.NoSuchKey:
-        return None
-
-
 def latest_pointer(s3: Any, config: Config) -> dict[str, Any] | None:
-    try:
-        return storage.get_json(s3, config.storage.bucket, base(config) + LATEST)
-    except s3.exceptions.NoSuchKey:
-        return None
+    """The pointer to the last published run (None before the first); ``store.runs.ManifestError``
+    when it is of a newer schema version than this code reads, or unreadable."""
+    return layout(config).read_pointer(s3)
 
 
 def previous(s3: Any, config: Config) -> tuple[pa.Table, pa.Table, dict[str, Any] | None]:
@@ -80,15 +81,7 @@ def previous(s3: Any, config: Config) -> tuple[pa.Table, pa.Table, dict[str, Any
         return findings.empty_table(), SCANS_SCHEMA.empty_table(), None
     bucket = config.storage.bucket
     return (
-        storage.get_table(s3, bucket, pointer["findings"]),
-        storage.get_table(s3, bucket, pointer["scans"]),
+        objects.get_table(s3, bucket, pointer["findings"]),
+        objects.get_table(s3, bucket, pointer["scans"]),
         pointer,
     )
-
-
-def list_keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    """Every object under a prefix (Key, ETag, LastModified, Size), all pages."""
-    out: list[dict[str, Any]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        out.extend(page.get("Contents", []))
-    return out
