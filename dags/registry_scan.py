@@ -94,6 +94,7 @@ def registry_scan():
         from airflow.sdk.exceptions import AirflowFailException
 
         from include.registry_ops.scan import jobs
+        from include.registry_ops.storage import BucketMissing
 
         ctx = get_current_context()
         run = ctx["dag_run"]
@@ -105,7 +106,7 @@ def registry_scan():
                 inventory_key=_inventory_key(ctx),
                 force=bool(ctx["params"][FORCE]),
             )
-        except jobs.ScanError as exc:
+        except (jobs.ScanError, BucketMissing) as exc:  # no retry can fix these
             raise AirflowFailException(str(exc)) from None
 
     @task

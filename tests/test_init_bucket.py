@@ -113,3 +113,16 @@ def test_the_inventory_dag_fails_at_once_on_a_missing_bucket(airflow_db, moto_se
     tis = {ti.task_id: ti for ti in dr.get_task_instances()}
     assert dr.state == DagRunState.FAILED
     assert tis["registries"].state == "failed" and tis["registries"].try_number == 1
+
+
+def test_the_scan_dag_fails_at_once_on_a_missing_bucket(airflow_db, moto_server, tmp_path, monkeypatch):
+    """The same for the scan: its `plan` fails on the first try, naming the bucket."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import DagRunState
+
+    monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(_config(tmp_path, MISSPELT)))
+    dag = DagBag(dag_folder="dags").dags["registry_scan"]
+    dr = dag.test()
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    assert dr.state == DagRunState.FAILED
+    assert tis["plan"].state == "failed" and tis["plan"].try_number == 1
