@@ -1,14 +1,16 @@
 """
 ### registry_restore
 
-Puts an image the retention DAG archived back into its registry: same manifest bytes, same
-digest, its tags (blobs too where the archive holds them). Manual only.
+Puts an image the retention DAG archived back into its registry, or into another configured
+registry of any kind (an OCI image layout directory too): same manifest bytes, same digest, its
+tags (blobs too where the archive holds them). Manual only.
 
 * **Schedule**: none; trigger with Params. The form opens on `mode` = *list recent archives*:
   triggering it as it is restores nothing and logs the newest archived images.
 * **Params**: `mode` (*list recent archives* or *restore*); for a restore, `digest`
   (`sha256:` + 64 hex, checked in the form) **or** `tag` (with `repository`); optional
-  `registry`, `repository` (where it was archived; filters for the listing), `to_repository`
+  `registry`, `repository` (where it was archived; filters for the listing), `to_registry`
+  (restore into another configured registry, e.g. an `ocilayout` directory), `to_repository`
   (restore elsewhere) and `move_tags` (take tags that now point at other images; off by
   default so an old image never silently becomes `latest`). Every optional Param defaults to
   null, so the form requires nothing.
@@ -17,8 +19,9 @@ digest, its tags (blobs too where the archive holds them). Manual only.
   child manifests, the manifest, then the tags, and reads the result back.
 * **Outputs**: the restored image; an audit record under `retention/audit/restore/`.
 * **Failure modes**: bad Params (a digest or tag while the mode is still *list recent
-  archives*, neither or both of digest and tag, a tag without its repository), an image not in
-  the archive, or blobs neither archived nor in the registry fail at once without retries,
+  archives*, neither or both of digest and tag, a tag without its repository, a `to_registry`
+  not in the config), an image not in the archive, or blobs neither archived nor in the
+  registry fail at once without retries,
   naming the problem (nothing is half-restored: blobs are checked before any manifest is put).
   Details: `docs/dags/registry_restore.md`.
 """
@@ -65,6 +68,12 @@ PARAMS = {
         type=OPTIONAL_TEXT,
         title="Repository",
         description="the repository it was archived from (needed with a tag; filters the listing)",
+    ),
+    "to_registry": Param(
+        None,
+        type=OPTIONAL_TEXT,
+        title="To registry",
+        description="restore: into this configured registry instead (any kind, e.g. an ocilayout directory)",
     ),
     "to_repository": Param(
         None, type=OPTIONAL_TEXT, title="To repository", description="restore: into this repository instead"

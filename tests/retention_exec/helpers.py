@@ -111,7 +111,7 @@ def run_ctx(s3: Any, run_id: str | None = None, *, dry_run: bool = False, **kw: 
 
 
 def present(registry: Registry, repository: str, digest: str) -> bool:
-    if isinstance(registry, OciRegistry):
+    if not isinstance(registry, EcrRegistry):
         return registry.head_manifest(repository, digest) == digest
     ids = [d["imageDigest"] for d in registry.describe(repository)]
     return digest in ids
@@ -134,9 +134,48 @@ def oci_registry(url: str) -> OciRegistry:
     return OciRegistry("oci-local", url, OCI_USER, OCI_PASSWORD, backoff=0.01)
 
 
+def hold_layers(fleet: list[RepoSpec], region: str = "us-east-1") -> None:
+    """What a push leaves in ECR and ``seed_ecr`` (images straight into moto's backend) does not:
+    each image's config and layers held by its repository, as ``CompleteLayerUpload`` records them
+    (moto's ``Repository.layers``, and the bytes the ``moto_layers`` shim serves). Restores check
+    that the registry holds every blob the archive lacks, as ECR's PutImage does."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ecr.models import ecr_backends
+
+    backend = ecr_backends[DEFAULT_ACCOUNT_ID][region]
+    for repo in fleet:
+        held = backend.repositories[repo.name]
+        if not hasattr(held, "layer_blobs"):
+            held.layer_blobs = {}
+        for spec in repo.manifests:
+            for blob in spec.blobs:
+                held.layers[blob.digest] = len(blob.data)
+                held.layer_blobs[blob.digest] = blob.data
+
+
+def push(registry: Registry, fleet: list[RepoSpec]) -> list[RepoSpec]:
+    """Push as a client does, through the interface only (any kind): the repository where the
+    kind needs it first, every blob (ECR: the layer upload API), then the manifests and tags."""
+    from include.registry_ops.registries.base import Manifest
+
+    for repo in fleet:
+        if registry.capabilities.explicit_repositories:
+            registry.create_repository(repo.name)
+        for spec in repo.manifests:  # children come before their index in the fleet
+            for blob in spec.blobs:
+                if registry.head_blob(repo.name, blob.digest) is None:
+                    registry.put_blob(repo.name, blob.data, blob.digest, len(blob.data))
+            manifest = Manifest(spec.digest, spec.media_type, spec.raw)
+            registry.put_manifest(repo.name, manifest)
+            for tag in spec.tags:
+                registry.put_manifest(repo.name, manifest, tag)
+    return fleet
+
+
 def seed(registry: Registry, fleet: list[RepoSpec]) -> list[RepoSpec]:
     if isinstance(registry, EcrRegistry):
         seed_ecr(registry.client, fleet)
+        hold_layers(fleet)
     else:
         assert isinstance(registry, OciRegistry)
         seed_oci(registry, fleet)

@@ -210,19 +210,31 @@ def test_untag_on_ecr_removes_only_those_tags_and_never_the_last(ecr_reg, oci_re
     assert result["status"] == "done" and result["untagged"] == 1
 
 
-def test_untag_on_the_distribution_registry_is_reported_unsupported(oci_reg, ret_s3):
+def test_untag_on_the_distribution_registry_removes_tags_and_keeps_the_images(oci_reg, ret_s3):
+    """Formerly "reported unsupported": ``OciRegistry.delete_tag`` removes one tag now (a throwaway
+    manifest pushed to the tag, then deleted), and the manifest stays
+    (``untag_keeps_manifest``), so the untag step runs here too, an image's last tag included."""
     fleet = seed(oci_reg, small_fleet(unique(), repositories=1))
     repo = fleet[0]
     specs = visible(oci_reg, repo)
-    target = next(m for m in specs if len(m.tags) >= 2)
-    plan = plan_for(oci_reg.name, repo, specs, set(), untag={target.digest: target.tags[:1]})
+    partial, whole = [m for m in specs if len(m.tags) >= 2 and m.kind == "image"][:2]
+    untag = {partial.digest: partial.tags[:1], whole.digest: whole.tags}
+    plan = plan_for(oci_reg.name, repo, specs, set(), untag=untag)
     [result] = execute(plan, run_ctx(ret_s3), lambda _: oci_reg, limits=NO_CAPS)
-    assert result["unsupported"] == 1 and result["status"] == "done"
-    assert tags_now(oci_reg, repo.name)[target.digest] == set(target.tags)
-    [record] = [
-        r for r in audit.read_audit(ret_s3, BUCKET, result["audit_key"]) if r["digest"] == target.digest
-    ]
-    assert "deletes manifests, not tags" in record["detail"]
+    assert result["status"] == "done" and result["untagged"] == 2 and result["unsupported"] == 0
+    now = tags_now(oci_reg, repo.name)
+    assert now[partial.digest] == set(partial.tags[1:])  # the tag is gone, the others stay
+    assert whole.digest not in now  # every tag gone ...
+    for m in (partial, whole):  # ... and the manifests are still there, bit for bit
+        assert oci_reg.get_manifest(repo.name, m.digest).raw == m.raw
+    for m in specs:  # no other image lost a tag
+        if m.tags and m.digest not in untag:
+            assert now[m.digest] == set(m.tags), m.digest
+    records = {r["digest"]: r for r in audit.read_audit(ret_s3, BUCKET, result["audit_key"])}
+    assert records[partial.digest]["result"] == "untagged"
+    assert records[partial.digest]["tags_removed"] == partial.tags[:1]
+    assert records[whole.digest]["result"] == "untagged"
+    assert sorted(records[whole.digest]["tags_removed"]) == sorted(whole.tags)
 
 
 def test_journal_marks_the_repository_done_and_a_rerun_does_nothing(ecr_reg, ret_s3):

@@ -1,4 +1,6 @@
-"""``registry-ops restore``: put an archived image back (same digest, bit for bit, its tags)."""
+"""``registry-ops restore``: put an archived image back (same digest, bit for bit, its tags),
+into the registry it was archived from or, with ``--to-registry``, into another configured one
+of any kind (an OCI image layout directory too)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
             repository=args.repository,
             digest=args.digest,
             tag=args.tag,
+            to_registry=args.to_registry,
             to_repository=args.to_repository,
             move_tags=args.move_tags,
         )
@@ -41,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--tag", help="the newest archived image that had this tag (needs --repository)")
     p.add_argument("--registry", help="registry name from the config (default: wherever it was archived)")
     p.add_argument("--repository", help="repository it was archived from")
+    p.add_argument(
+        "--to-registry",
+        help="restore into this configured registry instead (any kind, e.g. an ocilayout directory)",
+    )
     p.add_argument("--to-repository", help="restore into this repository instead")
     p.add_argument("--move-tags", action="store_true", help="move tags that now point at other images")
     p.add_argument("--config", help=CONFIG_HELP)

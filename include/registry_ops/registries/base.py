@@ -24,6 +24,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import IO, Any
@@ -276,6 +277,8 @@ class Capabilities:
       (ECR); others answer empty settings and report every given setting as not applied.
     - ``explicit_repositories``: a repository must be created before the first push (ECR); the
       others create it on first push.
+    - ``reads_report_tags``: :meth:`Registry.read_images` also tells each image's tags now (ECR's
+      ``BatchGetImage`` answer names them), so a look before acting needs no tag listing.
     """
 
     lists_untagged_manifests: bool
@@ -289,12 +292,36 @@ class Capabilities:
     mounts_blobs: bool
     repository_settings: bool
     explicit_repositories: bool
+    reads_report_tags: bool = False
 
 
 @dataclass
 class DeleteResult:
+    """What a bulk delete did (of manifests by digest, or of tags).
+
+    ``failures`` names every item not deleted, with the registry's reason. Two kinds of them are
+    also typed, so callers never match the text: ``gone`` (not there: already deleted, the goal
+    is met) and ``refused_by_index`` (a manifest an index in the repository still lists: ECR
+    refuses it until the index is gone, so it is worth one more try after the indexes).
+    """
+
     deleted: list[str] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)  # digest -> reason
+    failures: dict[str, str] = field(default_factory=dict)  # digest (or tag) -> reason
+    gone: set[str] = field(default_factory=set)
+    refused_by_index: set[str] = field(default_factory=set)
+
+
+@dataclass
+class ImageRead:
+    """A read of some manifests by digest (:meth:`Registry.read_images`): those ``found`` (bytes
+    checked against their digests), those ``gone`` from the repository, those that could not be
+    read (``failures``: digest -> reason) and, where the registry's answer names them
+    (``capabilities.reads_report_tags``), each found image's tags now; else ``tags`` is None."""
+
+    found: dict[str, Manifest] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+    failures: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, set[str]] | None = None
 
 
 class RequestCounter:
@@ -325,6 +352,7 @@ class Registry(abc.ABC):
 
     kind: str
     capabilities: Capabilities
+    concurrency: int = 8  # parallel requests of the default bulk operations
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -365,18 +393,66 @@ class Registry(abc.ABC):
         """Inventory records (see ``schema``) for one repository, without registry/snapshot_at."""
 
     def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
-        """Delete manifests by digest (all their tags go with them); failures are reported, not raised."""
+        """Delete manifests by digest (all their tags go with them); failures are reported, not raised.
+
+        The default deletes one at a time, in the order given (callers put indexes before their
+        children, which some kinds refuse to delete while an index lists them)."""
         result = DeleteResult()
         for digest in digests:
             try:
                 self.delete_manifest(repository, digest)
             except NotFound:
                 result.failures[digest] = "not found (already deleted?)"
+                result.gone.add(digest)
             except RegistryError as exc:
                 result.failures[digest] = exc.problem
             else:
                 result.deleted.append(digest)
         return result
+
+    def read_images(self, repository: str, digests: list[str]) -> ImageRead:
+        """Manifests by digest, sorted into found, gone and failed; only a failure of the whole
+        read raises. The default reads them concurrently with :meth:`get_manifest` (``tags`` None);
+        kinds with a bulk read override it."""
+        read = ImageRead()
+        wanted = list(dict.fromkeys(digests))
+
+        def one(digest: str) -> tuple[str, Manifest | str | None]:
+            try:
+                return digest, self.get_manifest(repository, digest)
+            except NotFound:
+                return digest, None
+            except RegistryError as exc:
+                return digest, exc.problem
+
+        with ThreadPoolExecutor(max(1, min(self.concurrency, len(wanted) or 1))) as pool:
+            for digest, got in pool.map(one, wanted):
+                if isinstance(got, Manifest):
+                    read.found[digest] = got
+                elif got is None:
+                    read.gone.add(digest)
+                else:
+                    read.failures[digest] = got
+        return read
+
+    def tag_map(self, repository: str) -> tuple[dict[str, set[str]], bool]:
+        """Every digest's tags now, and whether the map is complete (names untagged manifests too,
+        so a digest missing from it is gone). The default: where listings reach untagged
+        manifests, :meth:`list_images`; else the tags and a HEAD per tag, concurrently
+        (complete False: an untagged manifest is not in the map)."""
+        if self.capabilities.lists_untagged_manifests:
+            records = self.list_images(repository)
+            return {r["digest"]: set(r.get("tags") or []) for r in records}, True
+        tags = self.list_tags(repository)
+        found: dict[str, set[str]] = {}
+        if not tags:
+            return found, False
+        with ThreadPoolExecutor(max(1, min(self.concurrency, len(tags)))) as pool:
+            heads = list(pool.map(lambda t: self.head_manifest(repository, t), tags))
+        for tag, head in zip(tags, heads, strict=True):
+            if head is not None:
+                found.setdefault(str(head), set()).add(tag)
+        return found, False
 
     # -- tags ------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -386,6 +462,30 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     def delete_tag(self, repository: str, tag: str) -> None:
         """Remove one tag; NotFound if it does not exist. See ``capabilities.untag_keeps_manifest``."""
+
+    def delete_tags(self, repository: str, tags: list[str]) -> DeleteResult:
+        """Remove tags (only the tags: on kinds whose ``untag_keeps_manifest`` is False a
+        manifest's last tag takes the manifest with it). Failures are reported, not raised; a tag
+        that does not exist is ``gone``. The default calls :meth:`delete_tag` concurrently."""
+        result = DeleteResult()
+        wanted = list(dict.fromkeys(tags))
+
+        def one(tag: str) -> tuple[str, RegistryError | None]:
+            try:
+                self.delete_tag(repository, tag)
+            except RegistryError as exc:
+                return tag, exc
+            return tag, None
+
+        with ThreadPoolExecutor(max(1, min(self.concurrency, len(wanted) or 1))) as pool:
+            for tag, exc in pool.map(one, wanted):
+                if exc is None:
+                    result.deleted.append(tag)
+                else:
+                    result.failures[tag] = exc.problem
+                    if isinstance(exc, NotFound):
+                        result.gone.add(tag)
+        return result
 
     # -- manifests -------------------------------------------------------------------------------
     @abc.abstractmethod

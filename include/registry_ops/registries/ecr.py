@@ -41,6 +41,7 @@ from .base import (
     Capabilities,
     DeleteResult,
     Descriptor,
+    ImageRead,
     Invalid,
     Manifest,
     ManifestHead,
@@ -92,6 +93,7 @@ class EcrRegistry(Registry):
         mounts_blobs=False,
         repository_settings=True,
         explicit_repositories=True,
+        reads_report_tags=True,
     )
 
     def __init__(
@@ -218,6 +220,52 @@ class EcrRegistry(Registry):
             raise self.aws_error("list_images failed", exc, repository) from exc
         return (page or Page()).apply(tags)
 
+    def tag_map(self, repository: str) -> tuple[dict[str, set[str]], bool]:
+        """``ListImages`` (one entry per digest and tag, untagged images too): complete."""
+        out: dict[str, set[str]] = {}
+        try:
+            pages = self.client.get_paginator("list_images").paginate(
+                repositoryName=repository, **self.ids(), PaginationConfig={"PageSize": self.page_size}
+            )
+            for page in pages:
+                for image in page["imageIds"]:
+                    tags = out.setdefault(image["imageDigest"], set())
+                    if image.get("imageTag"):
+                        tags.add(image["imageTag"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self.aws_error("list_images failed", exc, repository) from exc
+        return out, True
+
+    def delete_tags(self, repository: str, tags: list[str]) -> DeleteResult:
+        """``BatchDeleteImage`` by tag, 100 per call (ids carry no digest, which would delete the
+        image); ECR deletes an image together with its last tag."""
+        result = DeleteResult()
+        digests = [t for t in tags if t.startswith("sha256:")]
+        if digests:
+            raise self.error(f"delete_tags takes tags, not digests ({digests[0]})", repository, Invalid)
+        for batch in chunks(list(dict.fromkeys(tags)), BATCH):
+            try:
+                resp = self.client.batch_delete_image(
+                    repositoryName=repository, imageIds=[{"imageTag": t} for t in batch], **self.ids()
+                )
+            except (ClientError, BotoCoreError) as exc:
+                result.failures.update(dict.fromkeys(batch, aws_problem(exc)))
+                continue
+            self._sort_failures(resp, "imageTag", result)
+            result.deleted.extend(t for t in batch if t not in result.failures)
+        return result
+
+    def _sort_failures(self, resp: dict[str, Any], key: str, result: DeleteResult) -> None:
+        """``failures[]`` of a BatchDeleteImage answer into the result, typed by their code."""
+        for f in resp.get("failures", []):
+            item = f["imageId"].get(key, "?")
+            code = f.get("failureCode", "")
+            result.failures[item] = f"{code}: {f.get('failureReason', '')}"
+            if code == "ImageNotFound":
+                result.gone.add(item)
+            elif code == "ImageReferencedByManifestList":
+                result.refused_by_index.add(item)
+
     def delete_tag(self, repository: str, tag: str) -> None:
         """``BatchDeleteImage`` by tag: removes the tag; ECR deletes the image with its last tag."""
         if tag.startswith("sha256:"):
@@ -284,6 +332,14 @@ class EcrRegistry(Registry):
                 else:
                     failures[digest] = f"batch_get_image: {code}"
         return found, gone, failures
+
+    def read_images(self, repository: str, digests: list[str]) -> ImageRead:
+        """``BatchGetImage``, 100 ids a call, which also names each image's tags (a look before
+        acting needs no listing; see :meth:`fetch_manifests`)."""
+        tags: dict[str, set[str]] = {}
+        wanted = list(dict.fromkeys(digests))
+        found, gone, failures = self.fetch_manifests(repository, wanted, tags) if wanted else ({}, set(), {})
+        return ImageRead(found, gone, failures, tags)
 
     def get_manifests(self, repository: str, digests: list[str]) -> list[Manifest]:
         """Manifests by digest (see :meth:`fetch_manifests`); a missing or bad one raises."""
@@ -374,8 +430,12 @@ class EcrRegistry(Registry):
             )
 
     def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
+        """``BatchDeleteImage``, 100 ids a call. Every refusal is in ``failures[]``, so what was
+        asked for and not refused counts as deleted (moto leaves untagged images out of
+        ``imageIds``). ``ImageNotFound`` is typed ``gone``, ``ImageReferencedByManifestList``
+        ``refused_by_index``."""
         result = DeleteResult()
-        for batch in chunks(digests, BATCH):
+        for batch in chunks(list(dict.fromkeys(digests)), BATCH):
             try:
                 resp = self.client.batch_delete_image(
                     repositoryName=repository,
@@ -386,12 +446,8 @@ class EcrRegistry(Registry):
                 for d in batch:
                     result.failures[d] = aws_problem(exc)
                 continue
-            result.deleted.extend(
-                sorted({i["imageDigest"] for i in resp.get("imageIds", []) if "imageDigest" in i})
-            )
-            for f in resp.get("failures", []):
-                digest = f["imageId"].get("imageDigest", "?")
-                result.failures[digest] = f"{f['failureCode']}: {f.get('failureReason', '')}"
+            self._sort_failures(resp, "imageDigest", result)
+            result.deleted.extend(d for d in batch if d not in result.failures)
         return result
 
     # -- referrers -------------------------------------------------------------------------------

@@ -497,8 +497,11 @@ class OciRegistry(Registry):
         )
 
     def delete_images(self, repository: str, digests: list[str]) -> DeleteResult:
+        """One DELETE per digest, ``concurrency`` at a time (the API has no bulk delete and
+        distribution does not refuse a child its index still lists); 404 is typed ``gone``."""
         result = DeleteResult()
-        for digest in digests:
+
+        def one(digest: str) -> tuple[str, int | str]:
             try:
                 resp = self.request(
                     "DELETE",
@@ -509,14 +512,21 @@ class OciRegistry(Registry):
                     ok=(202, 404, 405),
                 )
             except RegistryError as exc:
-                result.failures[digest] = exc.problem
-                continue
-            if resp.status_code == 202:
-                result.deleted.append(digest)
-            elif resp.status_code == 404:
-                result.failures[digest] = "not found (already deleted?)"
-            else:
-                result.failures[digest] = "deletes are disabled (storage.delete.enabled: false)"
+                return digest, exc.problem
+            return digest, resp.status_code
+
+        wanted = list(dict.fromkeys(digests))
+        with ThreadPoolExecutor(max(1, min(self.concurrency, len(wanted) or 1))) as pool:
+            for digest, got in pool.map(one, wanted):
+                if got == 202:
+                    result.deleted.append(digest)
+                elif got == 404:
+                    result.failures[digest] = "not found (already deleted?)"
+                    result.gone.add(digest)
+                elif got == 405:
+                    result.failures[digest] = "deletes are disabled (storage.delete.enabled: false)"
+                else:
+                    result.failures[digest] = str(got)
         return result
 
     # -- tags --------------------------------------------------------------------------------

@@ -45,11 +45,9 @@ from typing import IO, Any
 
 import pandas as pd
 import requests
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from ..registries.base import INDEX_TYPES, Manifest, Registry, RegistryError, digest_of
-from ..registries.ecr import EcrRegistry, aws_problem
-from ..registries.oci import OciRegistry
+from ..registries.base import INDEX_TYPES, ImageRead, Manifest, Registry, RegistryError, digest_of
 
 log = logging.getLogger("airflow.task")
 
@@ -452,109 +450,15 @@ class ArchiveStore:
         return self.search(registry, repository, digest, tag).hits
 
 
-# -- reading images out of registries ---------------------------------------------------------
-def _ecr_manifests(
-    registry: EcrRegistry, repository: str, digests: list[str]
-) -> tuple[dict[str, Manifest], set[str], dict[str, str]]:
-    return registry.fetch_manifests(repository, digests)
-
-
-def _oci_manifests(
-    registry: OciRegistry, repository: str, digests: list[str]
-) -> tuple[dict[str, Manifest], set[str], dict[str, str]]:
-    found: dict[str, Manifest] = {}
-    gone: set[str] = set()
-    failures: dict[str, str] = {}
-
-    def get(digest: str) -> tuple[str, Manifest | RegistryError]:
-        try:
-            return digest, registry.get_manifest(repository, digest)
-        except RegistryError as exc:
-            return digest, exc
-
-    with ThreadPoolExecutor(registry.concurrency) as pool:
-        for digest, got in pool.map(get, digests):
-            if isinstance(got, Manifest):
-                found[digest] = got
-            elif "HTTP 404" in got.problem:
-                gone.add(digest)
-            else:
-                failures[digest] = got.problem
-    return found, gone, failures
-
-
-def read_manifests(
-    registry: Registry, repository: str, digests: list[str]
-) -> tuple[dict[str, Manifest], set[str], dict[str, str]]:
-    """Manifests by digest as stored: (found, gone from the registry, failed with reasons)."""
-    if not digests:
-        return {}, set(), {}
-    if isinstance(registry, EcrRegistry):
-        return _ecr_manifests(registry, repository, digests)
-    if isinstance(registry, OciRegistry):
-        return _oci_manifests(registry, repository, digests)
-    raise TypeError(f"no archive reader for registry kind {registry.kind!r}")
-
-
-@dataclass
-class Look:
-    """A read of some images just before acting: their manifests, which are gone, which could not
-    be read, and (where the registry's answer names them) their tags now; ``tags`` is None when the
-    registry's manifest reads do not say (the distribution API), so the caller lists tags instead."""
-
-    found: dict[str, Manifest]
-    gone: set[str]
-    failures: dict[str, str]
-    tags: dict[str, set[str]] | None = None
-
-
-def reads_report_tags(registry: Registry) -> bool:
-    """Whether :func:`look` tells an image's current tags (ECR's BatchGetImage does)."""
-    return isinstance(registry, EcrRegistry)
-
-
-def look(registry: Registry, repository: str, digests: list[str]) -> Look:
-    """Read images by digest once, for both the fresh look before deleting and the archive."""
-    if isinstance(registry, EcrRegistry):
-        tags: dict[str, set[str]] = {}
-        found, gone, failures = (
-            registry.fetch_manifests(repository, digests, tags) if digests else ({}, set(), {})
+# -- reading blobs out of registries ----------------------------------------------------------
+def _fetch_blob(registry: Registry, repository: str, digest: str) -> IO[bytes]:
+    """A blob streamed out of the registry (``Registry.open_blob``: GET on the distribution API,
+    ``GetDownloadUrlForLayer`` and the pre-signed URL on ECR, a file in a layout) into a spooled
+    file, checked against its digest while it is read: S3 needs a body it can rewind."""
+    with registry.open_blob(repository, digest) as stream:
+        return _spool(
+            iter(lambda: stream.read(READ_CHUNK), b""), digest, f"registry {registry.name}/{repository} blob"
         )
-        return Look(found, gone, failures, tags)
-    found, gone, failures = read_manifests(registry, repository, digests)
-    return Look(found, gone, failures, None)
-
-
-def open_blob(registry: Registry, repository: str, digest: str) -> IO[bytes]:
-    """A blob streamed out of the registry into a spooled file, checked against its digest.
-
-    OCI: ``GET /v2/<name>/blobs/<digest>``. ECR: ``GetDownloadUrlForLayer`` then the pre-signed
-    URL; moto does not implement that call, so on moto ECR blobs cannot be archived.
-    """
-    if isinstance(registry, OciRegistry):
-        resp = registry.request(
-            "GET", f"/v2/{repository}/blobs/{digest}", "blob_get", repository=repository, stream=True
-        )
-        with resp:
-            return _spool(
-                resp.iter_content(READ_CHUNK), digest, f"registry {registry.name}/{repository} blob"
-            )
-    if isinstance(registry, EcrRegistry):
-        try:
-            url = registry.client.get_download_url_for_layer(
-                repositoryName=repository, layerDigest=digest, **registry.ids()
-            )["downloadUrl"]
-        except (ClientError, BotoCoreError) as exc:
-            raise registry.error(
-                f"get_download_url_for_layer {digest}: {aws_problem(exc)}", repository
-            ) from exc
-        with requests.get(url, stream=True, timeout=60) as resp:
-            if resp.status_code != 200:
-                raise registry.error(f"layer {digest}: download answered HTTP {resp.status_code}", repository)
-            return _spool(
-                resp.iter_content(READ_CHUNK), digest, f"registry {registry.name}/{repository} blob"
-            )
-    raise TypeError(f"no blob reader for registry kind {registry.kind!r}")
 
 
 # -- archiving a batch of images --------------------------------------------------------------
@@ -616,16 +520,18 @@ def archive_images(
     archive_layers: bool,
     run_id: str,
     now: datetime,
-    prefetched: Look | None = None,
+    prefetched: ImageRead | None = None,
 ) -> ArchiveResult:
     """Archive some images of one repository into one pack and one catalog, verified (``now``:
     the archive time recorded in the catalog).
 
     ``images`` are plan rows (digest, tags, kind, media_type, size_bytes, pushed_at, policy,
-    rule_priority, reason); ``prefetched``: a :func:`look` that already read them. Config blobs
-    are archived where the registry serves blobs cheaply
-    (OCI) and, with ``archive_layers``, everywhere together with the layers. An image whose
-    manifests or blobs cannot be read or verified is reported in ``failures`` and left out.
+    rule_priority, reason); ``prefetched``: a ``Registry.read_images`` that already read them.
+    Config blobs are archived where the registry serves blobs cheaply
+    (``capabilities.blob_reads_cheap``: the distribution API, a layout) and, with
+    ``archive_layers``, everywhere (ECR too, through its layer download) together with the
+    layers. An image whose manifests or blobs cannot be read or verified is reported in
+    ``failures`` and left out.
     """
     result = ArchiveResult()
     wanted = [i["digest"] for i in images]
@@ -636,18 +542,21 @@ def archive_images(
         gone = {d for d in wanted if d in prefetched.gone}
         failures = {d: prefetched.failures[d] for d in wanted if d in prefetched.failures}
     else:
-        manifests, gone, failures = read_manifests(registry, repository, wanted)
+        read = registry.read_images(repository, wanted) if wanted else ImageRead()
+        manifests, gone, failures = read.found, read.gone, read.failures
     result.gone, result.failures = gone, failures
     missing = {c for m in manifests.values() for c in _children(m)} - set(manifests)
     child_problems: dict[str, str] = {}
     while missing:  # an index's children (nested indexes too) belong in its archive
-        more, lost, bad = read_manifests(registry, repository, sorted(missing))
-        manifests.update(more)
-        child_problems.update({d: "not in the registry any more" for d in lost})
-        child_problems.update(bad)
-        missing = {c for m in more.values() for c in _children(m)} - set(manifests) - set(child_problems)
+        more = registry.read_images(repository, sorted(missing))
+        manifests.update(more.found)
+        child_problems.update({d: "not in the registry any more" for d in more.gone})
+        child_problems.update(more.failures)
+        missing = (
+            {c for m in more.found.values() for c in _children(m)} - set(manifests) - set(child_problems)
+        )
 
-    want_configs = archive_layers or isinstance(registry, OciRegistry)
+    want_configs = archive_layers or registry.capabilities.blob_reads_cheap
     configs: dict[str, Blob] = {}
     layer_keys: dict[str, str] = {}
     blob_problems: dict[str, str] = {}
@@ -666,19 +575,18 @@ def archive_images(
     def fetch_config(item: tuple[str, str]) -> tuple[str, Blob | str]:
         digest, media = item
         try:
-            with open_blob(registry, repository, digest) as f:
+            with _fetch_blob(registry, repository, digest) as f:
                 return digest, Blob(digest, media, f.read())
         except (RegistryError, ArchiveError, requests.RequestException) as exc:
             return digest, str(exc)
 
     def store_layer(digest: str) -> tuple[str, str | None, str | None]:
         try:
-            return digest, store.ensure_blob(digest, lambda: open_blob(registry, repository, digest)), None
+            return digest, store.ensure_blob(digest, lambda: _fetch_blob(registry, repository, digest)), None
         except (RegistryError, ArchiveError, requests.RequestException) as exc:
             return digest, None, str(exc)
 
-    workers = getattr(registry, "concurrency", 8)
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(max(1, registry.concurrency)) as pool:
         for digest, got in pool.map(fetch_config, sorted(config_wanted.items())):
             if isinstance(got, Blob):
                 configs[digest] = got
@@ -798,13 +706,10 @@ def restore_note(doc: dict[str, Any], entry: dict[str, Any]) -> str | None:
         return None
     if doc.get("archive_layers"):
         return "some blobs could not be archived"
-    note = (
-        "layers not archived (archive_layers is off): the image restores while the registry still holds "
-        "its blobs (until garbage collection)"
+    return (
+        "layers not archived (archive_layers is off): the image restores while a registry still holds "
+        "its blobs (the one it was archived from, until garbage collection)"
     )
-    if doc.get("registry_kind") == "ecr":
-        note += "; ECR serves config and layer blobs only through GetDownloadUrlForLayer"
-    return note
 
 
 def _iso(value: Any) -> str | None:

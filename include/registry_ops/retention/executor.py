@@ -8,17 +8,23 @@ contract in ``planner.py``). Per repository, in this order:
    or what is left of ``max_deletions_per_run`` is stopped with a message; the others go on.
 2. **Dry run** (the run's flag, or a row's ``dry_run`` from a policy not yet enabled): audit
    records ``would_delete`` / ``would_untag`` only; no registry or archive call at all.
-3. **Fresh look**: the images are read again just before acting. ECR: the ``batch_get_image``
-   reads that archiving needs anyway (100 ids a call) carry each image's existence and tags, so
-   nothing is listed again. OCI: the tags list and a HEAD per tag. An image tagged since the plan
-   is skipped; an image already gone is noted.
+3. **Fresh look**: the images are read again just before acting. Where the registry's manifest
+   reads name the tags (``capabilities.reads_report_tags``, ECR's ``BatchGetImage``, 100 ids a
+   call), the reads archiving needs anyway carry each image's existence and tags, so nothing is
+   listed again; elsewhere :meth:`~..registries.base.Registry.tag_map` (the distribution API: the
+   tags list and a HEAD per tag). An image tagged since the plan is skipped; one already gone is
+   noted.
 4. **Archive** up to ``archive_batch`` images at a time (``archive.archive_images``: read,
    write once, read back, verify); an image that is not archived is never deleted.
-5. **Delete** archived images ``delete_batch`` at a time, indexes first (ECR refuses to delete
-   a child of a live index; such refusals are retried once after the indexes went). Before each
-   batch the run's registry lease (``lease.py``) is checked: a run that lost it stops.
-6. **Untag**: ECR ``batch_delete_image`` by tag, never an image's last tag (that would delete
-   it unarchived). OCI: not done; see :data:`OCI_UNTAG`.
+5. **Delete** archived images ``delete_batch`` at a time through ``delete_images``, indexes
+   first (ECR refuses to delete a child of a live index: such refusals, typed
+   ``refused_by_index``, are retried once after the indexes went; ``gone`` ones were already
+   deleted). Before each batch the run's registry lease (``lease.py``) is checked: a run that
+   lost it stops.
+6. **Untag** through ``delete_tags``. Where removing a manifest's last tag deletes it
+   (``capabilities.untag_keeps_manifest`` False: ECR) an image's last tag is never removed (the
+   image would go unarchived); elsewhere (the distribution registry, a layout) the tags go and
+   the manifest stays, untagged.
 
 A journal (``audit.Journal``) is saved after each pack, at most every ``checkpoint_seconds``
 between delete batches (0: after every batch) and at the end, so a rerun with the same run id
@@ -26,7 +32,7 @@ resumes: archived images are not archived again and journaled deletes are not se
 images that failed (a registry that went away, a blob that could not be read) are tried again;
 a repository counts as done only when none failed. Deletes the journal missed (a crash inside the
 checkpoint interval) are safe too: ECR's fresh look finds those archived images gone, the
-distribution registry answers 404; both count as deleted. Each deletion's audit record is kept
+distribution registry answers 404 (``gone``); both count as deleted. Each deletion's audit record is kept
 in the journal; one audit record per action goes to S3 at the end (DEBUG in the log; INFO gets a
 line per repository). When S3 fails, what it did not take is logged at ERROR.
 
@@ -39,20 +45,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from botocore.exceptions import BotoCoreError, ClientError
 
-from ..registries.base import DeleteResult, Registry
-from ..registries.ecr import BATCH, EcrRegistry, chunks
-from ..registries.oci import OciRegistry
+from ..registries.base import DeleteResult, ImageRead, Registry
 from . import audit
-from .archive import ArchiveStore, Look, archive_images, look, reads_report_tags
+from .archive import ArchiveStore, archive_images
 from .planner import RESULT_COLUMNS
 
 log = logging.getLogger("airflow.task")
@@ -60,10 +63,11 @@ log = logging.getLogger("airflow.task")
 ACTIONS = ("expire", "untag", "transition")
 PLAN_COLUMNS = RESULT_COLUMNS  # the planner's output is the executor's input
 KIND_ORDER = {"index": 0, "referrer": 1, "image": 2}
-OCI_UNTAG = (
-    "the distribution API deletes manifests, not tags (distribution 2.8 answers DIGEST_INVALID to "
-    "DELETE by tag, and deleting the digest drops every tag); emulating it by deleting and re-pushing "
-    "would make the kept tags unpullable meanwhile, so tags are left in place"
+DELETE_BATCH = 100  # ECR's BatchDeleteImage takes at most 100 ids
+UNTAG_BATCH = 100
+LAST_TAG = (
+    "removing these tags would remove the image's last tag, and this registry deletes an image with "
+    "its last tag (it would go unarchived); left for an expire rule"
 )
 TRANSITION = (
     "transition (ECR archive storage class) is not executed by registry-ops; attach the rule as an "
@@ -97,7 +101,7 @@ class RunContext:
     dry_run: bool = True
     archive_layers: bool = False  # default for policies that do not say
     archive_batch: int = 1000
-    delete_batch: int = BATCH
+    delete_batch: int = DELETE_BATCH
     checkpoint_seconds: float = 2.0  # journal saves between delete batches at most this often
     # raises (lease.LeaseLost) when the run no longer holds its registry lease: checked before
     # every delete; None when the caller holds no lease (tests of single repositories, dry runs)
@@ -215,74 +219,20 @@ def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(PLAN_COLUMNS, values, strict=True)) for values in zip(*cols.values(), strict=True)]
 
 
-# -- registry operations the executor needs beyond the adapters -----------------------------------
+# -- registry operations, through the interface ----------------------------------------------------
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
 def current_tags(registry: Registry, repository: str) -> tuple[dict[str, set[str]], bool]:
-    """Tags per digest right now, and whether every digest is listed (ECR yes; OCI only tagged)."""
-    if isinstance(registry, EcrRegistry):  # list_images: one entry per (digest, tag), all we need here
-        ids = {"registryId": registry.registry_id} if registry.registry_id else {}
-        out: dict[str, set[str]] = {}
-        try:
-            pages = registry.client.get_paginator("list_images").paginate(
-                repositoryName=repository, PaginationConfig={"PageSize": registry.page_size}, **ids
-            )
-            for page in pages:
-                for image in page["imageIds"]:
-                    tags = out.setdefault(image["imageDigest"], set())
-                    if image.get("imageTag"):
-                        tags.add(image["imageTag"])
-        except (ClientError, BotoCoreError) as exc:
-            raise registry.error(f"list_images failed: {exc}", repository) from exc
-        return out, True
-    if isinstance(registry, OciRegistry):
-        tags = registry.list_tags(repository)
-        with ThreadPoolExecutor(registry.concurrency) as pool:
-            digests = list(pool.map(lambda t: registry.head_manifest(repository, t), tags))
-        found: dict[str, set[str]] = {}
-        for tag, digest in zip(tags, digests, strict=True):
-            if digest:
-                found.setdefault(digest, set()).add(tag)
-        return found, False
-    raise TypeError(f"no executor support for registry kind {registry.kind!r}")
+    """Tags per digest right now, and whether every digest is listed (:meth:`Registry.tag_map`)."""
+    return registry.tag_map(repository)
 
 
 def _delete(registry: Registry, repository: str, digests: list[str]) -> DeleteResult:
-    if isinstance(registry, OciRegistry):  # one DELETE per digest: issue them concurrently
-        merged = DeleteResult()
-        with ThreadPoolExecutor(registry.concurrency) as pool:
-            for res in pool.map(lambda d: registry.delete_images(repository, [d]), digests):
-                merged.deleted.extend(res.deleted)
-                merged.failures.update(res.failures)
-        return merged
-    res = registry.delete_images(repository, digests)
-    if isinstance(registry, EcrRegistry):
-        # BatchDeleteImage reports every refusal in failures[]; moto leaves untagged images out of
-        # imageIds, so "asked for and not refused" is what counts as deleted.
-        res.deleted = [d for d in digests if d not in res.failures]
-    return res
-
-
-def _not_found(reason: str) -> bool:
-    return "ImageNotFound" in reason or "not found" in reason
-
-
-def _ecr_untag(registry: EcrRegistry, repository: str, tags: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Remove tags (only the tags: ids carry no digest, which would delete the image)."""
-    ids = {"registryId": registry.registry_id} if registry.registry_id else {}
-    try:
-        resp = registry.client.batch_delete_image(
-            repositoryName=repository, imageIds=[{"imageTag": t} for t in tags], **ids
-        )
-    except (ClientError, BotoCoreError) as exc:
-        return [], dict.fromkeys(tags, f"batch_delete_image failed: {exc}")
-    removed = [i["imageTag"] for i in resp.get("imageIds", []) if i.get("imageTag")]
-    failures = {}
-    for f in resp.get("failures", []):
-        tag = f["imageId"].get("imageTag", "?")
-        if f.get("failureCode") == "ImageNotFound":
-            removed.append(tag)  # already gone: the goal is met
-        else:
-            failures[tag] = f"{f.get('failureCode')}: {f.get('failureReason', '')}"
-    return removed, failures
+    """One delete batch (a seam of its own: the crash tests wrap it)."""
+    return registry.delete_images(repository, digests)
 
 
 # -- one repository -------------------------------------------------------------------------------
@@ -477,14 +427,14 @@ def _from_outcome(row: dict[str, Any], outcomes: dict[str, dict[str, Any]], run_
 
 def _fresh(
     chunk: list[dict[str, Any]],
-    seen: Look | None,
+    seen: ImageRead | None,
     current: dict[str, set[str]],
     complete: bool,
     journal: audit.Journal,
     outcomes: dict[str, tuple[str, str | None]],
     run_id: str,
 ) -> list[dict[str, Any]]:
-    """The rows still to act on after the fresh look (``seen``: ECR's reads; else ``current``)."""
+    """The rows still to act on after the fresh look (``seen``: reads that name tags; else ``current``)."""
     todo: list[dict[str, Any]] = []
     for r in chunk:
         d = r["digest"]
@@ -533,18 +483,18 @@ def _run_steps(
     journal: audit.Journal,
     outcomes: dict[str, tuple[str, str | None]],
 ) -> None:
-    reads_tags = reads_report_tags(registry)
+    reads_tags = registry.capabilities.reads_report_tags
     current: dict[str, set[str]] = {}
     complete = True
-    if not reads_tags:  # the distribution API: tags list and a HEAD per tag
+    if not reads_tags:  # e.g. the distribution API: tags list and a HEAD per tag
         current, complete = current_tags(registry, repo)
     by_digest = {r["digest"]: r for r in rows if r["action"] == "expire"}
     expire = sorted(by_digest.values(), key=lambda r: (KIND_ORDER.get(r["kind"], 3), r["digest"]))
     pending = [r for r in expire if r["digest"] not in journal.deleted]
 
     referenced: list[str] = []
-    for chunk in chunks(pending, run.archive_batch):
-        seen = look(registry, repo, [r["digest"] for r in chunk]) if reads_tags else None
+    for chunk in _chunks(pending, run.archive_batch):
+        seen = registry.read_images(repo, [r["digest"] for r in chunk]) if reads_tags else None
         todo = _fresh(chunk, seen, current, complete, journal, outcomes, run.run_id)
         need = [r for r in todo if r["digest"] not in journal.archived]
         if need:
@@ -581,13 +531,13 @@ def _run_steps(
             for r in todo
             if r["digest"] in journal.archived and r["digest"] not in journal.deleted
         ]
-        for batch in chunks(deletable, run.delete_batch):
+        for batch in _chunks(deletable, run.delete_batch):
             run.check_lease()  # a run that lost its registry lease deletes nothing more
             referenced += _delete_batch(
                 registry, repo, batch, journal, outcomes, by_digest, run.run_id, retry=True
             )
             journal.checkpoint(run.checkpoint_seconds)
-    if referenced:  # children of indexes deleted meanwhile: ECR accepts them now
+    if referenced:  # children of indexes deleted meanwhile: the registry accepts them now
         run.check_lease()
         _delete_batch(registry, repo, referenced, journal, outcomes, by_digest, run.run_id, retry=False)
         journal.save()
@@ -627,9 +577,9 @@ def _delete_batch(
         done(d, "deleted", "archived, verified, deleted")
     again = []
     for d, why in res.failures.items():
-        if _not_found(why):
+        if d in res.gone:
             done(d, "already_deleted", "archived; it was already gone")
-        elif retry and "ImageReferencedByManifestList" in why:
+        elif retry and d in res.refused_by_index:
             again.append(d)
         else:
             outcomes[f"expire:{d}"] = ("failed", f"archived ({journal.archived[d]}) but not deleted: {why}")
@@ -651,10 +601,7 @@ def _untag(
 ) -> None:
     if not rows:
         return
-    if not isinstance(registry, EcrRegistry):
-        for r in rows:
-            outcomes[f"untag:{r['digest']}"] = ("unsupported", OCI_UNTAG)
-        return
+    keeps_manifest = registry.capabilities.untag_keeps_manifest
     owner: dict[str, str] = {}  # tag -> digest
     for r in rows:
         d = r["digest"]
@@ -667,20 +614,17 @@ def _untag(
         remove = sorted(set(r["untag_tags"]) & (now_tags or set()))
         if not remove:
             outcomes[f"untag:{d}"] = ("skipped", "none of the tags to remove point at this image any more")
-        elif not (now_tags or set()) - set(remove):
-            outcomes[f"untag:{d}"] = (
-                "skipped",
-                "removing these tags would remove the image's last tag, and ECR would delete it unarchived; "
-                "left for an expire rule",
-            )
+        elif not keeps_manifest and not (now_tags or set()) - set(remove):
+            outcomes[f"untag:{d}"] = ("skipped", LAST_TAG)
         else:
             owner.update(dict.fromkeys(remove, d))
-    for batch in chunks(sorted(owner), BATCH):
-        removed, failures = _ecr_untag(registry, repo, batch)
-        for tag in removed:
-            journal.untagged.setdefault(owner[tag], []).append(tag)
-        for tag, why in failures.items():
-            outcomes[f"untag:{owner[tag]}"] = ("failed", f"tag {tag}: {why}")
+    for batch in _chunks(sorted(owner), UNTAG_BATCH):
+        res = registry.delete_tags(repo, batch)
+        for tag in batch:
+            if tag in res.deleted or tag in res.gone:  # a tag already gone: the goal is met
+                journal.untagged.setdefault(owner[tag], []).append(tag)
+            elif tag in res.failures:
+                outcomes[f"untag:{owner[tag]}"] = ("failed", f"tag {tag}: {res.failures[tag]}")
         journal.checkpoint(checkpoint_seconds)
 
 

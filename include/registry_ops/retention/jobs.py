@@ -23,6 +23,7 @@ import pyarrow as pa
 from .. import snapshots, storage
 from ..clients import build_registry
 from ..config import Config, ConfigError
+from ..registries.base import Registry
 from ..store.clients import s3_client
 from ..store.runs import RunLayout
 from . import audit
@@ -525,26 +526,44 @@ def restore(
     tag: str | None,
     to_repository: str | None = None,
     move_tags: bool = False,
+    to_registry: str | None = None,
 ) -> dict[str, Any]:
-    """Find an archived image and put it back (the restore DAG and ``registry-ops restore``)."""
+    """Find an archived image and put it back (the restore DAG and ``registry-ops restore``):
+    into the registry it was archived from, or into ``to_registry`` (any configured kind)."""
     if registry:
         config.registry(registry)  # an unknown name fails here, naming the configured ones
+    target_config = config.registry(to_registry) if to_registry else None  # likewise, before any read
     s3 = s3_client(config)
     from .archive import ArchiveStore
 
     store = ArchiveStore(s3, config.storage.bucket, config.storage.prefixes.archive)
     entry = locate(store, registry, repository, digest=digest, tag=tag)
-    adapter = build_registry(config.registry(entry["registry"]))
-    result = restore_image(store, adapter, entry, to_repository=to_repository, move_tags=move_tags)
+    adapter = build_registry(target_config or config.registry(entry["registry"]))
+    source = adapter if adapter.name == entry["registry"] else _source_registry(config, entry["registry"])
+    result = restore_image(
+        store, adapter, entry, to_repository=to_repository, move_tags=move_tags, source=source
+    )
     result["audit_key"] = write_restore_audit(
         s3, config.storage.bucket, config.retention.audit_prefix, result
     )
     log.info(
-        "restore: %s/%s@%s restored (tags %s; left on other images %s)",
+        "restore: %s/%s@%s restored from %s/%s (tags %s; left on other images %s)",
         result["registry"],
         result["repository"],
         result["digest"],
+        result["from_registry"],
+        result["from_repository"],
         result["tags_restored"],
         result["tags_left_on_other_images"],
     )
     return result
+
+
+def _source_registry(config: Config, name: str) -> Registry | None:
+    """The registry an image was archived from, for blobs the archive lacks; None when it is not
+    configured any more (a provider left behind) or cannot be set up."""
+    try:
+        return build_registry(config.registry(name))
+    except Exception as exc:  # the archive may still hold every blob: the restore decides
+        log.warning("restore: registry %s (archived from) not usable for missing blobs: %s", name, exc)
+        return None

@@ -1,30 +1,29 @@
-"""Put an archived image back, bit for bit: same manifest bytes, same digest, its tags.
+"""Put an archived image back, bit for bit: same manifest bytes, same digest, its tags; into
+the registry it was archived from or into another one of any kind (``to_registry``: an OCI
+image layout directory, the distribution registry, ECR).
 
-Order matters so a pull never sees a half-restored image: blobs first (from the archive where it
-holds them, else mounted from the image's old repository, else they must still be in the
-registry), then an index's child manifests by digest, then the manifest by digest, then its tags.
-A tag that meanwhile points at another image is left alone unless ``move_tags`` (restoring an
-old image must not silently roll back ``latest``). The result is read back and compared.
-
-ECR note: ECR takes blobs only through its layer-upload API, which registry-ops does not drive
-yet, so an ECR restore relies on the registry still holding the image's layers (ECR keeps them
-while any image uses them); the manifest and tags come back from the archive either way.
+Everything goes through the registry interface, so every kind restores the same way. Order
+matters so a pull never sees a half-restored image: the repository first where the kind needs
+it (``capabilities.explicit_repositories``: ECR), then every blob the manifests need, then an
+index's child manifests by digest, then the manifest by digest, then its tags. A blob already in
+the target is left alone; else it is mounted from the image's old repository (same registry,
+``capabilities.mounts_blobs``), else put from the archive (``archive_layers``), else copied from
+the registry it was archived from while that still holds it. ECR takes blobs through its layer
+upload API, so an image archived with its layers comes back into a new repository, or after its
+repository was deleted. Where every blob will come from is settled before the first one is
+written: a blob found nowhere stops the restore with nothing changed. A tag that meanwhile
+points at another image is left alone unless ``move_tags`` (restoring an old image must not
+silently roll back ``latest``). The result is read back and compared.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from ..registries.base import INDEX_TYPES, Manifest, Registry, RegistryError
-from ..registries.ecr import EcrRegistry
-from ..registries.oci import OciRegistry
 from .archive import ArchiveError, ArchiveStore, hex_of, needed_blobs
 
 log = logging.getLogger("airflow.task")
@@ -80,98 +79,86 @@ def locate(
     return hits[0]
 
 
-def _tag_digest(registry: Registry, repository: str, tag: str) -> str | None:
-    """The digest a tag points at now, or None when the tag does not exist."""
-    if isinstance(registry, OciRegistry):
-        return registry.head_manifest(repository, tag)
-    if isinstance(registry, EcrRegistry):
-        ids = {"registryId": registry.registry_id} if registry.registry_id else {}
-        try:
-            resp = registry.client.describe_images(
-                repositoryName=repository, imageIds=[{"imageTag": tag}], **ids
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ImageNotFoundException":
-                return None
-            raise registry.error(f"describe_images {tag}: {exc}", repository) from exc
-        details = resp.get("imageDetails") or []
-        return details[0]["imageDigest"] if details else None
-    raise TypeError(f"no restore support for registry kind {registry.kind!r}")
-
-
 def _has_manifest(registry: Registry, repository: str, digest: str) -> bool:
-    if isinstance(registry, OciRegistry):
-        return registry.head_manifest(repository, digest) == digest
+    return registry.head_manifest(repository, digest) is not None
+
+
+def _in_source(source: Registry, repository: str, digest: str) -> bool:
+    """Whether the registry the image was archived from still holds the blob (False when it
+    cannot say: gone, unreachable, no longer allowed)."""
     try:
-        registry.get_manifest(repository, digest)
+        return source.head_blob(repository, digest) is not None
     except RegistryError as exc:
-        if "ImageNotFound" in exc.problem or "RepositoryNotFound" in exc.problem:
-            return False
-        raise
-    return True
+        log.warning("restore: %s/%s: blob %s: %s", source.name, repository, digest, exc)
+        return False
 
 
-def _ensure_repository(registry: Registry, repository: str) -> None:
-    """ECR repositories must exist before a push; OCI registries create them on push."""
-    if isinstance(registry, EcrRegistry):
-        ids = {"registryId": registry.registry_id} if registry.registry_id else {}
-        try:
-            registry.client.create_repository(repositoryName=repository, **ids)
-            log.info("restore: created ECR repository %s", repository)
-        except registry.client.exceptions.RepositoryAlreadyExistsException:
-            pass
-        except (ClientError, BotoCoreError) as exc:
-            raise registry.error(f"create_repository: {exc}", repository) from exc
+def _plan_blobs(
+    registry: Registry,
+    entry: dict[str, Any],
+    target: str,
+    manifests: list[Manifest],
+    source: Registry | None,
+) -> list[tuple[str, list[str]]]:
+    """For each blob the target lacks, the ways to make it present, best first: ``mount`` (from
+    the image's old repository), ``archive``, ``source`` (copied from the registry it was
+    archived from). Reads only: RestoreError, with nothing written, when a blob has no way.
 
-
-def _oci_mount(registry: OciRegistry, repository: str, digest: str, source: str) -> bool:
-    """Ask the registry to link a blob from another repository (no bytes move)."""
-    resp = registry.request(
-        "POST",
-        f"/v2/{repository}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}",
-        "blob_mount",
-        repository=repository,
-        scope=f"repository:{repository}:pull,push repository:{source}:pull",
-        ok=(201, 202),
-    )
-    if resp.status_code == 202 and resp.headers.get("Location"):  # not mounted: drop the upload session
-        with contextlib.suppress(RegistryError):
-            registry.request(
-                "DELETE",
-                resp.headers["Location"],
-                "blob_upload_cancel",
-                repository=repository,
-                scope=f"repository:{repository}:pull,push",
-                ok=(204, 404),
-            )
-    return resp.status_code == 201
+    ``source`` is the registry the image was archived from (None: not configured any more).
+    """
+    archived = {b["digest"] for b in entry["blobs"]}
+    origin = entry["repository"]
+    same = source is registry
+    mountable = same and target != origin and registry.capabilities.mounts_blobs
+    copyable = source is not None and not (same and target == origin)
+    plan: list[tuple[str, list[str]]] = []
+    missing = []
+    for digest in needed_blobs(manifests):
+        if registry.head_blob(target, digest) is not None:
+            continue
+        held = copyable and (mountable or digest not in archived) and _in_source(source, origin, digest)
+        ways = (["mount"] if held and mountable else []) + (["archive"] if digest in archived else [])
+        ways += ["source"] if held else []
+        if ways:
+            plan.append((digest, ways))
+        else:
+            missing.append(digest)
+    if missing:
+        raise RestoreError(
+            f"{registry.name}/{target}: {len(missing)} blob(s) of {entry['digest']} are neither archived "
+            f"(archive_layers was off) nor in the registry any more (garbage-collected?), e.g. {missing[0]}"
+        )
+    return plan
 
 
 def _restore_blobs(
-    store: ArchiveStore, registry: Registry, entry: dict[str, Any], target: str, manifests: list[Manifest]
+    store: ArchiveStore,
+    registry: Registry,
+    entry: dict[str, Any],
+    target: str,
+    plan: list[tuple[str, list[str]]],
+    source: Registry | None,
 ) -> list[str]:
-    """Make every blob the manifests reference present in ``target``; returns the digests uploaded."""
-    if not isinstance(registry, OciRegistry):
-        return []  # ECR: see the module docstring
+    """Make the planned blobs present; returns the digests put (mounted ones move no bytes)."""
     archived = {b["digest"]: b for b in entry["blobs"]}
-    uploaded, missing = [], []
-    for digest in needed_blobs(manifests):
-        if registry.blob_exists(target, digest):
-            continue
-        if target != entry["repository"] and _oci_mount(registry, target, digest, entry["repository"]):
-            continue
-        blob = archived.get(digest)
-        if blob is None:
-            missing.append(digest)
-            continue
-        data = store.read_member(blob) if "pack" in blob else store.read_blob(digest)
-        registry.upload_blob(target, data)
-        uploaded.append(digest)
-    if missing:
-        raise RestoreError(
-            f"{entry['registry']}/{target}: {len(missing)} blob(s) of {entry['digest']} are neither archived "
-            f"(archive_layers was off) nor in the registry any more (garbage-collected?), e.g. {missing[0]}"
-        )
+    origin = entry["repository"]
+    uploaded = []
+    for digest, ways in plan:
+        for way in ways:
+            if way == "mount":
+                if registry.mount_blob(target, digest, origin):
+                    break
+            elif way == "archive":
+                blob = archived[digest]
+                data = store.read_member(blob) if "pack" in blob else store.read_blob(digest)
+                registry.put_blob(target, data, digest, len(data))
+                uploaded.append(digest)
+                break
+            elif source is not None:
+                with source.open_blob(origin, digest) as stream:  # hashed while read
+                    registry.put_blob(target, stream, digest)
+                uploaded.append(digest)
+                break
     return uploaded
 
 
@@ -182,15 +169,21 @@ def restore_image(
     *,
     to_repository: str | None = None,
     move_tags: bool = False,
+    source: Registry | None = None,
 ) -> dict[str, Any]:
-    """Restore one archived entry (from :func:`locate`) into its repository or ``to_repository``."""
+    """Restore one archived entry (from :func:`locate`) into ``registry``: its repository, or
+    ``to_repository``. ``source``: the registry the entry was archived from when that is not
+    ``registry`` (a restore into another registry), for blobs the archive does not hold."""
     target = to_repository or entry["repository"]
+    origin = registry if entry["registry"] == registry.name else source
     manifest = Manifest(
         entry["digest"], entry["manifest"]["media_type"], store.read_member(entry["manifest"])
     )
     children = [Manifest(c["digest"], c["media_type"], store.read_member(c)) for c in entry["children"]]
-    _ensure_repository(registry, target)
-    uploaded = _restore_blobs(store, registry, entry, target, [manifest, *children])
+    plan = _plan_blobs(registry, entry, target, [manifest, *children], origin)  # nothing written yet
+    if registry.capabilities.explicit_repositories and registry.create_repository(target):
+        log.info("restore: created repository %s/%s", registry.name, target)
+    uploaded = _restore_blobs(store, registry, entry, target, plan, origin)
     for child in sorted(children, key=lambda c: c.media_type in INDEX_TYPES):  # plain manifests first
         if not _has_manifest(registry, target, child.digest):
             _put(registry, target, child)
@@ -198,7 +191,8 @@ def restore_image(
         _put(registry, target, manifest)
     restored, kept_elsewhere = [], {}
     for tag in entry["tags"]:
-        now = _tag_digest(registry, target, tag)
+        head = registry.head_manifest(target, tag)
+        now = head.digest if head is not None else None
         if now == manifest.digest:
             restored.append(tag)
         elif now is None or move_tags:
@@ -215,6 +209,7 @@ def restore_image(
     return {
         "registry": registry.name,
         "repository": target,
+        "from_registry": entry["registry"],
         "from_repository": entry["repository"],
         "digest": manifest.digest,
         "media_type": manifest.media_type,

@@ -2,8 +2,10 @@
 
 The form has a ``mode``: ``list recent archives`` (the default, so the form opens on a run
 that is valid and harmless) or ``restore``. A restore changes a registry, so it is never
-inferred: a digest, tag, target repository or ``move_tags`` given while the mode is still
-``list recent archives`` fails, naming them, instead of listing (or restoring) by surprise.
+inferred: a digest, tag, target registry or repository, or ``move_tags`` given while the mode is
+still ``list recent archives`` fails, naming them, instead of listing (or restoring) by surprise.
+``to_registry`` names a configured registry of any kind (an OCI layout directory too); an
+unknown name fails where the config is read (``jobs.restore``), naming the configured ones.
 Which image to restore ("exactly one of a digest or a tag", a tag needs its repository) is
 checked where the archive is searched (``restore.locate``), for the CLI and the DAG alike.
 """
@@ -24,7 +26,7 @@ MODE_LIST = "list recent archives"
 MODE_RESTORE = "restore"
 MODES = (MODE_LIST, MODE_RESTORE)
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
-RESTORE_ONLY = ("digest", "tag", "to_repository", "move_tags")
+RESTORE_ONLY = ("digest", "tag", "to_registry", "to_repository", "move_tags")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class RestoreRequest:
     repository: str | None = None
     digest: str | None = None
     tag: str | None = None
+    to_registry: str | None = None
     to_repository: str | None = None
     move_tags: bool = False
 
@@ -44,6 +47,7 @@ class RestoreRequest:
             "repository": self.repository,
             "digest": self.digest,
             "tag": self.tag,
+            "to_registry": self.to_registry,
             "to_repository": self.to_repository,
             "move_tags": self.move_tags,
         }
@@ -73,6 +77,7 @@ def from_params(params: Mapping[str, Any]) -> RestoreRequest:
         repository=_text(params, "repository"),
         digest=_text(params, "digest"),
         tag=_text(params, "tag"),
+        to_registry=_text(params, "to_registry"),
         to_repository=_text(params, "to_repository"),
         move_tags=bool(move_tags),
     )

@@ -17,18 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..registries.base import Registry, RegistryError
-from ..registries.ecr import EcrRegistry
 from .tagging import COMMIT, LATEST, SEMVER, TIMESTAMP_FORMAT, is_release, is_timestamp, semver_key
 
 
 def repository_tags(registry: Registry, repository: str) -> list[str]:
-    """Every tag in a repository (ECR: describe_images pages; OCI: the tags list)."""
-    if isinstance(registry, EcrRegistry):
-        return sorted({t for d in registry.describe(repository) for t in d.get("imageTags") or []})
-    list_tags = getattr(registry, "list_tags", None)
-    if list_tags is None:
-        raise RegistryError(registry.name, "cannot list tags with this adapter", repository)
-    return list_tags(repository)
+    """Every tag in a repository, sorted (ECR: ``ListImages`` pages; OCI: the tags list)."""
+    return registry.list_tags(repository)
 
 
 def plan_tags(

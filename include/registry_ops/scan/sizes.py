@@ -3,21 +3,20 @@
 Sizes are compressed bytes (config + layers) from the inventory, judged per platform image:
 an index is as big as its largest child (ECR's rule), which is reported on its own. The
 inventory keeps layer digests but not their sizes, so the manifests of over-budget images are
-fetched, and only those: ECR through ``batch_get_image`` (100 digests per call), OCI one GET
-per manifest.
+fetched, and only those, with ``Registry.read_images``: ECR through ``batch_get_image`` (100
+digests per call), OCI one GET per manifest. An image gone or unreadable since the inventory is
+listed under ``errors``; the others are reported.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
 
 from ..registries.base import Manifest, Registry, RegistryError
-from ..registries.ecr import EcrRegistry
 
 log = logging.getLogger("airflow.task")
 MB = 1024 * 1024
@@ -29,11 +28,14 @@ def over_budget(images: pd.DataFrame, budget_mb: int) -> pd.DataFrame:
     return big.sort_values(["size_bytes", "registry", "repository"], ascending=[False, True, True])
 
 
-def _manifests(registry: Registry, repository: str, digests: list[str]) -> dict[str, Manifest]:
-    if isinstance(registry, EcrRegistry):
-        return {m.digest: m for m in registry.get_manifests(repository, digests)}
-    with ThreadPoolExecutor(8) as pool:
-        return {m.digest: m for m in pool.map(lambda d: registry.get_manifest(repository, d), digests)}
+def _manifests(
+    registry: Registry, repository: str, digests: list[str]
+) -> tuple[dict[str, Manifest], dict[str, str]]:
+    """The manifests read, and per digest that could not be read, why."""
+    read = registry.read_images(repository, digests)
+    problems = {d: "not in the registry any more" for d in read.gone}
+    problems.update(read.failures)
+    return read.found, problems
 
 
 def largest_layers(manifest: Manifest, n: int) -> list[dict[str, Any]]:
@@ -57,10 +59,12 @@ def report(
         try:
             if reg_name not in registries:
                 registries[reg_name] = build(reg_name)
-            found = _manifests(registries[reg_name], repo, sorted(set(group["digest"])))
+            found, problems = _manifests(registries[reg_name], repo, sorted(set(group["digest"])))
         except (RegistryError, ValueError) as exc:
             errors.append({"registry": reg_name, "repository": repo, "error": str(exc)})
             continue
+        for digest, why in sorted(problems.items()):
+            errors.append({"registry": reg_name, "repository": repo, "digest": digest, "error": why})
         for digest, manifest in found.items():
             layers[(reg_name, repo, digest)] = largest_layers(manifest, n_layers)
     requests = sum(r.requests.total for r in registries.values())
