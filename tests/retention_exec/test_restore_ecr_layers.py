@@ -68,6 +68,7 @@ def test_an_image_archived_with_its_layers_comes_back_into_a_new_repository(ecr_
     assert counts["CreateRepository"] == 1
     assert counts["InitiateLayerUpload"] == counts["CompleteLayerUpload"] == len(blobs)
     assert counts["GetDownloadUrlForLayer"] == 0
+    assert counts["BatchCheckLayerAvailability"] == len(blobs)  # the target only: ECR cannot mount
     _check_restored(ecr_reg, target, spec, result)
     assert not present(ecr_reg, repo.name, spec.digest)  # the old repository is not touched
 

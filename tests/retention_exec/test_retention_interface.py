@@ -167,3 +167,53 @@ def test_children_refused_while_their_index_was_there_are_deleted_once_it_is_gon
     assert records[child]["result"] == "failed"
     assert "ImageReferencedByManifestList" in records[child]["detail"]
     assert result["status"] == "failed" and result["deleted"] == len(expire)
+
+
+def test_an_image_deleted_since_the_plan_is_read_as_gone_and_the_rest_goes_on(oci_reg, ret_s3):
+    """The distribution API's look is the tag map (which cannot see untagged manifests), so an
+    image gone since the plan shows up in the archive's read: ``read_images`` types the 404."""
+    repo = seed(oci_reg, small_fleet(unique(), repositories=1))[0]
+    specs = [m for m in repo.manifests if m.tags]
+    chosen = oldest_images(specs, 3)
+    expire = {m.digest for m in chosen}
+    vanished = chosen[0].digest
+    oci_reg.delete_manifest(repo.name, vanished)  # someone else deleted it meanwhile
+    [result] = execute(
+        plan_for(oci_reg.name, repo, specs, expire), run_ctx(ret_s3), lambda _: oci_reg, limits=NO_CAPS
+    )
+    records = {r["digest"]: r for r in audit.read_audit(ret_s3, BUCKET, result["audit_key"])}
+    assert (
+        records[vanished]["result"] == "gone"
+        and "not in the registry any more" in records[vanished]["detail"]
+    )
+    assert {records[d]["result"] for d in expire - {vanished}} == {"deleted"}
+    assert result["status"] == "done" and result["failed"] == 0
+
+
+@pytest.fixture(params=["ecr", "oci", "ocilayout"])
+def kind(request, moto_server, registry_server, tmp_path):
+    """A fresh adapter of each kind."""
+    from tests.retention_exec.helpers import ecr_registry, oci_registry
+
+    if request.param == "ecr":
+        return ecr_registry(moto_server.endpoint)
+    if request.param == "oci":
+        return oci_registry(registry_server.url)
+    return OciLayoutRegistry("layout-local", tmp_path)
+
+
+def test_bulk_deletes_type_what_was_already_gone_on_every_kind(kind):
+    repo = push(kind, small_fleet(unique("bulk-delete"), repositories=1, images=6))[0]
+    two = [m for m in repo.manifests if m.kind == "image" and len(m.tags) >= 2][:2]
+    missing = "sha256:" + "0" * 64
+    res = kind.delete_images(repo.name, [two[0].digest, missing])
+    assert res.deleted == [two[0].digest] and res.gone == {missing} and set(res.failures) == {missing}
+    assert not res.refused_by_index
+    tag, other = two[1].tags[0], two[1].tags[1]
+    res = kind.delete_tags(repo.name, [tag, "no-such-tag"])
+    assert res.deleted == [tag] and res.gone == {"no-such-tag"} and set(res.failures) == {"no-such-tag"}
+    assert kind.head_manifest(repo.name, tag) is None
+    assert kind.head_manifest(repo.name, other) == two[1].digest  # the image keeps its other tag
+    res = kind.delete_tags(repo.name, [two[1].digest])  # a digest is not a tag: never the image
+    assert res.deleted == [] and set(res.failures) == {two[1].digest} and not res.gone
+    assert kind.head_manifest(repo.name, two[1].digest) == two[1].digest

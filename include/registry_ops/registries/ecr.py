@@ -240,10 +240,11 @@ class EcrRegistry(Registry):
         """``BatchDeleteImage`` by tag, 100 per call (ids carry no digest, which would delete the
         image); ECR deletes an image together with its last tag."""
         result = DeleteResult()
-        digests = [t for t in tags if t.startswith("sha256:")]
-        if digests:
-            raise self.error(f"delete_tags takes tags, not digests ({digests[0]})", repository, Invalid)
-        for batch in chunks(list(dict.fromkeys(tags)), BATCH):
+        for tag in tags:  # a digest here would delete the image: refused, like delete_tag does
+            if tag.startswith("sha256:"):
+                result.failures[tag] = f"delete_tags takes tags, not digests ({tag})"
+        wanted = [t for t in dict.fromkeys(tags) if t not in result.failures]
+        for batch in chunks(wanted, BATCH):
             try:
                 resp = self.client.batch_delete_image(
                     repositoryName=repository, imageIds=[{"imageTag": t} for t in batch], **self.ids()
