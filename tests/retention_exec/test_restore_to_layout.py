@@ -136,3 +136,30 @@ def test_an_unknown_target_registry_exits_2_naming_the_configured_ones(archived)
     assert proc.returncode == 2
     assert "unknown registry 'nowhere'" in proc.stderr and "dr-layout" in proc.stderr
     assert sorted(p.name for p in archived["root"].iterdir()) == before  # nothing written
+
+
+def _restore_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder="dags").dags["registry_restore"]  # a fresh one per run (conf sticks)
+
+
+def test_the_restore_dag_takes_a_target_registry(airflow_db, archived, monkeypatch, capfd):
+    from airflow.sdk import DagRunState
+
+    monkeypatch.setenv("REGISTRY_OPS_CONFIG", archived["config"])
+    repo = archived["fleet"][0]
+    spec = [m for m in archived["chosen"][repo.name] if m.tags][-1]
+    directory = archived["root"] / repo.name
+    assert not (directory / "blobs" / "sha256" / spec.digest[7:]).exists()  # not restored there yet
+    conf = {"mode": "restore", "digest": spec.digest, "to_registry": "dr-layout"}
+    dr = _restore_dag().test(run_conf=conf)
+    assert dr.state == DagRunState.SUCCESS
+    assert json.loads(tool("skopeo", "inspect", f"oci:{directory}:{spec.tags[0]}"))["Digest"] == spec.digest
+
+    dr = _restore_dag().test(run_conf={**conf, "to_registry": "nowhere"})
+    assert dr.state == DagRunState.FAILED
+    [ti] = dr.get_task_instances()
+    assert ti.try_number == 1  # a config error: no retry
+    logs = capfd.readouterr()
+    assert "unknown registry 'nowhere'" in logs.out + logs.err
