@@ -127,9 +127,16 @@ class StorageConfig(_Strict):
 
 
 class NotificationConfig(_Strict):
+    """Where every capability's messages go (``include/registry_ops/notify``)."""
+
     smtp_conn_id: str = "smtp_default"
     sender: str | None = None
     recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    slack_webhook_conn_id: str | None = Field(
+        None,
+        description="Slack incoming-webhook connection for every capability (replaces the "
+        "deprecated scan.slack_webhook_conn_id, which the scan gate still honours)",
+    )
 
 
 class InventoryConfig(_Strict):

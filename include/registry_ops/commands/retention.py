@@ -50,6 +50,7 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
             policy_file=args.policy,
             run_id=args.run_id,
             enable=tuple(args.enable_policy or ()),
+            notify=args.notify,
         )
     except (ArchiveError, LeaseHeld) as exc:  # LeaseHeld: another run is acting on a registry
         print(f"error: {exc}", file=sys.stderr)
@@ -60,6 +61,8 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
         print(f"{'error' if 'stopped' not in message else 'stopped'}: {message}", file=sys.stderr)
     if summary.get("summary_error"):
         print(f"error: {summary['summary_error']}", file=sys.stderr)
+    if (summary.get("notification") or {}).get("error"):  # reported, never fails the run
+        print(f"warning: {summary['notification']['error']}", file=sys.stderr)
     incomplete = summary["repositories_failed"] or (summary["repositories_stopped"] and not args.dry_run)
     return (1 if incomplete or summary.get("summary_error") else 0), summary
 
@@ -93,6 +96,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="execute this policy although the policy file does not enable it (repeatable; a plain "
         "ECR lifecycle file's one policy is named after the file's stem); see also "
         "retention.enable_policies in the config",
+    )
+    ap.add_argument(
+        "--notify",
+        action="store_true",
+        help="email the summary (notifications.recipients; Slack too if configured) when an executed "
+        "run removed images or left repositories failed or stopped; a dry run sends nothing",
     )
     ap.add_argument("--config", help=CONFIG_HELP)
     ap.set_defaults(func=run_apply)

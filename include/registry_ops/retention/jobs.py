@@ -364,6 +364,9 @@ def summarize_run(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
         summary["repositories_failed"] or "none",
         summary["repositories_stopped"] or "none",
     )
+    from .report_mail import send_summary  # an executed run that changed something: tell people
+
+    summary["notification"] = send_summary(config, summary, results)  # never raises
     return summary
 
 
@@ -413,12 +416,14 @@ def apply_plan(
     policy_file: str | Path | None = None,
     run_id: str | None = None,
     enable: tuple[str, ...] = (),
+    notify: bool = False,
 ) -> dict[str, Any]:
     """Plan and apply in one process (``registry-ops retention apply``); returns the summary.
 
     An executing run holds a lease on each registry it changes (``lease.py``): a second run at
     the same time is refused with ``LeaseHeld`` naming the holder. An S3 failure while writing the
-    summary still returns it (``summary_error``), so the caller can print what happened.
+    summary still returns it (``summary_error``), so the caller can print what happened. With
+    ``notify``, an executed run that changed something emails its summary (``report_mail``).
     """
     from .lease import LeaseKeeper, cli_holder
 
@@ -459,6 +464,10 @@ def apply_plan(
         summary["summary_key"] = None
         summary["summary_error"] = f"summary not written to s3://{config.storage.bucket}/{key}: {exc}"
         log.error("retention: %s", summary["summary_error"])
+    if notify:
+        from .report_mail import send_summary
+
+        summary["notification"] = send_summary(config, summary, results)  # never raises
     return summary
 
 

@@ -4,28 +4,24 @@ Only news goes out in full (a new violation, new CVE ids on a known one, an ackn
 ended: ``gate_state.classify``); known violations get one line each, so a violation that
 persists is not mailed again every day. The caller sends only when there is news.
 
-The message is built here from the gate result (not from a Jinja template) because it is a
-table of images; sending goes through the smtp provider's ``SmtpHook`` (connection
-``notifications.smtp_conn_id``; sender from ``notifications.sender`` or the connection's
-``from_email``). Slack uses an incoming webhook whose URL is held by a connection
-(``scan.slack_webhook_conn_id``): the password is the full ``https://hooks.slack.com/...`` URL,
-or the ``T.../B.../...`` path appended to the host (default ``https://hooks.slack.com/services``),
-as the Slack provider's ``slackwebhook`` connection stores it. Secrets never reach the logs.
+Only the gate's content lives here (subject, plain text, HTML table of the violations, the
+Slack line); the notifier (``registry_ops.notify``) sends it: email through the SMTP provider's
+hook (``notifications.smtp_conn_id``; sender ``notifications.sender`` or the connection's
+``from_email``), Slack through the webhook connection ``notifications.slack_webhook_conn_id``
+(``scan.slack_webhook_conn_id``, deprecated, still wins for the gate when set).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 from typing import Any
 
-import requests
-
-from ..clients import get_connection
+from .. import notify as notifier
 from ..config import Config
 
 log = logging.getLogger("airflow.task")
-SLACK_DEFAULT = "https://hooks.slack.com/services"
 MAX_ROWS = 200
 MAX_KNOWN = 50
 
@@ -157,43 +153,90 @@ def slack_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def send_email(config: Config, result: dict[str, Any], run: str = "") -> list[str]:
-    """Send the gate email; returns the recipients (none configured: nothing sent)."""
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
+def _text_line(v: dict[str, Any]) -> str:
+    ids = ", ".join(v["critical_ids"] + v["high_ids"])
+    return (
+        f"- {v['registry']}/{v['repository']}:{v['newest_tag']} ({v['platform'] or '-'}) {v['digest']}\n"
+        f"  critical {v['critical']}, high {v['high']}: {ids}\n"
+        f"  new: {'; '.join(v.get('news') or ['new violation'])}"
+    )
 
-    to = list(config.notifications.recipients)
+
+def text_body(result: dict[str, Any], run: str = "") -> str:
+    """The plain-text alternative: what the HTML says, for clients that do not show HTML."""
+    policy = result["policy"]
+    news, known = _news(result), _known(result)
+    lines = [
+        "Vulnerability gate failed",
+        "",
+        f"{len(news)} image(s) under protected tags newly exceed the policy (at most "
+        f"{policy['max_critical']} critical and {policy['max_high']} high vulnerabilities per image). {run}",
+        "",
+        *(_text_line(v) for v in news[:MAX_ROWS]),
+    ]
+    if len(news) > MAX_ROWS:
+        lines.append(f"... and {len(news) - MAX_ROWS} more (see gate.json).")
+    if known:
+        unacked = sum(v.get("status") == "unacknowledged" for v in known)
+        lines += ["", f"Known violations (reported before): {unacked} unacknowledged, "
+                  f"{len(known) - unacked} acknowledged."]  # fmt: skip
+        lines += [
+            f"- {v['registry']}/{v['repository']}:{v['newest_tag']} ({v['digest'][:19]}): "
+            f"{v.get('status', 'known')}"
+            for v in known[:MAX_KNOWN]
+        ]
+    if result["allowlist_expired"]:
+        lines += ["", "Expired allowlist entries (no longer suppress):"]
+        lines += [f"- {e['id']} (expired {e['expires']}): {e['reason']}" for e in result["allowlist_expired"]]
+    lines += [
+        "",
+        "To accept a violation for now: registry-ops scan ack --registry R --repository P --digest D "
+        "--reason TEXT --until YYYY-MM-DD",
+    ]
+    return "\n".join(lines)
+
+
+def message(result: dict[str, Any], run: str = "") -> notifier.Message:
+    return notifier.Message(
+        subject=subject(result),
+        text=text_body(result, run),
+        html=html_body(result, run),
+        chat_text=slack_text(result),
+    )
+
+
+def slack_conn_id(config: Config) -> str | None:
+    """The webhook connection: ``notifications.slack_webhook_conn_id``, unless the deprecated
+    ``scan.slack_webhook_conn_id`` is set."""
+    if config.scan.slack_webhook_conn_id:
+        log.warning(
+            "scan: scan.slack_webhook_conn_id is deprecated; set notifications.slack_webhook_conn_id (%s)",
+            config.source,
+        )
+        return config.scan.slack_webhook_conn_id
+    return config.notifications.slack_webhook_conn_id
+
+
+def send_email(config: Config, result: dict[str, Any], run: str = "") -> list[str]:
+    """Send the gate email; returns the recipients (none configured: nothing sent). A failure
+    raises ``NotifyError`` (an ``OSError``) naming the SMTP connection."""
+    settings = config.notifications
+    to = list(settings.recipients)
     if not to:
         log.warning("scan: gate failed but notifications.recipients is empty; no email sent")
         return []
-    with SmtpHook(smtp_conn_id=config.notifications.smtp_conn_id) as hook:
-        hook.send_email_smtp(
-            to=to,
-            subject=subject(result),
-            html_content=html_body(result, run),
-            from_email=config.notifications.sender,
-        )
-    log.info("scan: gate email sent to %d recipient(s)", len(to))
-    return to
-
-
-def slack_url(conn: Any) -> str:
-    secret = conn.password or ""
-    if secret.startswith(("https://", "http://")):
-        return secret
-    host = (conn.host or SLACK_DEFAULT).rstrip("/")
-    if "://" not in host:
-        host = f"{conn.schema or 'https'}://{host}"
-    return f"{host}/{secret.lstrip('/')}"
+    msg = dataclasses.replace(message(result, run), recipients=tuple(to), sender=settings.sender)
+    sent = notifier.send_email(msg, settings.smtp_conn_id)
+    log.info("scan: gate email sent to %d recipient(s)", len(sent.recipients))
+    return sent.recipients
 
 
 def send_slack(config: Config, result: dict[str, Any]) -> bool:
-    """Post to the Slack webhook if one is configured; returns whether a message was sent."""
-    conn_id = config.scan.slack_webhook_conn_id
+    """Post to the Slack webhook if one is configured; returns whether a message was sent. A
+    failure raises ``NotifyError`` naming the connection (never the webhook URL)."""
+    conn_id = slack_conn_id(config)
     if not conn_id:
         return False
-    resp = requests.post(slack_url(get_connection(conn_id)), json={"text": slack_text(result)}, timeout=30)
-    if resp.status_code >= 300:
-        # the URL is a secret: report only the status
-        raise RuntimeError(f"Slack webhook answered HTTP {resp.status_code}")
+    notifier.send_slack(slack_text(result), webhook_conn_id=conn_id)
     log.info("scan: Slack notified")
     return True
