@@ -12,10 +12,14 @@ expired images are archived to S3, read back and verified, and only then deleted
 * **Work**: `plan` runs the planner on the snapshot, applies the caps once for the whole run
   (`max_deletions_per_run`, `max_fraction_per_repository`, policy overrides) and parks one plan
   part per repository in S3; `apply` is mapped over them (archive in packs, verify, delete in
-  batches of 100, untag on ECR, a journal after every step); `summarize` publishes the totals.
+  batches of 100, untag on ECR, a journal after every step); `drift` compares each ECR
+  repository's native lifecycle policy with the declared rules (beside `apply`: it never blocks
+  deletions and never fails the run; drifted repositories are logged as warnings); `summarize`
+  publishes the totals.
 * **Outputs**: audit records (JSON lines) under `retention/audit/`, the archive under
-  `archive/`, `retention/runs/<run_id>/summary.json`, and the Asset
-  `registry_retention_summary` (images and bytes removed, monthly saving at USD 0.10/GB-month).
+  `archive/`, `retention/runs/<run_id>/summary.json` and `drift.json`, and the Asset
+  `registry_retention_summary` (images and bytes removed, monthly saving at USD 0.10/GB-month,
+  `drifted`: how many repositories drifted).
 * **Failure modes**: a bad config or policy file, a missing or stale snapshot fail `plan` at
   once, without retries, and `summarize` says so (no policy file configured at all:
   nothing is planned, with a warning); a failing repository
@@ -109,6 +113,13 @@ def registry_retention():
             raise RuntimeError("; ".join(failures))
         return {"item": outcome["item"], "statuses": [r["status"] for r in outcome["results"]]}
 
+    @task(multiple_outputs=False)
+    def drift(planned: dict) -> dict:
+        """Native ECR lifecycle policies against the declared rules: `drift.json`, warnings."""
+        from include.registry_ops.retention.drift import record_drift
+
+        return record_drift(_config(), planned["run_id"])
+
     @task(outlets=[RETENTION_ASSET], trigger_rule="all_done")
     def summarize(planned: dict | None):
         """Totals from every item's stored result (failed ones too), published on the Asset.
@@ -119,10 +130,14 @@ def registry_retention():
         from airflow.sdk.exceptions import AirflowFailException
 
         from include.registry_ops.retention import jobs
+        from include.registry_ops.retention.drift import read_drift
 
         if not planned:
             raise AirflowFailException("plan failed (see its log): no plan, so nothing to summarize")
-        summary = jobs.summarize_run(_config(), planned)
+        config = _config()
+        summary = jobs.summarize_run(config, planned)
+        found = read_drift(config, planned["run_id"])  # None: the drift task failed or had no policies
+        summary["drifted"] = None if found is None else len(found["drifted"])
         yield Metadata(
             RETENTION_ASSET,
             {
@@ -140,6 +155,7 @@ def registry_retention():
                     "repositories_failed",
                     "repositories_stopped",
                     "summary_key",
+                    "drifted",
                 )
             },
         )
@@ -160,7 +176,7 @@ def registry_retention():
     planned = plan()
     applied = apply.partial(planned=planned).expand(item=items(planned))
     summary = summarize(planned)
-    applied >> summary
+    [applied, drift(planned)] >> summary
     check(summary)
 
 

@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from ..config import Config, load_config
-
-CONFIG_HELP = "config file (default: $REGISTRY_OPS_CONFIG or config/registry-ops.yaml)"
+from .options import CONFIG_HELP
 
 
 def _with_store(func: Any) -> Any:
@@ -22,6 +21,7 @@ def _with_store(func: Any) -> Any:
         from ..clients import s3_client
         from ..registries.ecr import aws_problem
         from ..retention.archive import ArchiveStore
+        from ..store.objects import error_code
 
         config = load_config(args.config)
         bucket = config.storage.bucket
@@ -29,7 +29,7 @@ def _with_store(func: Any) -> Any:
         try:
             return func(args, config, store)
         except (ClientError, BotoCoreError) as exc:
-            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            if isinstance(exc, ClientError) and error_code(exc) == "NoSuchBucket":
                 raise ValueError(f"{config.source}: storage.bucket {bucket!r} does not exist") from None
             print(f"error: S3 bucket {bucket}: {aws_problem(exc)}", file=sys.stderr)
             return 1, {"error": f"S3 bucket {bucket}: {aws_problem(exc)}"}

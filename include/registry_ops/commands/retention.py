@@ -1,27 +1,15 @@
-"""``registry-ops retention``: ``plan`` (what a policy would do; from ``retention/plan_cli.py``)
-and ``apply`` (do it, with the DAG's safety: archive before delete, caps, dry run by default)."""
+"""``registry-ops retention``: ``plan`` (what a policy would do; from ``retention/plan_cli.py``),
+``apply`` (do it, with the DAG's safety: archive before delete, caps, dry run by default) and
+``drift`` (do the ECR repositories' native lifecycle policies still match the declared rules?)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import sys
-from datetime import UTC, datetime
 
 from ..config import load_config
-
-CONFIG_HELP = "config file (default: $REGISTRY_OPS_CONFIG or config/registry-ops.yaml)"
-
-
-def parse_now(text: str | None) -> datetime:
-    """``--now``: ISO-8601 (naive means UTC); default: the current time."""
-    if not text:
-        return datetime.now(UTC)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"--now: not an ISO-8601 date/time: {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+from .options import CONFIG_HELP, parse_now
 
 
 def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
@@ -31,6 +19,7 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
     from ..retention import jobs
     from ..retention.archive import ArchiveError
     from ..retention.lease import LeaseHeld
+    from ..retention.pull_sources import PullSourceError
 
     config = load_config(args.config)
     now = parse_now(args.now)
@@ -52,7 +41,8 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
             enable=tuple(args.enable_policy or ()),
             notify=args.notify,
         )
-    except (ArchiveError, LeaseHeld) as exc:  # LeaseHeld: another run is acting on a registry
+    # LeaseHeld: another run is acting on a registry; PullSourceError: a retention.pulls source
+    except (ArchiveError, LeaseHeld, PullSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1, {"error": str(exc)}
     for warning in summary.get("warnings", []):
@@ -65,6 +55,42 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
         print(f"warning: {summary['notification']['error']}", file=sys.stderr)
     incomplete = summary["repositories_failed"] or (summary["repositories_stopped"] and not args.dry_run)
     return (1 if incomplete or summary.get("summary_error") else 0), summary
+
+
+def run_drift(args: argparse.Namespace) -> tuple[int, dict | str]:
+    """Exit 1 when a repository drifted or a registry could not be read (both named on stderr)."""
+    from ..retention import jobs
+    from ..retention.drift import fleet_drift, table
+
+    config = load_config(args.config)
+    report = fleet_drift(config, jobs.load_policy_set(config, args.policy), args.registry)
+    for name in report["drifted"]:
+        print(f"drift: {name}", file=sys.stderr)
+    for error in report["errors"]:
+        print(f"error: {error}", file=sys.stderr)
+    code = 1 if report["drifted"] or report["errors"] else 0
+    return code, table(report) if args.format == "table" else report
+
+
+def add_drift_parser(rsub: argparse._SubParsersAction) -> None:
+    dp = rsub.add_parser(
+        "drift",
+        help="compare each ECR repository's native lifecycle policy with the declared rules; exit 1 "
+        "when one differs or is missing",
+        description="Prints each repository's status: in_sync, differs (with the differences), missing "
+        "(declared rules, no native policy), unmanaged (a native policy, no declared one), none, and "
+        "not_expressible where the rules use extensions ECR cannot run. Exit 1 when a repository "
+        "differs, or is missing a native policy its rules could have (missing with not_expressible does "
+        "not count), or a registry could not be read; 2 for bad input. ECR registries only: the "
+        "distribution registry has no native lifecycle.",
+    )
+    dp.add_argument("--policy", help="policy file (default: retention.policy_file of the config)")
+    dp.add_argument("--registry", help="one ECR registry of the config (default: every ECR registry)")
+    dp.add_argument(
+        "--format", choices=("json", "table"), default="json", help="output format (default json)"
+    )
+    dp.add_argument("--config", help=CONFIG_HELP)
+    dp.set_defaults(func=run_drift)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,3 +131,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     ap.add_argument("--config", help=CONFIG_HELP)
     ap.set_defaults(func=run_apply)
+    add_drift_parser(rsub)

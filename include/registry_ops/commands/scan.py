@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
-from .inventory import CONFIG_HELP
+from .options import CONFIG_HELP
 
 
 def _load_json(path: str) -> Any:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..config import load_config
-from .inventory import CONFIG_HELP
+from .options import CONFIG_HELP
 
 
 def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:

@@ -14,19 +14,31 @@ expected to have no native policy and ``missing`` is their healthy state.
 
 Note that a native policy acts without the platform's extensions (in-use images, protected
 tags, untag-instead-of-delete): attach declared rules natively only where the rules alone are safe.
+
+:func:`fleet_drift` checks every ECR registry of the config (``registry-ops retention drift``);
+:func:`record_drift` is the retention DAG's ``drift`` step, which warns and never fails the run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from ..config import Config, ConfigError, RegistryConfig
+from ..registries.ecr_errors import aws_problem
+from ..store.objects import error_code
 from .policy import PolicySet, ResolvedPolicy
 
+log = logging.getLogger(__name__)
+
 NOT_FOUND = {"LifecyclePolicyNotFoundException", "RepositoryPolicyNotFoundException"}
+DRIFT_NAME = "drift.json"  # beside the run's summary.json
 
 
 @dataclass
@@ -40,6 +52,13 @@ class Drift:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def drifted(self) -> bool:
+        """What ``retention drift`` exits 1 for: a managed repository whose native policy differs
+        from the declared rules, or has none although the rules could be attached (``missing``
+        without ``not_expressible``). ``unmanaged``, ``none`` and ``in_sync`` are healthy."""
+        return self.status == "differs" or (self.status == "missing" and not self.not_expressible)
 
 
 def normalize(document: Any) -> dict[int, dict[str, Any]]:
@@ -95,7 +114,7 @@ def native_policy(ecr: Any, repository: str, registry_id: str | None = None) -> 
     try:
         return ecr.get_lifecycle_policy(**kwargs)["lifecyclePolicyText"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in NOT_FOUND:
+        if error_code(exc) in NOT_FOUND:
             return None
         raise
 
@@ -107,7 +126,7 @@ def check_repository(
     try:
         text = native_policy(ecr, repository, registry_id)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
+        if error_code(exc) == "RepositoryNotFoundException":
             return Drift(repository, "repository_missing", name)
         raise
     expressible = declared is None or declared.native
@@ -133,9 +152,126 @@ def check_drift(
 ) -> list[Drift]:
     """Drift of every repository (all of the registry's when ``repositories`` is None)."""
     if repositories is None:
-        kwargs = {"registryId": registry_id} if registry_id else {}
-        pages = ecr.get_paginator("describe_repositories").paginate(**kwargs)
-        repositories = sorted(r["repositoryName"] for p in pages for r in p["repositories"])
+        repositories = repository_names(ecr, registry_id)
     return [
         check_repository(ecr, repo, policies.resolve(repo, registry), registry_id) for repo in repositories
     ]
+
+
+def repository_names(ecr: Any, registry_id: str | None = None) -> list[str]:
+    kwargs = {"registryId": registry_id} if registry_id else {}
+    pages = ecr.get_paginator("describe_repositories").paginate(**kwargs)
+    return sorted(r["repositoryName"] for p in pages for r in p["repositories"])
+
+
+def _ecr_registries(config: Config, name: str | None) -> list[RegistryConfig]:
+    if name is None:
+        return [r for r in config.registries if r.kind == "ecr"]
+    reg = config.registry(name)  # unknown: ConfigError naming the configured ones
+    if reg.kind != "ecr":
+        raise ConfigError(
+            f"{config.source}: registry {name!r} is of kind {reg.kind!r}: drift compares ECR lifecycle "
+            "policies, and only ECR registries have them"
+        )
+    return [reg]
+
+
+def fleet_drift(
+    config: Config,
+    policies: PolicySet,
+    registry: str | None = None,
+    ecr_for: Callable[[RegistryConfig], Any] | None = None,
+) -> dict[str, Any]:
+    """Drift of every repository (its registry's include/exclude let in) of each ECR registry of
+    the config, or of the one named: ``repositories`` (one record each), ``drifted``
+    (``registry/repository`` of each drifted one), ``counts`` by status and ``errors`` (a registry
+    that could not be read is named there; the others are still checked)."""
+    if ecr_for is None:
+        from ..clients import ecr_client
+
+        def ecr_for(reg: RegistryConfig) -> Any:
+            return ecr_client(reg.conn_id or "", reg.region)
+
+    records: list[dict[str, Any]] = []
+    drifted: list[str] = []
+    errors: list[str] = []
+    for reg in _ecr_registries(config, registry):
+        try:
+            ecr = ecr_for(reg)
+            repos = [r for r in repository_names(ecr, reg.registry_id) if reg.wants(r)]
+            found = check_drift(
+                ecr, policies, registry=reg.name, repositories=repos, registry_id=reg.registry_id
+            )
+        except (ClientError, BotoCoreError) as exc:
+            errors.append(f"{reg.name}: drift not checked: {aws_problem(exc)}")
+            continue
+        records += [{"registry": reg.name, **d.to_dict()} for d in found]
+        drifted += [f"{reg.name}/{d.repository}" for d in found if d.drifted]
+    counts = Counter(r["status"] for r in records)
+    return {
+        "repositories": records,
+        "drifted": drifted,
+        "counts": dict(sorted(counts.items())),
+        "errors": errors,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report for people: one line per repository, its differences last and never cut."""
+    head = ("REGISTRY", "REPOSITORY", "STATUS", "POLICY")
+    rows = []
+    for r in report["repositories"]:
+        status = r["status"] + (" (not expressible)" if r["not_expressible"] else "")
+        notes = r["differences"] + [f"cosmetic: {c}" for c in r["cosmetic"]]
+        rows.append((r["registry"], r["repository"], status, r["policy"] or "-", "; ".join(notes)))
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(head)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True))
+        + ("  " + row[4] if row[4:] else "")
+        for row in [(*head, "DIFFERENCES"), *rows]
+    ]
+    counts = ", ".join(f"{n} {status}" for status, n in report["counts"].items()) or "none"
+    lines += ["", f"{len(rows)} repositories: {counts}; drifted: {len(report['drifted'])}"]
+    lines += [f"error: {e}" for e in report["errors"]]
+    return "\n".join(lines)
+
+
+def record_drift(config: Config, run_id: str) -> dict[str, Any]:
+    """The retention DAG's ``drift`` step: the report goes to ``<runs_prefix><run_id>/drift.json``
+    and each drifted repository and unreadable registry to the log at WARNING. Drift never fails
+    the run (the deletions do not depend on it): it is reported, and counted in the summary."""
+    from ..store.clients import s3_client
+    from ..store.objects import put_json
+    from .audit import run_layout
+    from .jobs import load_policy_set
+
+    if not config.retention.policy_file:
+        log.info("retention: drift: no retention.policy_file, nothing declared to compare")
+        return {"drifted": [], "errors": [], "key": None}
+    report = fleet_drift(config, load_policy_set(config))
+    key = run_layout(config.storage.bucket, config.retention.runs_prefix).id_prefix(run_id) + DRIFT_NAME
+    put_json(s3_client(config), config.storage.bucket, key, report)
+    by_name = {f"{r['registry']}/{r['repository']}": r for r in report["repositories"]}
+    for name in report["drifted"]:
+        rec = by_name[name]
+        log.warning("retention: drift: %s: %s %s", name, rec["status"], "; ".join(rec["differences"]))
+    for error in report["errors"]:
+        log.warning("retention: drift: %s", error)
+    log.info(
+        "retention: drift: %s; %d drifted; written to s3://%s/%s",
+        report["counts"] or "no ECR repositories",
+        len(report["drifted"]),
+        config.storage.bucket,
+        key,
+    )
+    return {"drifted": report["drifted"], "errors": report["errors"], "key": key}
+
+
+def read_drift(config: Config, run_id: str) -> dict[str, Any] | None:
+    """The run's drift report, None when its ``drift`` step wrote none (it failed, or had no policies)."""
+    from ..store.clients import s3_client
+    from ..store.objects import get_json_or_none
+    from .audit import run_layout
+
+    key = run_layout(config.storage.bucket, config.retention.runs_prefix).id_prefix(run_id) + DRIFT_NAME
+    return get_json_or_none(s3_client(config), config.storage.bucket, key)

@@ -26,7 +26,7 @@ from ..config import Config, ConfigError
 from ..registries.base import Registry
 from ..store.clients import s3_client
 from ..store.runs import RunLayout
-from . import audit
+from . import audit, pull_sources
 from .executor import ACTIONS, Limits, RunContext, execute, plan_run_id, stops, validate_plan
 from .restore import locate, restore_image, write_restore_audit
 
@@ -192,7 +192,8 @@ def plan_run(
     s3 = s3_client(config)
     snapshot = snapshots.load(config, s3, extras)  # the newest event's, never a stale one
     policies = load_policy_set(config)
-    plan = make_plan(snapshot.frame, policies, now, in_use_refs(config))
+    frame = pull_sources.merge_configured(config, s3, snapshot.frame, now, policies)  # retention.pulls
+    plan = make_plan(frame, policies, now, in_use_refs(config))
     halted = stops(plan, limits_of(config), policies)
     # One executing run per registry: the run's leases, taken before anything is parked; its
     # mapped items renew them and the last step gives them back (``release_leases``).
@@ -430,6 +431,7 @@ def apply_plan(
     s3 = s3_client(config)
     storage.require_bucket(s3, config.storage.bucket, config.source)
     policies = load_policy_set(config, policy_file, enable)
+    inventory = pull_sources.merge_configured(config, s3, inventory, now, policies)  # retention.pulls
     plan = make_plan(inventory, policies, now, in_use_refs(config))
     run_id = run_id or plan_run_id(plan)
     warnings = dry_run_warnings(plan, dry_run)

@@ -33,6 +33,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..store.objects import is_missing, is_precondition_failed
+
 log = logging.getLogger("airflow.task")
 
 DEFAULT_TTL = 300.0
@@ -53,22 +55,6 @@ def lease_key(runs_prefix: str, registry: str) -> str:
 def cli_holder() -> str:
     """A holder id unique to this process invocation (command line runs)."""
     return f"cli:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _precondition_failed(exc: ClientError) -> bool:
-    return _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
-
-
-def _missing(exc: ClientError) -> bool:
-    return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -132,7 +118,7 @@ class Lease:
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self.key)
         except ClientError as exc:
-            if _missing(exc):
+            if is_missing(exc):
                 return None
             raise
         raw = obj["Body"].read()
@@ -187,7 +173,7 @@ class Lease:
                 log.info("retention: lease on %s taken (s3://%s/%s)", self.registry, self.bucket, self.key)
                 return self
             except ClientError as exc:
-                if not _precondition_failed(exc):
+                if not is_precondition_failed(exc):
                     raise
             current = self.read()
             if current is None:
@@ -203,7 +189,7 @@ class Lease:
             try:
                 self._put(IfMatch=etag)
             except ClientError as exc:
-                if _precondition_failed(exc) or _missing(exc):
+                if is_precondition_failed(exc) or is_missing(exc):
                     continue  # someone else changed it first: look again
                 raise
             if why != "ours":
@@ -219,7 +205,7 @@ class Lease:
         try:
             self._put(IfMatch=self.etag)
         except ClientError as exc:
-            if _precondition_failed(exc) or _missing(exc):
+            if is_precondition_failed(exc) or is_missing(exc):
                 current = self.read()
                 who = self.describe(current[0], datetime.now(UTC)) if current else "released by someone else"
                 self.lost = f"registry {self.registry}: our lease was taken over: {who}"
@@ -239,7 +225,7 @@ class Lease:
             self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
             log.info("retention: lease on %s released", self.registry)
         except ClientError as exc:
-            if not (_precondition_failed(exc) or _missing(exc)):
+            if not (is_precondition_failed(exc) or is_missing(exc)):
                 raise
         self.etag = None
 

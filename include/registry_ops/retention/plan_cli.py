@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+
+from ..commands.options import parse_now
 
 RECORD_FIELDS = (
     "registry",
@@ -27,17 +28,6 @@ RECORD_FIELDS = (
     "policy",
     "dry_run",
 )
-
-
-def parse_now(text: str | None) -> datetime:
-    """``--now``: ISO-8601 (``Z`` or an offset; naive means UTC); default: the current time."""
-    if not text:
-        return datetime.now(UTC)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"--now: not an ISO-8601 date/time: {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def records(result: pd.DataFrame) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..registries.base import ACCEPT_ALL
 
-PULL_COLUMNS = ("repository", "digest", "tag", "pulled_at", "source", "principal")
+PULL_COLUMNS = ("repository", "digest", "tag", "pulled_at", "source", "principal", "account", "region")
 # Scanner pulls must not keep an image alive (ECR ignores Inspector's for lastRecordedPullTime too).
 DEFAULT_EXCLUDED_PRINCIPALS = ("inspector2.amazonaws.com",)
 
@@ -57,42 +57,59 @@ def _records(source: Any) -> Iterator[Mapping[str, Any]]:
             yield from _records(item) if not isinstance(item, Mapping) or "Records" in item else [item]
 
 
+def _excluded(names: Iterable[str | None], globs: list[str]) -> bool:
+    return any(n and fnmatch.fnmatchcase(n, g) for n in names for g in globs)
+
+
+def _required(event: Mapping[str, Any], what: str, **fields: Any) -> None:
+    """A pull event without what a pull needs is an error naming it, never a silent skip."""
+    missing = [name for name, value in fields.items() if not value]
+    if missing:
+        ident = event.get("eventID") or event.get("id") or "without an id"
+        raise ValueError(f"{what} {ident}: no {', '.join(missing)}")
+
+
+def cloudtrail_rows(source: Any, exclude_principals: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """One row per image a successful ``BatchGetImage`` asked for; failed calls (``errorCode``) and
+    excluded principals (globs on the caller's ARN, ``invokedBy`` or source address) give none.
+    ``account`` and ``region`` say which registry was pulled from."""
+    excluded = list(exclude_principals)
+    for rec in _records(source):
+        if rec.get("eventSource") != "ecr.amazonaws.com" or rec.get("eventName") != "BatchGetImage":
+            continue
+        if rec.get("errorCode"):
+            continue
+        who = rec.get("userIdentity") or {}
+        if _excluded([who.get("arn"), who.get("invokedBy"), rec.get("sourceIPAddress")], excluded):
+            continue
+        params = rec.get("requestParameters") or {}
+        ids = list(params.get("imageIds") or [])
+        for image in (rec.get("responseElements") or {}).get("images") or []:
+            ids.append(image.get("imageId") or {})
+        repo = params.get("repositoryName")
+        _required(
+            rec, "BatchGetImage record", eventTime=rec.get("eventTime"), repositoryName=repo, imageIds=ids
+        )
+        for image_id in ids:
+            yield {
+                "repository": repo,
+                "digest": image_id.get("imageDigest"),
+                "tag": image_id.get("imageTag"),
+                "pulled_at": rec["eventTime"],
+                "source": "cloudtrail",
+                "principal": who.get("arn") or who.get("invokedBy") or rec.get("sourceIPAddress") or "",
+                "account": params.get("registryId") or rec.get("recipientAccountId"),
+                "region": rec.get("awsRegion"),
+            }
+
+
 def cloudtrail_pulls(
     sources: Iterable[Any] | Any, exclude_principals: Iterable[str] = DEFAULT_EXCLUDED_PRINCIPALS
 ) -> pd.DataFrame:
-    """Pulls from CloudTrail ``BatchGetImage`` records; failed calls and excluded principals
-    (globs on the caller's ARN, ``invokedBy`` or service source) are skipped."""
-    excluded = list(exclude_principals)
+    """Pulls from CloudTrail ``BatchGetImage`` records (see :func:`cloudtrail_rows`)."""
     items = sources if isinstance(sources, list) else [sources]
-    rows: list[dict[str, Any]] = []
-    for item in items:
-        for rec in _records(item):
-            if rec.get("eventSource") != "ecr.amazonaws.com" or rec.get("eventName") != "BatchGetImage":
-                continue
-            if rec.get("errorCode"):
-                continue
-            who = rec.get("userIdentity") or {}
-            principal = who.get("arn") or who.get("invokedBy") or rec.get("sourceIPAddress") or ""
-            names = [who.get("arn"), who.get("invokedBy"), rec.get("sourceIPAddress")]
-            if any(n and fnmatch.fnmatchcase(n, g) for n in names for g in excluded):
-                continue
-            params = rec.get("requestParameters") or {}
-            repo = params.get("repositoryName")
-            ids = list(params.get("imageIds") or [])
-            for image in (rec.get("responseElements") or {}).get("images") or []:
-                ids.append(image.get("imageId") or {})
-            for image_id in ids:
-                rows.append(
-                    {
-                        "repository": repo,
-                        "digest": image_id.get("imageDigest"),
-                        "tag": image_id.get("imageTag"),
-                        "pulled_at": rec.get("eventTime"),
-                        "source": "cloudtrail",
-                        "principal": principal,
-                    }
-                )
-    return _frame(rows)
+    excluded = list(exclude_principals)
+    return _frame([row for item in items for row in cloudtrail_rows(item, excluded)])
 
 
 MANIFEST_MEDIA_TYPES = frozenset(ACCEPT_ALL) | {
@@ -101,30 +118,47 @@ MANIFEST_MEDIA_TYPES = frozenset(ACCEPT_ALL) | {
 }
 
 
-def distribution_pulls(sources: Iterable[Any] | Any) -> pd.DataFrame:
-    """Manifest pulls from distribution notification envelopes (``{"events": [...]}``)."""
+def distribution_rows(source: Any, exclude_principals: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+    """Manifest pulls of one notification envelope (``{"events": [...]}``); blob pulls and
+    excluded principals (globs on the actor's name, the client address or its user agent) give none."""
+    excluded = list(exclude_principals)
+    data = _load(source)
+    if isinstance(data, Mapping) and not isinstance(data.get("events"), list):
+        raise ValueError('not a notification envelope: no "events" list')
+    for ev in data.get("events", []) if isinstance(data, Mapping) else data:
+        if ev.get("action") != "pull":
+            continue
+        target = ev.get("target") or {}
+        url = target.get("url") or ""
+        if target.get("mediaType") not in MANIFEST_MEDIA_TYPES and "/manifests/" not in url:
+            continue  # a blob pull
+        request = ev.get("request") or {}
+        actor = (ev.get("actor") or {}).get("name")
+        if _excluded([actor, request.get("addr"), request.get("useragent")], excluded):
+            continue
+        _required(
+            ev,
+            "pull event",
+            timestamp=ev.get("timestamp"),
+            **{"target.repository": target.get("repository")},
+            **{"target.digest or target.tag": target.get("digest") or target.get("tag")},
+        )
+        yield {
+            "repository": target["repository"],
+            "digest": target.get("digest"),
+            "tag": target.get("tag"),
+            "pulled_at": ev["timestamp"],
+            "source": "distribution",
+            "principal": actor or request.get("addr"),
+            "account": None,
+            "region": None,
+        }
+
+
+def distribution_pulls(sources: Iterable[Any] | Any, exclude_principals: Iterable[str] = ()) -> pd.DataFrame:
+    """Manifest pulls from distribution notification envelopes (see :func:`distribution_rows`)."""
     items = sources if isinstance(sources, list) else [sources]
-    rows: list[dict[str, Any]] = []
-    for item in items:
-        data = _load(item)
-        for ev in data.get("events", []) if isinstance(data, Mapping) else data:
-            if ev.get("action") != "pull":
-                continue
-            target = ev.get("target") or {}
-            url = target.get("url") or ""
-            if target.get("mediaType") not in MANIFEST_MEDIA_TYPES and "/manifests/" not in url:
-                continue  # a blob pull
-            rows.append(
-                {
-                    "repository": target.get("repository"),
-                    "digest": target.get("digest"),
-                    "tag": target.get("tag"),
-                    "pulled_at": ev.get("timestamp"),
-                    "source": "distribution",
-                    "principal": (ev.get("actor") or {}).get("name") or (ev.get("request") or {}).get("addr"),
-                }
-            )
-    return _frame(rows)
+    return _frame([row for item in items for row in distribution_rows(item, exclude_principals)])
 
 
 def merge_last_pulled(inventory: pd.DataFrame, pulls: pd.DataFrame) -> pd.DataFrame:

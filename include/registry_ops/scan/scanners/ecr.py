@@ -27,6 +27,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...registries.ecr import aws_problem
+from ...store.objects import error_code
 from ..parsers import parse_ecr
 from ..settings import EcrScanConfig
 from .base import Scanner, ScanResult, Target
@@ -40,7 +41,7 @@ PAGE = 1000
 
 
 def _code(exc: Exception) -> str:
-    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+    return error_code(exc) if isinstance(exc, ClientError) else ""
 
 
 class EcrScanner(Scanner):
