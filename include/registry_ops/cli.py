@@ -61,6 +61,26 @@ def _logs_to_stderr() -> Iterator[None]:
 LOGGERS = ("", "airflow", "airflow.task", "registry_ops", "include.registry_ops", "botocore", "urllib3")
 
 
+@contextlib.contextmanager
+def configured_logging(verbosity: int) -> Iterator[None]:
+    """:func:`configure_logging` for the command's duration, then the previous levels and streams
+    back (``main`` also runs in-process, e.g. from tests: it must not leave the process's logging
+    at WARNING behind it)."""
+    root = logging.getLogger()
+    before = {name: logging.getLogger(name).level for name in LOGGERS}
+    handlers = [(h, h.level, getattr(h, "stream", None)) for h in root.handlers]
+    configure_logging(verbosity)
+    try:
+        yield
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
+        for handler, level, stream in handlers:
+            handler.setLevel(level)
+            if stream is not None and isinstance(handler, logging.StreamHandler):
+                handler.setStream(stream)
+
+
 def configure_logging(verbosity: int) -> None:
     """WARNING by default, INFO with -v, DEBUG with -vv, whatever Airflow configured.
 
@@ -93,9 +113,8 @@ def configure_logging(verbosity: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
     try:
-        with _logs_to_stderr():
+        with configured_logging(args.verbose), _logs_to_stderr():
             code, result = args.func(args)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
