@@ -5,7 +5,6 @@ through it."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -22,37 +21,6 @@ T0 = datetime(2026, 11, 20, 7, 13, 5, tzinfo=UTC)
 KIND = "registry-ops/test-run"
 
 
-@pytest.fixture
-def bucket(s3) -> str:
-    name = f"runs-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-class Puts:
-    """The keys of every PutObject the client sends, in order; ``fail_on`` makes one fail."""
-
-    def __init__(self, s3) -> None:
-        self.s3, self.keys, self.fail_on = s3, [], None
-        s3.meta.events.register("before-parameter-build.s3.PutObject", self)
-
-    def __call__(self, params, **_):
-        key = params["Key"]
-        self.keys.append(key)
-        if self.fail_on and key.endswith(self.fail_on):
-            raise ConnectionError(f"injected: S3 dropped the PUT of {key}")
-
-    def close(self) -> None:
-        self.s3.meta.events.unregister("before-parameter-build.s3.PutObject", self)
-
-
-@pytest.fixture
-def puts(s3):
-    counter = Puts(s3)
-    yield counter
-    counter.close()
-
-
 def _run(s3, layout: RunLayout, at: datetime, rows: int) -> tuple[str, dict]:
     prefix = layout.run_prefix(at)
     objects.put_json(s3, layout.bucket, prefix + "data.json", {"rows": rows})
@@ -67,10 +35,10 @@ def test_run_prefix_is_dated_in_utc():
     assert dated(datetime(2026, 1, 2, 3, 4, 5)) == "dt=2026-01-02/030405Z/"  # naive: taken as UTC
 
 
-def test_publish_writes_the_manifest_then_the_pointer_last(s3, bucket, puts):
+def test_publish_writes_the_manifest_then_the_pointer_last(s3, bucket, calls):
     layout = RunLayout(bucket, "caps/", KIND, version=3)
     prefix, manifest = _run(s3, layout, T0, 7)
-    assert puts.keys == [prefix + "data.json", prefix + "manifest.json", "caps/latest.json"]
+    assert calls.keys("PutObject") == [prefix + "data.json", prefix + "manifest.json", "caps/latest.json"]
     assert manifest == {"rows": 7, "kind": KIND, "schema_version": 3}
     pointer, stored = layout.latest(s3)
     assert stored == manifest
@@ -82,10 +50,10 @@ def test_publish_writes_the_manifest_then_the_pointer_last(s3, bucket, puts):
     }
 
 
-def test_a_crash_between_the_run_and_the_pointer_leaves_the_previous_latest(s3, bucket, puts):
+def test_a_crash_between_the_run_and_the_pointer_leaves_the_previous_latest(s3, bucket, calls):
     layout = RunLayout(bucket, "caps/", KIND)
     first, _ = _run(s3, layout, T0, 1)
-    puts.fail_on = "latest.json"
+    calls.fail_put_on = "latest.json"
     with pytest.raises(ConnectionError, match="injected"):
         _run(s3, layout, T0 + timedelta(hours=1), 2)
     second = layout.run_prefix(T0 + timedelta(hours=1))
@@ -94,16 +62,16 @@ def test_a_crash_between_the_run_and_the_pointer_leaves_the_previous_latest(s3, 
     assert pointer["manifest"] == first + "manifest.json" and manifest["rows"] == 1
 
 
-def test_the_pointer_never_names_a_missing_object(s3, bucket, puts):
+def test_the_pointer_never_names_a_missing_object(s3, bucket, calls):
     layout = RunLayout(bucket, "caps/", KIND)
     first, _ = _run(s3, layout, T0, 1)
     later = layout.run_prefix(T0 + timedelta(hours=1))
-    puts.keys.clear()
+    calls.ops.clear()
     with pytest.raises(ManifestError) as err:
         layout.publish(s3, later, {"rows": 2}, named={"data": later + "never-written.json"})
     assert f"s3://{bucket}/{later}never-written.json" in str(err.value)
     assert "not moved" in str(err.value)
-    assert puts.keys == []  # neither a manifest nor the pointer
+    assert calls.keys("PutObject") == []  # neither a manifest nor the pointer
     assert layout.read_pointer(s3)["manifest"] == first + "manifest.json"
 
 
@@ -167,9 +135,9 @@ def test_inventory_snapshot_keys_and_pointer_stay_as_they_were(s3, bucket):
     assert objects.get_json(s3, bucket, base + "manifest.json")["images"] == 2
 
 
-def test_an_inventory_publish_that_dies_before_the_pointer_keeps_the_previous_snapshot(s3, bucket, puts):
+def test_an_inventory_publish_that_dies_before_the_pointer_keeps_the_previous_snapshot(s3, bucket, calls):
     inventory.publish_snapshot(s3, bucket, "inventory/", _table(T0, 2), [], T0, ["ecr-local"])
-    puts.fail_on = "latest.json"
+    calls.fail_put_on = "latest.json"
     later = T0 + timedelta(hours=1)
     with pytest.raises(ConnectionError):
         inventory.publish_snapshot(s3, bucket, "inventory/", _table(later, 5), [], later, ["ecr-local"])

@@ -3,7 +3,6 @@ version 1; what a newer registry-ops wrote is refused, naming the object and the
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -20,13 +19,6 @@ from include.registry_ops.store.runs import ManifestError, RunLayout, SchemaVers
 
 T0 = datetime(2026, 11, 20, 7, 13, 5, tzinfo=UTC)
 BASE = "inventory/dt=2026-11-20/071305Z/"
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    name = f"versions-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def _config(bucket: str):

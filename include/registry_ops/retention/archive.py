@@ -27,6 +27,10 @@ retry or a rerun after a crash finds the identical bytes already there (412) and
 them. Verified: each object is read back in full; a pack must hash to its name and every member
 to its digest, a blob to its digest, a catalog to the bytes written. The catalog is written last:
 an image counts as archived only once its catalog entry has been read back.
+
+Packs, blobs, write-once puts and verification are the generic blob store's
+(``store/blobs.py``); :class:`ArchiveStore` is the archive's kind of catalog over it (backup
+snapshots are the next kind, over the same blobs).
 """
 
 from __future__ import annotations
@@ -35,9 +39,8 @@ import functools
 import hashlib
 import json
 import logging
-import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,9 +48,11 @@ from typing import IO, Any
 
 import pandas as pd
 import requests
-from botocore.exceptions import ClientError
 
-from ..registries.base import INDEX_TYPES, ImageRead, Manifest, Registry, RegistryError, digest_of
+from ..registries.base import INDEX_TYPES, ImageRead, Manifest, Registry, RegistryError
+from ..store.blobs import Blob, BlobError, BlobStore
+from ..store.blobs import hex_of as hex_of  # restore imports it from here
+from ..store.blobs import sha256_hex as _sha256
 
 log = logging.getLogger("airflow.task")
 
@@ -56,70 +61,12 @@ READ_CHUNK = 1 << 20
 SPOOL_IN_MEMORY = 8 << 20  # blobs up to 8 MiB stay in memory while fetched; larger ones spill to disk
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(BlobError):
     """An archive object is missing, unreadable or does not match its digest."""
 
 
 class ArchiveMissing(ArchiveError):
     """An archive object that should exist does not."""
-
-
-def hex_of(digest: str) -> str:
-    return digest.split(":", 1)[1]
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-@dataclass(frozen=True)
-class Blob:
-    """Bytes to archive under their digest."""
-
-    digest: str
-    media_type: str
-    data: bytes
-
-
-def _tar_header(name: str, size: int) -> bytes:
-    """A USTAR member header (mode 0644, owner 0, time 0): what ``tarfile`` writes, ~10x faster."""
-    h = bytearray(tarfile.BLOCKSIZE)
-    h[0 : len(name)] = name.encode()
-    h[100:108] = b"0000644\0"
-    h[108:116] = b"0000000\0"
-    h[116:124] = b"0000000\0"
-    h[124:136] = b"%011o\0" % size
-    h[136:148] = b"00000000000\0"
-    h[148:156] = b" " * 8  # the checksum is computed with its own field as spaces
-    h[156:157] = b"0"  # regular file
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
-
-
-def build_pack(blobs: Iterable[Blob]) -> tuple[bytes, dict[str, tuple[int, int]]]:
-    """A deterministic tar of the blobs and, per digest, the (offset, size) of its bytes in it."""
-    unique = {b.digest: b for b in blobs}
-    parts: list[bytes] = []
-    members: dict[str, tuple[int, int]] = {}
-    offset = 0
-    for digest in sorted(unique):
-        data = unique[digest].data
-        parts.append(_tar_header(f"blobs/sha256/{hex_of(digest)}", len(data)))
-        members[digest] = (offset + tarfile.BLOCKSIZE, len(data))
-        pad = -len(data) % tarfile.BLOCKSIZE
-        parts += [data, b"\0" * pad]
-        offset += tarfile.BLOCKSIZE + len(data) + pad
-    parts.append(b"\0" * (2 * tarfile.BLOCKSIZE))  # end of archive
-    return b"".join(parts), members
 
 
 def _spool(chunks_: Iterable[bytes], digest: str, what: str) -> IO[bytes]:
@@ -172,19 +119,14 @@ class Search:
     via_index: bool  # looked up in the digest index rather than by reading every catalog
 
 
-class ArchiveStore:
-    """The archive in one S3 bucket under one prefix (see the module docstring for the layout)."""
+class ArchiveStore(BlobStore):
+    """The archive in one S3 bucket under one prefix (see the module docstring for the layout):
+    the archive's catalogs and their digest index over the blob store's packs and blobs."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str, workers: int = 8) -> None:
-        self.s3, self.bucket, self.prefix, self.workers = s3, bucket, prefix, workers
+    error = ArchiveError
+    name = "archive"
 
     # -- keys ---------------------------------------------------------------------------------
-    def pack_key(self, sha: str) -> str:
-        return f"{self.prefix}packs/sha256/{sha}.tar"
-
-    def blob_key(self, digest: str) -> str:
-        return f"{self.prefix}blobs/sha256/{hex_of(digest)}"
-
     def catalog_prefix(self, registry: str | None = None, repository: str | None = None) -> str:
         prefix = f"{self.prefix}images/"
         if registry:
@@ -192,9 +134,6 @@ class ArchiveStore:
             if repository:
                 prefix += f"{repository}/"
         return prefix
-
-    def url(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
 
     def place_of(self, catalog_key: str) -> tuple[str, str]:
         """(registry, repository) of a catalog key: ``images/<registry>/<repository>/<name>``."""
@@ -204,115 +143,6 @@ class ArchiveStore:
     def in_scope(self, catalog_key: str, registry: str | None, repository: str | None) -> bool:
         reg, repo = self.place_of(catalog_key)
         return (registry is None or reg == registry) and (repository is None or repo == repository)
-
-    # -- objects ------------------------------------------------------------------------------
-    def read_object(self, key: str) -> bytes | None:
-        """An object's bytes, None when it does not exist."""
-        return self._get(key)
-
-    def put_once(self, key: str, body: bytes | IO[bytes], content_type: str) -> bool:
-        """Write unless the key exists; False when it did."""
-        return self._put_once(key, body, content_type)
-
-    def _put_once(self, key: str, body: bytes | IO[bytes], content_type: str) -> bool:
-        """Write unless the key exists; False when it did (then the caller verifies it)."""
-        try:
-            self.s3.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*"
-            )
-        except ClientError as exc:
-            if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
-                return False
-            raise
-        return True
-
-    def _get(self, key: str, byte_range: str | None = None) -> bytes | None:
-        kwargs = {"Range": byte_range} if byte_range else {}
-        try:
-            return self.s3.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"].read()
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
-                return None
-            raise
-
-    def _stream(self, key: str) -> Iterator[bytes] | None:
-        try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
-                return None
-            raise
-        return iter(lambda: body.read(READ_CHUNK), b"")
-
-    # -- packs --------------------------------------------------------------------------------
-    def write_pack(self, blobs: list[Blob]) -> tuple[str, dict[str, tuple[int, int]]]:
-        """Write (once) and verify a pack; returns its key and each member's (offset, size)."""
-        data, members = build_pack(blobs)
-        sha = _sha256(data)
-        key = self.pack_key(sha)
-        self._put_once(key, data, "application/x-tar")
-        back = self._get(key)
-        if back is None or _sha256(back) != sha:
-            raise ArchiveError(f"pack s3://{self.bucket}/{key}: read-back does not hash to its name")
-        for digest, (offset, size) in members.items():
-            if "sha256:" + _sha256(back[offset : offset + size]) != digest:
-                raise ArchiveError(f"pack s3://{self.bucket}/{key}: member {digest} does not match")
-        return key, members
-
-    def read_member(self, ref: dict[str, Any]) -> bytes:
-        """One blob out of a pack (a ranged GET), checked against its digest."""
-        offset, size = int(ref["offset"]), int(ref["size"])
-        data = self._get(ref["pack"], f"bytes={offset}-{offset + size - 1}") if size else b""
-        if data is None:
-            raise ArchiveError(f"pack s3://{self.bucket}/{ref['pack']} is missing")
-        if digest_of(data) != ref["digest"]:
-            raise ArchiveError(f"{ref['digest']} in s3://{self.bucket}/{ref['pack']} does not match")
-        return data
-
-    # -- blobs --------------------------------------------------------------------------------
-    def _verify_blob(self, key: str, digest: str) -> bool:
-        """True when the object exists and hashes to ``digest``; a corrupt object raises."""
-        stream = self._stream(key)
-        if stream is None:
-            return False
-        h = hashlib.sha256()
-        for chunk in stream:
-            h.update(chunk)
-        if "sha256:" + h.hexdigest() != digest:
-            raise ArchiveError(f"s3://{self.bucket}/{key} does not hash to {digest}")
-        return True
-
-    def blob_problem(self, key: str, digest: str) -> str | None:
-        """Why the blob object ``key`` is not sound (missing, or not hashing to ``digest``), or None."""
-        try:
-            return None if self._verify_blob(key, digest) else f"blob {self.url(key)} is missing"
-        except ArchiveError as exc:
-            return f"blob {exc}"
-
-    def ensure_blob(self, digest: str, fetch: Callable[[], IO[bytes]]) -> str:
-        """Store a blob once (``fetch`` only runs when it is not archived yet) and verify it."""
-        key = self.blob_key(digest)
-        if self._verify_blob(key, digest):
-            return key
-        body = fetch()
-        try:
-            self._put_once(key, body, "application/octet-stream")
-        finally:
-            body.close()
-        if not self._verify_blob(key, digest):
-            raise ArchiveError(f"s3://{self.bucket}/{key}: missing right after it was written")
-        return key
-
-    def read_blob(self, digest: str) -> bytes:
-        stream = self._stream(self.blob_key(digest))
-        if stream is None:
-            raise ArchiveError(
-                f"blob {digest} is not in the archive (s3://{self.bucket}/{self.blob_key(digest)})"
-            )
-        data = b"".join(stream)
-        if digest_of(data) != digest:
-            raise ArchiveError(f"s3://{self.bucket}/{self.blob_key(digest)} does not hash to {digest}")
-        return data
 
     # -- catalogs -----------------------------------------------------------------------------
     def write_catalog(self, doc: dict[str, Any], archived_at: datetime) -> str:
@@ -328,10 +158,7 @@ class ArchiveStore:
             + f"{archived_at:%Y%m%dT%H%M%S%fZ}-{sha[:16]}.json"
         )
         self.index.write_delta(key, [e["digest"] for e in doc["images"]])
-        self._put_once(key, data, "application/json")
-        back = self._get(key)
-        if back is None or _sha256(back) != sha:
-            raise ArchiveError(f"catalog s3://{self.bucket}/{key}: read-back differs from what was written")
+        self.put_verified(key, data, "application/json", "catalog")
         return key
 
     def catalog_keys(self, registry: str | None = None, repository: str | None = None) -> list[str]:

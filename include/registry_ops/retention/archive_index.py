@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .archive import ArchiveError, _code, _sha256, _status, hex_of
+from ..store import objects
+from ..store.blobs import hex_of, sha256_hex
+from .archive import ArchiveError
 
 if TYPE_CHECKING:
     from .archive import ArchiveStore
@@ -149,13 +151,8 @@ class DigestIndex:
         return doc
 
     def _list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
-        pages = self.store.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.store.bucket, Prefix=prefix
-        )
-        for page in pages:
-            keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json"))
-        return sorted(keys)
+        found = objects.list_keys(self.store.s3, self.store.bucket, prefix)
+        return sorted(o["Key"] for o in found if o["Key"].endswith(".json"))
 
     def pending_keys(self) -> list[str]:
         return self._list(self.pending_prefix)
@@ -165,7 +162,7 @@ class DigestIndex:
         try:
             resp = self.store.s3.get_object(Bucket=self.store.bucket, Key=self.pointer_key)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+            if objects.is_missing(exc):
                 return None
             raise
         data, etag = resp["Body"].read(), resp["ETag"]
@@ -190,7 +187,7 @@ class DigestIndex:
             "entries": {d: sorted(keys) for d, keys in sorted(entries.items())},
         }
         data = _dumps(doc)
-        key = f"{self.shards_prefix}{hh}/{generation:010d}-{_sha256(data)[:16]}.json"
+        key = f"{self.shards_prefix}{hh}/{generation:010d}-{sha256_hex(data)[:16]}.json"
         if self.store.put_once(key, data, "application/json"):
             created.append(key)
         return key
@@ -215,26 +212,18 @@ class DigestIndex:
                 **condition,
             )
         except ClientError as exc:
-            lost = _status(exc) in (404, 409, 412) or _code(exc) in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-                "NoSuchKey",
-            )
+            # 412: another compaction replaced the pointer; 409: one is replacing it right now;
+            # 404 (If-Match on a pointer that is gone): one removed it
+            status = objects.http_status(exc)
+            lost = objects.is_precondition_failed(exc) or objects.is_missing(exc) or status == 409
             if lost:  # another compaction replaced (or removed) the pointer since it was read
                 return False
             raise
         return True
 
     def _delete(self, keys: list[str]) -> None:
-        for i in range(0, len(keys), 1000):
-            resp = self.store.s3.delete_objects(
-                Bucket=self.store.bucket,
-                Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True},
-            )
-            for err in resp.get("Errors", []):
-                log.warning(
-                    "archive index: could not delete %s: %s", self.url(err["Key"]), err.get("Message")
-                )
+        """Drop merged deltas and replaced shards (one left behind is merged again, harmlessly)."""
+        objects.delete_keys(self.store.s3, self.store.bucket, keys)
 
     # -- lookup -------------------------------------------------------------------------------
     def lookup(self, digest: str) -> list[str]:
