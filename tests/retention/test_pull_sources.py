@@ -302,6 +302,17 @@ def test_exclude_principals_replaces_the_default(env):
     pulls = read_pulls(config, env["s3"], NOW)
     assert digest("inspector") in set(pulls[pulls["registry"] == "ecr-trail"]["digest"])
     assert digest("failed") not in set(pulls["digest"])  # a failed call is never a pull
+    assert digest("manifestpull") not in set(pulls["digest"])  # notifications not configured here
+
+
+def test_excluded_principals_of_notifications_do_not_count(env):
+    """The documented pull was made with curl/7.38.0: excluding that user agent drops it."""
+    seed_events(env)
+    notifications = {"notifications": [{"prefix": "registry-events/", "registries": ["oci-events"]}]}
+    pulls = read_pulls(env["config"](notifications), env["s3"], NOW)
+    assert set(pulls["digest"]) == {digest("manifestpull")} and set(pulls["registry"]) == {"oci-events"}
+    excluded = env["config"](notifications | {"exclude_principals": ["curl/*"]})
+    assert read_pulls(excluded, env["s3"], NOW).empty
 
 
 def test_a_broken_log_file_in_the_window_fails_the_plan_naming_it(env):
@@ -342,6 +353,32 @@ def test_the_command_line_exits_1_naming_the_source(env, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "error: retention.pulls.notifications[0]: cannot read s3://" in proc.stderr
     assert json.loads(proc.stdout)["error"].startswith("retention.pulls.notifications[0]")
+
+
+def test_a_log_file_of_another_shape_fails_naming_it(env):
+    """A gzip JSON file in a day folder that is not {"Records": [...]} (here an envelope) is refused."""
+    body = gzip.compress(json.dumps(sample("distribution-notification-pull.docs.json")).encode())
+    key = put_trail_file(env["s3"], env["trail"], "us-east-1", days_ago(2), [], body=body)
+    config = env["config"]({"cloudtrail": [{"prefix": TRAIL, "bucket": env["trail"]}]})
+    with pytest.raises(
+        PullSourceError, match=re.escape(key) + ': not a CloudTrail log file: no "Records" list'
+    ):
+        read_pulls(config, env["s3"], NOW)
+
+
+def test_only_log_files_are_read_from_a_day_folder(env):
+    """The zero-byte "folder" object the S3 console creates is not a log file."""
+    put_trail_file(
+        env["s3"],
+        env["trail"],
+        "us-east-1",
+        days_ago(3),
+        [pull_record(env["repo"], days_ago(3), tag="t-bytag")],
+    )
+    env["s3"].put_object(Bucket=env["trail"], Key=f"{TRAIL}us-east-1/{days_ago(3):%Y/%m/%d}/", Body=b"")
+    config = env["config"]({"cloudtrail": [{"prefix": TRAIL, "bucket": env["trail"]}]})
+    pulls = read_pulls(config, env["s3"], NOW)
+    assert list(zip(pulls["registry"], pulls["tag"], strict=True)) == [("ecr-trail", "t-bytag")]
 
 
 def test_a_record_without_what_a_pull_needs_is_named(env):
