@@ -8,8 +8,7 @@ import argparse
 import sys
 
 from ..config import load_config
-
-CONFIG_HELP = "config file (default: $REGISTRY_OPS_CONFIG or config/registry-ops.yaml)"
+from .options import CONFIG_HELP
 
 
 def run(args: argparse.Namespace) -> tuple[int, dict]:
