@@ -388,6 +388,12 @@ def test_a_record_without_what_a_pull_needs_is_named(env):
     config = env["config"]({"cloudtrail": [{"prefix": TRAIL, "bucket": env["trail"]}]})
     with pytest.raises(PullSourceError, match=re.escape(key) + f".*{rec['eventID']}: no repositoryName"):
         read_pulls(config, env["s3"], NOW)
+    env["s3"].delete_object(Bucket=env["trail"], Key=key)
+    # a time in the format of AWS's Inspector examples, not CloudTrail's
+    rec = pull_record(env["repo"], days_ago(1), name="bytag", eventTime="Dec 3, 2021, 6:02:30 PM")
+    key = put_trail_file(env["s3"], env["trail"], "us-east-1", days_ago(2), [rec])
+    with pytest.raises(PullSourceError, match=re.escape(key) + ".*Dec 3, 2021"):
+        read_pulls(config, env["s3"], NOW)
 
 
 def test_an_unreadable_source_fails_naming_it(env):

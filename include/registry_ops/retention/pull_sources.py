@@ -109,7 +109,7 @@ def read_pulls(config: Config, s3: Any, now: datetime) -> pd.DataFrame:
         frames += [_credited(rows, reg, by_account=False) for reg in registries]
         log.info("retention: pulls: %s: %d pull(s) in %d envelope(s)", reader.url, len(rows), len(keys))
     out = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
-    out["pulled_at"] = pd.to_datetime(out["pulled_at"], utc=True, format="ISO8601")
+    out["pulled_at"] = pd.to_datetime(out["pulled_at"], utc=True)  # each file's times already parsed
     return out
 
 
@@ -209,9 +209,13 @@ class _Reader:
             raise self._fail(f"s3://{self.bucket}/{key}", exc) from None
         try:
             data = json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
-            return list(parse(data))
+            rows = list(parse(data))
+            times = pd.to_datetime([r["pulled_at"] for r in rows], utc=True, format="ISO8601")
         except (OSError, EOFError, ValueError, AttributeError, TypeError) as exc:
             raise PullSourceError(f"{self.where}: s3://{self.bucket}/{key}: {exc}") from None
+        for row, when in zip(rows, times, strict=True):
+            row["pulled_at"] = when
+        return rows
 
     def rows(self, keys: list[str], parse: Callable[[Any], Iterator[dict[str, Any]]]) -> list[dict[str, Any]]:
         with ThreadPoolExecutor(READERS) as pool:
