@@ -286,6 +286,32 @@ def release_leases(config: Config, registries: list[str], holder: str, run_id: s
             lease.release()
 
 
+def _execute_leased(
+    config: Config,
+    s3: Any,
+    plan: pd.DataFrame,
+    run_id: str,
+    now: datetime,
+    dry_run: bool,
+    leases: list[Any],
+    policies: Any,
+    halted: dict[tuple[str, str], str] | None,
+) -> list[dict[str, Any]]:
+    """Execute a plan while a keeper renews the run's leases (checked before every delete)."""
+    from .lease import LeaseKeeper
+
+    with LeaseKeeper(leases) as keeper:
+        run = RunContext.from_config(config, s3, run_id, now, dry_run, lease_check=keeper.check)
+        return execute(
+            plan,
+            run,
+            lambda name: build_registry(config.registry(name)),
+            limits=limits_of(config),
+            policies=policies,
+            stop_reasons=halted,
+        )
+
+
 def apply_item(
     config: Config,
     run_id: str,
@@ -298,23 +324,13 @@ def apply_item(
 
     An executing item holds (takes or renews) the leases of its registries for ``holder`` (the
     DAG run) while it works and checks them before every delete."""
-    from .lease import LeaseKeeper
 
     s3 = s3_client(config)
     plan = _from_table(storage.get_table(s3, config.storage.bucket, item["key"]))
     leases = take_leases(config, s3, live_registries(plan, dry_run), holder or run_id, run_id)
     policies = load_policy_set(config)
     halted = {(r, p): message for r, p, message in item["stops"]}
-    with LeaseKeeper(leases) as keeper:
-        run = RunContext.from_config(config, s3, run_id, now, dry_run, lease_check=keeper.check)
-        results = execute(
-            plan,
-            run,
-            lambda name: build_registry(config.registry(name)),
-            limits=limits_of(config),
-            policies=policies,
-            stop_reasons=halted,
-        )
+    results = _execute_leased(config, s3, plan, run_id, now, dry_run, leases, policies, halted)
     storage.put_json(
         s3, config.storage.bucket, _run_key(config, run_id, f"results/{item['item']:05d}.json"), results
     )
@@ -352,19 +368,7 @@ def summarize_run(config: Config, planned: dict[str, Any]) -> dict[str, Any]:
     if not planned["dry_run"]:
         summary["archive_index"] = compact_archive_index(config, s3)
     summary["summary_key"] = _publish_summary(config, s3, summary, results)
-    log.info(
-        "retention: run %s%s: removed %d images, %.1f MiB, saving about $%.2f/month; would remove %d; "
-        "untagged %d; failed %s; stopped %s",
-        run_id,
-        " (dry run)" if planned["dry_run"] else "",
-        summary["images_removed"],
-        summary["bytes_removed"] / 2**20,
-        summary["monthly_cost_saved_usd"],
-        summary["would_remove_images"],
-        summary["untagged"],
-        summary["repositories_failed"] or "none",
-        summary["repositories_stopped"] or "none",
-    )
+    _log_totals(summary)
     from .report_mail import send_summary  # an executed run that changed something: tell people
 
     summary["notification"] = send_summary(config, summary, results)  # never raises
@@ -426,7 +430,7 @@ def apply_plan(
     summary still returns it (``summary_error``), so the caller can print what happened. With
     ``notify``, an executed run that changed something emails its summary (``report_mail``).
     """
-    from .lease import LeaseKeeper, cli_holder
+    from .lease import cli_holder
 
     s3 = s3_client(config)
     storage.require_bucket(s3, config.storage.bucket, config.source)
@@ -439,15 +443,7 @@ def apply_plan(
         log.warning("retention: %s", warning)
     leases = take_leases(config, s3, live_registries(plan, dry_run), cli_holder(), run_id)
     try:
-        with LeaseKeeper(leases) as keeper:
-            run = RunContext.from_config(config, s3, run_id, now, dry_run, lease_check=keeper.check)
-            results = execute(
-                plan,
-                run,
-                lambda name: build_registry(config.registry(name)),
-                limits=limits_of(config),
-                policies=policies,
-            )
+        results = _execute_leased(config, s3, plan, run_id, now, dry_run, leases, policies, None)
     finally:
         for lease in leases:
             try:
