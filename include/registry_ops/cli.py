@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .config import ConfigError
 
@@ -61,18 +62,32 @@ def _logs_to_stderr() -> Iterator[None]:
 LOGGERS = ("", "airflow", "airflow.task", "registry_ops", "include.registry_ops", "botocore", "urllib3")
 
 
+def _structlog_levels() -> list[Any]:
+    """Airflow's per-logger level tables for its structlog loggers (one per vendored copy)."""
+    names = ("airflow._shared.logging.structlog", "airflow.sdk._shared.logging.structlog")
+    return [
+        m.PER_LOGGER_LEVELS for n in names if (m := sys.modules.get(n)) and hasattr(m, "PER_LOGGER_LEVELS")
+    ]
+
+
 @contextlib.contextmanager
 def configured_logging(verbosity: int) -> Iterator[None]:
     """:func:`configure_logging` for the command's duration, then the previous levels and streams
     back (``main`` also runs in-process, e.g. from tests: it must not leave the process's logging
     at WARNING behind it)."""
+    with contextlib.suppress(ImportError):
+        import airflow  # noqa: F401  (its set-up at import must be in what is put back)
     root = logging.getLogger()
     before = {name: logging.getLogger(name).level for name in LOGGERS}
     handlers = [(h, h.level, getattr(h, "stream", None)) for h in root.handlers]
+    structlog_before = {id(t): (t, t.get("")) for t in _structlog_levels()}
     configure_logging(verbosity)
     try:
         yield
     finally:
+        for table, level in structlog_before.values():
+            if level is not None:
+                table[""] = level
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
         for handler, level, stream in handlers:
@@ -89,10 +104,10 @@ def configure_logging(verbosity: int) -> None:
     levels are set on top of its configuration, handlers included.
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    if "airflow" not in sys.modules:  # Airflow's structlog loggers (hooks) take the level from here
-        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = logging.getLevelName(level)
     with contextlib.suppress(ImportError):
         import airflow  # noqa: F401  (its logging set-up runs at import: ours must come after)
+    for table in _structlog_levels():  # Airflow's structlog loggers (its hooks) filter by these
+        table[""] = level
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
