@@ -61,10 +61,9 @@ def test_part_size_below_ecr_minimum_is_refused(moto_server):
 
 
 def test_download_of_a_layer_the_repository_does_not_hold(moto_server, seeded):
-    """Seeded layers were never uploaded: like a layer an image does not hold on AWS."""
+    """A layer never uploaded to the repository (seed_ecr holds the fleet's own layers)."""
     reg = ecr_adapter(moto_server.endpoint)
-    spec = next(m for m in seeded[0].manifests if m.kind == "image")
-    layer = spec.blobs[-1].digest
+    layer = digest_of(b"a layer never pushed to " + seeded[0].name.encode())
     assert reg.head_blob(seeded[0].name, layer) is None
     with pytest.raises(NotFound) as err:
         reg.open_blob(seeded[0].name, layer)

@@ -134,25 +134,6 @@ def oci_registry(url: str) -> OciRegistry:
     return OciRegistry("oci-local", url, OCI_USER, OCI_PASSWORD, backoff=0.01)
 
 
-def hold_layers(fleet: list[RepoSpec], region: str = "us-east-1") -> None:
-    """What a push leaves in ECR and ``seed_ecr`` (images straight into moto's backend) does not:
-    each image's config and layers held by its repository, as ``CompleteLayerUpload`` records them
-    (moto's ``Repository.layers``, and the bytes the ``moto_layers`` shim serves). Restores check
-    that the registry holds every blob the archive lacks, as ECR's PutImage does."""
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.ecr.models import ecr_backends
-
-    backend = ecr_backends[DEFAULT_ACCOUNT_ID][region]
-    for repo in fleet:
-        held = backend.repositories[repo.name]
-        if not hasattr(held, "layer_blobs"):
-            held.layer_blobs = {}
-        for spec in repo.manifests:
-            for blob in spec.blobs:
-                held.layers[blob.digest] = len(blob.data)
-                held.layer_blobs[blob.digest] = blob.data
-
-
 def push(registry: Registry, fleet: list[RepoSpec]) -> list[RepoSpec]:
     """Push as a client does, through the interface only (any kind): the repository where the
     kind needs it first, every blob (ECR: the layer upload API), then the manifests and tags."""
@@ -174,8 +155,8 @@ def push(registry: Registry, fleet: list[RepoSpec]) -> list[RepoSpec]:
 
 def seed(registry: Registry, fleet: list[RepoSpec]) -> list[RepoSpec]:
     if isinstance(registry, EcrRegistry):
-        seed_ecr(registry.client, fleet)
-        hold_layers(fleet)
+        # layers held as a push leaves them: restores check the registry holds what archives lack
+        seed_ecr(registry.client, fleet, layers=True)
     else:
         assert isinstance(registry, OciRegistry)
         seed_oci(registry, fleet)

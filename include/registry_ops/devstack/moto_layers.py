@@ -25,7 +25,8 @@ that the layers exist (``LayersNotFoundException``) nor record ``subjectManifest
 ``artifactMediaType`` from the manifest; ``ListImageReferrers`` is missing. The adapter checks
 digests itself before and after an upload, so the tests of those checks do not lean on moto.
 
-Layers of images seeded straight into moto's backend (``seed.py``) were never uploaded, so they
+Images seeded straight into moto's backend (``seed.seed_ecr``) have their layers recorded the
+same way (``Repository.layers`` and ``layer_blobs``) unless seeded with ``layers=False``; then they
 answer ``LayersNotFoundException``, as a layer an image does not hold would on AWS. It is
 test-only because it patches moto's classes and serves bytes without signing; production code
 talks to AWS, whose pre-signed URLs need nothing from us.

@@ -5,7 +5,11 @@ moto's in-process backend. This is deliberate and test-only: moto stamps every `
 with "now" and derives digests from layer digests, so realistic push times (spread over 400
 days), pull times, untagged images, true manifest digests, sizes (config + layers) and
 referrer subjects can only be set there. The server must therefore run in this process
-(``ThreadedMotoServer``, see ``services.py``).
+(``ThreadedMotoServer``, see ``services.py``). With ``layers`` (the default) each image's config
+and layers are also held by its repository as ``CompleteLayerUpload`` records them (moto's
+``Repository.layers``, and the bytes ``moto_layers`` serves through ``GetDownloadUrlForLayer``),
+so seeded images can be archived with their layers and restored by copying blobs, as pushed
+ones can.
 
 OCI (distribution): everything goes through the registry API, exactly as a client pushes:
 blobs (monolithic upload), then manifests by digest, then one PUT per tag.
@@ -55,8 +59,13 @@ def _seeded_image_class() -> type:
     return SeededImage
 
 
-def seed_ecr(ecr_client: Any, fleet: list[RepoSpec], region: str = "us-east-1") -> int:
-    """Create the repositories via the API and their images in moto's backend; returns images."""
+def seed_ecr(
+    ecr_client: Any, fleet: list[RepoSpec], region: str = "us-east-1", *, layers: bool = True
+) -> int:
+    """Create the repositories via the API and their images in moto's backend; returns images.
+
+    ``layers``: also hold each image's blobs in its repository (see the module docstring); off,
+    a seeded image's layers answer ``LayersNotFoundException`` like a layer never pushed."""
     from moto.ecr.models import ecr_backends
 
     seeded = _seeded_image_class()
@@ -67,7 +76,8 @@ def seed_ecr(ecr_client: Any, fleet: list[RepoSpec], region: str = "us-east-1") 
     for repo in fleet:
         with contextlib.suppress(ecr_client.exceptions.RepositoryAlreadyExistsException):
             ecr_client.create_repository(repositoryName=repo.name)
-        images = backend.repositories[repo.name].images
+        held = backend.repositories[repo.name]
+        images = held.images
         present = {i.image_digest for i in images}
         sizes = {s.digest: s.size for s in repo.manifests}
         for spec in repo.manifests:
@@ -77,7 +87,23 @@ def seed_ecr(ecr_client: Any, fleet: list[RepoSpec], region: str = "us-east-1") 
             size = max(sizes[c] for c in spec.children) if spec.children else spec.size
             images.append(seeded(spec, repo.name, DEFAULT_ACCOUNT_ID, size))
             count += 1
+        if layers:
+            hold_blobs(held, repo)
     return count
+
+
+def hold_blobs(held: Any, repo: RepoSpec) -> None:
+    """Record every blob of the repository's images in moto's ``Repository`` as an upload would:
+    ``layers`` (digest -> size, what ``BatchCheckLayerAvailability`` answers from) and
+    ``layer_blobs`` (digest -> bytes, what the ``moto_layers`` shim serves). The bytes are the
+    fleet's own objects, shared, not copied."""
+    if not hasattr(held, "layer_blobs"):
+        held.layer_blobs = {}
+    sizes, blobs = held.layers, held.layer_blobs
+    for spec in repo.manifests:
+        for blob in spec.blobs:
+            sizes[blob.digest] = blob.size
+            blobs[blob.digest] = blob.data
 
 
 def seed_oci(registry: OciRegistry, fleet: list[RepoSpec], concurrency: int = 8) -> int:
