@@ -77,7 +77,12 @@ def build_registry(reg: RegistryConfig) -> Registry:
     if reg.kind == "ocilayout":  # files under a root directory: no connection, no credentials
         return OciLayoutRegistry(reg.name, reg.path or "", read_configs=reg.read_configs)
     if reg.kind == "ecr":
-        return EcrRegistry(reg.name, ecr_client(reg.conn_id, reg.region), reg.registry_id)
+        return EcrRegistry(
+            reg.name,
+            ecr_client(reg.conn_id, reg.region),
+            reg.registry_id,
+            read_manifests=reg.read_manifests,
+        )
     conn = get_connection(reg.conn_id)
     return OciRegistry(
         reg.name,
@@ -91,4 +96,7 @@ def build_registry(reg: RegistryConfig) -> Registry:
 
 
 def s3_client(config: Config) -> Any:
-    return aws_client("s3", config.storage.conn_id)
+    """The storage connection's S3 client: one per connection and process (``store.clients``)."""
+    from .store.clients import s3_client as cached
+
+    return cached(config)

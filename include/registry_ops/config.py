@@ -73,6 +73,20 @@ class RegistryConfig(_Strict):
         True, description="OCI: read each image's config blob for platform and created time"
     )
     concurrency: int = Field(8, ge=1, le=64, description="OCI: parallel manifest requests")
+    read_manifests: StrictBool = Field(
+        False,
+        description="ECR only: read every image's manifest during the inventory (BatchGetImage, "
+        "100 per call) for config_digest, layer_digests and layer_sizes (created_at and platform "
+        "stay as without it: config blobs are not read). Off by default because a BatchGetImage "
+        "is what ECR calls a pull: AWS documents that a pull calls BatchGetImage once for the "
+        "manifest and that lastRecordedPullTime is updated on every pull but Inspector's (within "
+        "24 h); CloudTrail records each call. Take it that with it on each inventory run makes "
+        "every image look pulled: keep_pulled_within_days and sinceImagePulled rules (ours and "
+        "ECR lifecycle policies) then keep every image, and retention.pulls' CloudTrail source "
+        "counts the inventory's reads as pulls, unless the inventory's IAM role is registered "
+        "with ECR's pull-time update exclusions (RegisterPullTimeUpdateExclusion) and listed in "
+        "retention.pulls.exclude_principals. The indexes' manifests are read with or without it.",
+    )
 
     @field_validator("url", mode="before")
     @classmethod
@@ -103,6 +117,11 @@ class RegistryConfig(_Strict):
             raise ValueError("'region' and 'registry_id' apply to kind 'ecr' only")
         if self.kind == "ecr" and self.url:
             raise ValueError("'url' applies to kind 'oci' only (ECR uses the connection)")
+        if self.kind != "ecr" and "read_manifests" in self.model_fields_set:
+            raise ValueError(
+                f"'read_manifests' applies to kind 'ecr' only (kind {self.kind!r} reads every "
+                "manifest anyway: its layer sizes are always in the inventory)"
+            )
         return self
 
     def wants(self, repository: str) -> bool:

@@ -1,12 +1,15 @@
 """Inventory files on disk: Parquet, CSV or JSON, chosen by extension.
 
-Parquet keeps the schema exactly. CSV stores list columns as JSON arrays and times as
-ISO-8601 UTC; JSON is a list of records in the same form (list columns as JSON arrays or as
-text holding one). Reading any of them returns a DataFrame with the schema's columns (missing
-optional columns are added as nulls), so the CLI and later commands (retention plan) accept all
-three. Every read is validated (:mod:`schema`): a bad file raises ``schema.SchemaError`` naming
-the file, the column, a sample row and the problem; text in a list column is an error, never
-split into characters or guessed at.
+Parquet keeps the schema exactly. CSV stores list columns as JSON arrays (``["v1", "latest"]``,
+``[1024, 2048]`` for ``layer_sizes``) and times as ISO-8601 UTC; JSON is a list of records in the
+same form (list columns as JSON arrays or as text holding one). An empty cell of a nullable list
+column (``layer_digests``, ``layer_sizes``: not known) stays null, distinct from ``[]``; an empty
+cell of a required one (``tags``) is ``[]``. Reading any of them returns a DataFrame with the
+schema's columns (missing optional columns are added as nulls: files written before a column
+existed still read), so the CLI and later commands (retention plan) accept all three. Every
+read is validated (:mod:`schema`): a bad file raises ``schema.SchemaError`` naming the file, the
+column, a sample row and the problem; text in a list column is an error, never split into
+characters or guessed at.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def read_inventory(path: str | Path) -> pd.DataFrame:
         if col not in frame.columns:
             frame[col] = None
     for col in schema.LIST_COLUMNS:
-        frame[col] = frame[col].map(_as_list)
+        nullable = schema.ARROW_SCHEMA.field(col).nullable
+        frame[col] = frame[col].map(lambda v, nullable=nullable: _as_list(v, nullable))
     for col in schema.TIME_COLUMNS:
         frame[col] = _parsed(
             frame, col, source, pd.to_datetime(frame[col], utc=True, format="ISO8601", errors="coerce")
@@ -114,11 +118,11 @@ def _parsed(frame: pd.DataFrame, col: str, source: str, parsed: pd.Series) -> pd
     return parsed
 
 
-def _as_list(v: object) -> object:
-    """A list cell: empty -> [], a JSON array (text) -> the list; anything else is left as it is,
-    for validation to refuse with the row named."""
+def _as_list(v: object, nullable: bool = False) -> object:
+    """A list cell: empty -> [] (None in a nullable column), a JSON array (text) -> the list;
+    anything else is left as it is, for validation to refuse with the row named."""
     if v is None or (isinstance(v, float) and pd.isna(v)):
-        return []
+        return None if nullable else []
     if isinstance(v, str) and v.strip().startswith("["):
         try:
             return json.loads(v)

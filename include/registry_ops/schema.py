@@ -27,7 +27,8 @@ The checks are vectorised (Arrow kernels, a byte view of the digests for the key
 | child_digests | list<string> | for an index: the manifests it lists |
 | subject_digest | string | for a referrer: the digest it refers to |
 | config_digest | string | config blob digest, where the manifest was read |
-| layer_digests | list<string> | layer blob digests, where the manifest was read (unique-layer cost reports) |
+| layer_digests | list<string> | layer blob digests, where the manifest was read (unique-layer cost reports); null for indexes and where the manifest was not read |
+| layer_sizes | list<int64> | compressed bytes of each layer, in the order of `layer_digests` and as long (the manifest's descriptor sizes), where the manifest was read; null otherwise (older snapshots lack the column: read as null) |
 | snapshot_at | timestamp[UTC] | when the listing ran |
 """
 
@@ -66,6 +67,7 @@ ARROW_SCHEMA = pa.schema(
         pa.field("subject_digest", pa.string()),
         pa.field("config_digest", pa.string()),
         pa.field("layer_digests", pa.list_(pa.string())),
+        pa.field("layer_sizes", pa.list_(pa.int64())),
         pa.field("snapshot_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
@@ -190,6 +192,8 @@ def _plain(value: Any) -> Any:
 
 def _describe(kind: pa.DataType) -> str:
     if pa.types.is_list(kind):
+        if pa.types.is_integer(kind.value_type):
+            return "a list of whole numbers (list<int64>)"
         return "a list of strings (list<string>)"
     if pa.types.is_timestamp(kind):
         return "timestamps (UTC)"
@@ -251,6 +255,8 @@ def _from_pandas(frame: pd.DataFrame, field: pa.Field, source: str) -> pa.Array:
             if not (pa.types.is_timestamp(array.type) or pa.types.is_null(array.type)):
                 raise pa.ArrowTypeError(str(array.type))
             return array.cast(field.type, safe=False)
+        if _family(field.type) == "integer_list":  # inferred, then cast: 1.5 is refused, not cut to 1
+            return pa.array(series, from_pandas=True).cast(field.type)
         return pa.array(series, type=field.type, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         values = series.to_numpy(dtype=object)
@@ -261,6 +267,8 @@ def _from_pandas(frame: pd.DataFrame, field: pa.Field, source: str) -> pa.Array:
 
 
 def _family(kind: pa.DataType) -> str:
+    if pa.types.is_list(kind) and pa.types.is_integer(kind.value_type):
+        return "integer_list"
     for name in ("list", "timestamp", "integer"):
         if getattr(pa.types, f"is_{name}")(kind):
             return name
@@ -271,14 +279,18 @@ def _missing(value: object) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
 
 
+def _whole(v: object) -> bool:
+    return (isinstance(v, int | np.integer) and not isinstance(v, bool)) or (
+        isinstance(v, float) and v.is_integer()
+    )
+
+
 _VALUE_FITS = {
     "string": lambda v: isinstance(v, str),
     "list": lambda v: isinstance(v, list | tuple | np.ndarray) and all(isinstance(t, str) for t in v),
+    "integer_list": lambda v: isinstance(v, list | tuple | np.ndarray) and all(map(_whole, v)),
     "timestamp": lambda v: isinstance(v, datetime),
-    "integer": lambda v: (
-        (isinstance(v, int | np.integer) and not isinstance(v, bool))
-        or (isinstance(v, float) and v.is_integer())
-    ),
+    "integer": _whole,
 }
 
 
@@ -298,6 +310,7 @@ def _check_values(columns: Columns, source: str) -> None:
         bad = pc.invert(pc.is_in(columns[name], value_set=pa.array(known)))
         _refuse(columns, source, name, bad, f"unknown value, expected one of {', '.join(known)}")
     _refuse(columns, source, "size_bytes", pc.less(columns["size_bytes"], 0), "is negative")
+    _check_layer_sizes(columns, source)
     dupe = _first_duplicate(columns)
     if dupe is not None:
         later, first = dupe
@@ -308,6 +321,33 @@ def _check_values(columns: Columns, source: str) -> None:
             columns,
             later,
         )
+
+
+def _check_layer_sizes(columns: Columns, source: str) -> None:
+    """``layer_sizes`` describes ``layer_digests``: set only beside it, as long, every size a
+    number >= 0 (a cost report adds them up per distinct digest)."""
+    sizes, digests = columns["layer_sizes"], columns["layer_digests"]
+    _refuse(
+        columns,
+        source,
+        "layer_sizes",
+        pc.and_(pc.is_valid(sizes), pc.is_null(digests)),
+        "is set but layer_digests is not: sizes describe the layers layer_digests names",
+    )
+    _refuse(
+        columns,
+        source,
+        "layer_sizes",
+        pc.not_equal(pc.list_value_length(sizes), pc.list_value_length(digests)),
+        "does not have one size per layer digest (its length differs from layer_digests')",
+    )
+    flat = _combined(sizes)
+    values = pc.list_flatten(flat)
+    bad_values = pc.or_(pc.is_null(values), pc.less(values, 0))
+    rows = np.zeros(len(flat), dtype=bool)
+    parents = pc.list_parent_indices(flat).to_numpy()
+    rows[parents[pc.fill_null(bad_values, True).to_numpy(zero_copy_only=False)]] = True
+    _refuse(columns, source, "layer_sizes", pa.array(rows), "holds a negative or missing layer size")
 
 
 def _refuse(columns: Columns, source: str, name: str, bad: Any, problem: str) -> None:

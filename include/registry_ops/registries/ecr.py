@@ -2,7 +2,13 @@
 
 Listing uses the fewest calls AWS allows: ``describe_repositories`` pages of 1,000 and
 ``describe_images`` pages of 1,000 (one call per 1,000 images). Manifests are read with
-``batch_get_image`` only for image indexes (to link their children), 100 ids per call.
+``batch_get_image`` only for image indexes (to link their children), 100 ids per call, unless
+``read_manifests`` asks for every image's (config digest, layer digests and sizes in the
+inventory): then every manifest is read once, 100 per call, the indexes' reads among them.
+That option is off by default because ECR counts ``BatchGetImage`` as a pull (see
+``config.RegistryConfig.read_manifests``). The config blobs (platform, created time) are not
+read: on ECR they need ``GetDownloadUrlForLayer`` and a download each, so ``created_at`` stays
+null and ``platform`` comes from the indexes only.
 Deletes go 100 ids per ``batch_delete_image`` and per-image ``failures[]`` are reported, not
 ignored. Throttling and 5xx answers are retried by botocore's ``standard`` retry mode, set
 where the client is built (``clients.py``); what still fails raises a typed error chosen from
@@ -27,6 +33,7 @@ move ``lastRecordedPullTime``. Referrers come from the repository listing (the i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -64,7 +71,10 @@ from .base import (
     referrer_tags,
 )
 from .ecr_errors import aws_code_class, aws_error_class, aws_problem
+from .records import blob_columns
 from .streams import CHUNK, BlobStream, spool
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BATCH", "MIN_PART", "PAGE", "EcrRegistry", "aws_problem"]
 
@@ -104,6 +114,7 @@ class EcrRegistry(Registry):
         page_size: int = PAGE,
         part_size: int | None = None,
         download_timeout: float = 60.0,
+        read_manifests: bool = False,
     ) -> None:
         super().__init__(name)
         if part_size is not None and part_size < MIN_PART:
@@ -113,6 +124,7 @@ class EcrRegistry(Registry):
         self.page_size = page_size
         self.part_size = part_size
         self.download_timeout = download_timeout
+        self.read_manifests = read_manifests
         self.http = requests.Session()
         client.meta.events.register("before-send.ecr.*", self._count)
 
@@ -172,20 +184,56 @@ class EcrRegistry(Registry):
         details = self.describe(repository)
         records = [self._record(repository, d) for d in details]
         indexes = [r["digest"] for r in records if r["kind"] == "index"]
+        if self.read_manifests:
+            manifests = self._read_every_manifest(repository, [r["digest"] for r in records], indexes)
+        else:
+            manifests = {m.digest: m for m in self.get_manifests(repository, indexes)}
         children: dict[str, list[str]] = {}
         platforms: dict[str, str] = {}
-        for manifest in self.get_manifests(repository, indexes):
-            entries = manifest.body.get("manifests", [])
-            children[manifest.digest] = [e["digest"] for e in entries]
+        for digest in dict.fromkeys(indexes):
+            entries = manifests[digest].body.get("manifests", [])
+            children[digest] = [e["digest"] for e in entries]
             for e in entries:
                 p = platform_of(e.get("platform"))
                 if p:
                     platforms[e["digest"]] = p
         for r in records:
             r["platform"] = platforms.get(r["digest"])
+            if self.read_manifests:
+                m = manifests.get(r["digest"])
+                r.update(blob_columns(m) if m is not None else {})
         link_graph(records, children)
         index_size(records)
         return records
+
+    def _read_every_manifest(
+        self, repository: str, digests: list[str], indexes: list[str]
+    ) -> dict[str, Manifest]:
+        """Every listed manifest, 100 per ``BatchGetImage`` (the indexes' reads among them).
+
+        An index that cannot be read fails the repository, as without ``read_manifests`` (its
+        children would be unlinked). Another image deleted since ``DescribeImages`` or unreadable
+        keeps its row with the blob columns null (what a listing without manifests gives), and a
+        warning names it."""
+        found, gone, failures = self.fetch_manifests(repository, digests)
+        index_set = set(indexes)
+        self._refuse_unread(repository, gone & index_set, {d: failures[d] for d in index_set & set(failures)})
+        for digest in sorted(gone):
+            log.warning(
+                "inventory: %s/%s: %s: deleted while listed; layers left unknown",
+                self.name,
+                repository,
+                digest,
+            )
+        for digest, why in sorted(failures.items()):
+            log.warning(
+                "inventory: %s/%s: %s: manifest unreadable (%s); layers left unknown",
+                self.name,
+                repository,
+                digest,
+                why,
+            )
+        return found
 
     def _record(self, repository: str, d: dict[str, Any]) -> dict[str, Any]:
         tags = sorted(d.get("imageTags") or [])
@@ -345,6 +393,11 @@ class EcrRegistry(Registry):
     def get_manifests(self, repository: str, digests: list[str]) -> list[Manifest]:
         """Manifests by digest (see :meth:`fetch_manifests`); a missing or bad one raises."""
         found, gone, failures = self.fetch_manifests(repository, digests)
+        self._refuse_unread(repository, gone, failures)
+        return [found[d] for d in dict.fromkeys(digests)]
+
+    def _refuse_unread(self, repository: str, gone: set[str], failures: dict[str, str]) -> None:
+        """A typed error for the first manifest not found (NotFound) or not readable."""
         if gone:
             raise self.error(f"batch_get_image: {sorted(gone)[0]}: ImageNotFound", repository, NotFound)
         if failures:
@@ -352,7 +405,6 @@ class EcrRegistry(Registry):
             code = why.rsplit(": ", 1)[-1] if why.startswith("batch_get_image: ") else ""
             cls = aws_code_class(code) if code else Invalid
             raise self.error(f"batch_get_image: {digest}: {why}", repository, cls)
-        return [found[d] for d in dict.fromkeys(digests)]
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         if reference.startswith("sha256:"):

@@ -1,5 +1,6 @@
 """Inventory records built from manifests, for the kinds that read manifests to list images
-(the distribution API and an OCI layout); ECR's come from ``DescribeImages`` instead."""
+(the distribution API and an OCI layout); ECR's come from ``DescribeImages`` instead, with the
+manifest's blob columns (:func:`blob_columns`) added when it reads manifests."""
 
 from __future__ import annotations
 
@@ -41,6 +42,28 @@ def parse_configs(
     return out
 
 
+def blob_columns(m: Manifest, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config_digest``, ``layer_digests`` and ``layer_sizes`` of a manifest, from its descriptors.
+
+    An index has none (null). A manifest without a ``layers`` list (Docker schema 1) has unknown
+    layers (null), not none. ``layer_sizes`` is null when a descriptor's size is not a whole
+    number >= 0: a cost report must not add up guesses. ``body``: ``m.body`` if already parsed."""
+    if m.media_type in INDEX_TYPES:
+        return {"config_digest": None, "layer_digests": None, "layer_sizes": None}
+    body = m.body if body is None else body
+    config = body.get("config") or {}
+    layers = body.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(x, dict) and "digest" in x for x in layers):
+        return {"config_digest": config.get("digest"), "layer_digests": None, "layer_sizes": None}
+    sizes = [x.get("size") for x in layers]
+    known = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes)
+    return {
+        "config_digest": config.get("digest"),
+        "layer_digests": [x["digest"] for x in layers],
+        "layer_sizes": sizes if known else None,
+    }
+
+
 def manifest_record(
     registry_kind: str,
     repository: str,
@@ -76,8 +99,7 @@ def manifest_record(
         "last_pulled_at": None,
         "platform": platform or (platform_of(cfg) if kind == "image" else None),
         "subject_digest": subject,
-        "config_digest": config.get("digest"),
-        "layer_digests": [x["digest"] for x in layers] if not is_index else None,
+        **blob_columns(m, body),
     }
 
 
