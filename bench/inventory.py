@@ -9,7 +9,10 @@ What it measures, all on local services started here and stopped at the end:
 
 1. ECR (moto in this process, AWS-like paging shim): ``EcrRegistry.list_repositories`` then
    ``list_images`` per repository; requests by API operation against the least AWS allows
-   (pages of 1,000; plus ``batch_get_image`` at 100 ids for image indexes).
+   (pages of 1,000; plus ``batch_get_image`` at 100 ids for image indexes). Then the same
+   listing with ``read_manifests`` (every manifest read, 100 per ``batch_get_image``, for the
+   layer digests and sizes): its requests and seconds against the plain listing's and against
+   its own least, and its layer sizes checked against the seeded manifests.
 2. OCI (Debian's CNCF distribution 2.8): ``OciRegistry`` at concurrency 8 and 1; requests by
    operation against the least the distribution API allows (list pages + one manifest GET per
    tag + one per untagged manifest reached through an index) and against the goal "one
@@ -171,6 +174,8 @@ class EcrResult:
     wall: float = 0.0
     counts: Counter[str] = field(default_factory=Counter)
     images: int = 0
+    manifests_wall: float = 0.0  # the same listing with read_manifests
+    manifests_counts: Counter[str] = field(default_factory=Counter)
 
 
 def bench_ecr(moto: MotoService, sizes: Sizes) -> EcrResult:
@@ -186,6 +191,12 @@ def bench_ecr(moto: MotoService, sizes: Sizes) -> EcrResult:
     )
     seeded_per_repo = {r.name: len(r.manifests) for r in fleet}
     seeded_kinds = Counter(m.kind for r in fleet for m in r.manifests)
+    seeded_layers = {  # what read_manifests must find: each manifest's layer sizes (blobs[0]: config)
+        (r.name, m.digest): [b.size for b in m.blobs[1:]]
+        for r in fleet
+        for m in r.manifests
+        if m.kind != "index"
+    }
     client = boto3.client(
         "ecr", endpoint_url=moto.endpoint, region_name=REGION, config=BotoConfig(retries=RETRIES)
     )
@@ -279,7 +290,54 @@ def bench_ecr(moto: MotoService, sizes: Sizes) -> EcrResult:
     )
     if retries:
         row("other operations", f"{retries:,}", "see the table above")
+    read_manifests_cost(client, res, per_repo, least_plain, seeded_layers)
     return res
+
+
+def read_manifests_cost(
+    client: Any,
+    plain: EcrResult,
+    per_repo: dict[str, int],
+    least_plain: int,
+    seeded_layers: dict[tuple[str, str], list[int]],
+) -> None:
+    """The same listing with ``read_manifests``: what reading every manifest costs."""
+    note("ECR: listing again with read_manifests ...")
+    reg = EcrRegistry("ecr-bench", client, read_manifests=True)
+
+    def listing() -> dict[str, list[dict[str, Any]]]:
+        return {r: reg.list_images(r) for r in reg.list_repositories()}
+
+    listed, wall = timed(listing)
+    plain.manifests_wall, plain.manifests_counts = wall, Counter(reg.requests.counts)
+    counts = plain.manifests_counts
+    least_reads = sum(ceil_div(n, BATCH) for n in per_repo.values())
+    least = least_plain + least_reads  # list pages + every manifest once, 100 per call
+    actual, before = sum(counts.values()), sum(plain.counts.values())
+    rows = [(r, x) for r, recs in listed.items() for x in recs if x["kind"] != "index"]
+    sized = sum(1 for _, x in rows if x.get("layer_sizes") is not None)
+    match = sum(1 for r, x in rows if x.get("layer_sizes") == seeded_layers.get((r, x["digest"])))
+    out()
+    out("  price of read_manifests (the same listing, every manifest read for layer digests and sizes)")
+    row(
+        "  BatchGetImage without / with",
+        f"{plain.counts['BatchGetImage']:,} / {counts['BatchGetImage']:,}",
+        f"least with: {least_reads:,} (sum of ceil(images/{BATCH}) per repo, indexes included)",
+    )
+    row("  requests without / with", f"{before:,} / {actual:,}", f"{actual - before:+,} requests")
+    row("  wall without / with", f"{secs(plain.wall)} / {secs(wall)}", f"x{ratio(wall, plain.wall)}")
+    row(
+        "  with: actual / least",
+        ratio(actual, least),
+        f"least {least:,} = list pages + {least_reads:,} reads",
+    )
+    row(
+        "  images with layer sizes / matching the seeded",
+        f"{sized:,} / {match:,}",
+        f"of {len(rows):,} non-index images" + ("" if match == len(rows) else " (MISMATCH)"),
+    )
+    out("      (moto finds each id of a BatchGetImage by a linear scan of the repository: its seconds")
+    out("       grow with the repository's size, which AWS's need not; the request counts are AWS's)")
 
 
 # -- OCI ----------------------------------------------------------------------------------------
@@ -761,6 +819,10 @@ def main(argv: Iterable[str] | None = None) -> int:
 
     title("summary")
     row("ECR: images / requests / wall", f"{ecr.images:,} / {sum(ecr.counts.values()):,} / {secs(ecr.wall)}")
+    row(
+        "ECR with read_manifests: requests / wall",
+        f"{sum(ecr.manifests_counts.values()):,} / {secs(ecr.manifests_wall)}",
+    )
     row(
         "OCI: digests / requests / wall (c=8)",
         f"{facts.unique:,} / {sum(oci.counts.values()):,} / {secs(oci.wall)}",
