@@ -72,7 +72,12 @@ def ecr_fleet(moto_server, ecr) -> list[RepoSpec]:
 
 def _listing(moto_server, read_manifests: bool, fleet: list[RepoSpec]) -> tuple[EcrRegistry, dict]:
     client = boto3.client("ecr", endpoint_url=moto_server.endpoint, region_name="us-east-1")
-    reg = EcrRegistry("ecr-local", client, read_manifests=read_manifests)
+    # off is the default: the adapter as every caller built it before the option existed
+    reg = (
+        EcrRegistry("ecr-local", client, read_manifests=True)
+        if read_manifests
+        else EcrRegistry("ecr-local", client)
+    )
     return reg, {r.name: {x["digest"]: x for x in reg.list_images(r.name)} for r in fleet}
 
 

@@ -343,10 +343,10 @@ def _check_layer_sizes(columns: Columns, source: str) -> None:
     )
     flat = _combined(sizes)
     values = pc.list_flatten(flat)
-    bad_values = pc.or_(pc.is_null(values), pc.less(values, 0))
+    bad_values = pc.fill_null(pc.less(values, 0), True)  # a null size is as bad as a negative one
     rows = np.zeros(len(flat), dtype=bool)
     parents = pc.list_parent_indices(flat).to_numpy()
-    rows[parents[pc.fill_null(bad_values, True).to_numpy(zero_copy_only=False)]] = True
+    rows[parents[bad_values.to_numpy(zero_copy_only=False)]] = True
     _refuse(columns, source, "layer_sizes", pa.array(rows), "holds a negative or missing layer size")
 
 
