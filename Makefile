@@ -12,7 +12,7 @@ ARGS ?=
 .PHONY: demo test lint bench apt install constraints clean
 
 demo: install
-	$(PY) -m include.registry_ops.devstack.demo $(ARGS)
+	$(PY) -m devstack.demo $(ARGS)
 
 test: install
 	$(PY) -m pytest $(ARGS)
@@ -32,10 +32,10 @@ apt:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -49,10 +49,10 @@ ROOT = _local.prepare()
 import boto3  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
+from devstack.fleet import RepoSpec, make_fleet  # noqa: E402
+from devstack.seed import seed_ecr, seed_oci  # noqa: E402
+from devstack.services import MotoService, RegistryService  # noqa: E402
 from include.registry_ops.clients import RETRIES  # noqa: E402
-from include.registry_ops.devstack.fleet import RepoSpec, make_fleet  # noqa: E402
-from include.registry_ops.devstack.seed import seed_ecr, seed_oci  # noqa: E402
-from include.registry_ops.devstack.services import MotoService, RegistryService  # noqa: E402
 from include.registry_ops.registries.base import REFERRER_TAG  # noqa: E402
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402

@@ -41,11 +41,11 @@ ROOT = _local.prepare()
 import boto3  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
+from devstack.fleet import make_fleet  # noqa: E402
+from devstack.seed import seed_ecr  # noqa: E402
+from devstack.services import MotoService  # noqa: E402
 from include.registry_ops import schema  # noqa: E402
 from include.registry_ops.clients import RETRIES  # noqa: E402
-from include.registry_ops.devstack.fleet import make_fleet  # noqa: E402
-from include.registry_ops.devstack.seed import seed_ecr  # noqa: E402
-from include.registry_ops.devstack.services import MotoService  # noqa: E402
 from include.registry_ops.inventory import list_batch  # noqa: E402
 from include.registry_ops.registries.ecr import EcrRegistry  # noqa: E402
 from include.registry_ops.retention.archive import ArchiveStore  # noqa: E402

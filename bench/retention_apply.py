@@ -43,11 +43,11 @@ import boto3  # noqa: E402
 import pandas as pd  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
+from devstack.fleet import make_fleet  # noqa: E402
+from devstack.seed import seed_ecr  # noqa: E402
+from devstack.services import MotoService  # noqa: E402
 from include.registry_ops import schema  # noqa: E402
 from include.registry_ops.clients import RETRIES  # noqa: E402
-from include.registry_ops.devstack.fleet import make_fleet  # noqa: E402
-from include.registry_ops.devstack.seed import seed_ecr  # noqa: E402
-from include.registry_ops.devstack.services import MotoService  # noqa: E402
 from include.registry_ops.inventory import list_batch  # noqa: E402
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
 from include.registry_ops.retention.archive import ArchiveStore  # noqa: E402

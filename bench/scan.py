@@ -34,9 +34,10 @@ ROOT = _local.prepare(
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
 )
 
-from include.registry_ops import schema  # noqa: E402
+from devstack.services import MotoService  # noqa: E402
+from include.registry_ops import schema, storage  # noqa: E402
+from include.registry_ops.clients import s3_client  # noqa: E402
 from include.registry_ops.config import parse_config  # noqa: E402
-from include.registry_ops.devstack.services import MotoService  # noqa: E402
 from include.registry_ops.scan import jobs  # noqa: E402
 from include.registry_ops.scan.parsers import parse_trivy  # noqa: E402
 from include.registry_ops.scan.scanners.base import Scanner, ScanResult, Target  # noqa: E402
@@ -244,6 +245,8 @@ def main() -> None:
             },
             "bench",
         )
+        # jobs never create buckets (registry-ops init does): the bench stands in for that step
+        storage.ensure_bucket(s3_client(config), config.storage.bucket)
         now = datetime.now(UTC).replace(microsecond=0)
         rows = fleet(now)
         table = schema.to_table(rows)

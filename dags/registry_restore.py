@@ -36,7 +36,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from include.registry_ops.retention.restore_request import DIGEST_PATTERN, MODE_LIST, MODES
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 OPTIONAL_TEXT = ["null", "string"]
 
 PARAMS = {

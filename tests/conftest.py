@@ -31,9 +31,9 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from include.registry_ops.devstack.fleet import make_fleet  # noqa: E402
-from include.registry_ops.devstack.seed import seed_ecr, seed_oci  # noqa: E402
-from include.registry_ops.devstack.services import MotoService, RegistryService, SmtpService  # noqa: E402
+from devstack.fleet import make_fleet  # noqa: E402
+from devstack.seed import seed_ecr, seed_oci  # noqa: E402
+from devstack.services import MotoService, RegistryService, SmtpService  # noqa: E402
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
 
 OCI_USER, OCI_PASSWORD = "ops", "s3cret-registry-pass"

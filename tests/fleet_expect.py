@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from include.registry_ops.devstack.fleet import ManifestSpec, RepoSpec
+from devstack.fleet import ManifestSpec, RepoSpec
 
 
 def visible_oci(repo: RepoSpec) -> dict[str, ManifestSpec]:

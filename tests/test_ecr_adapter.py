@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from include.registry_ops.devstack.fleet import make_fleet
-from include.registry_ops.devstack.seed import seed_ecr
+from devstack.fleet import make_fleet
+from devstack.seed import seed_ecr
 from include.registry_ops.registries.base import Manifest, RegistryError
 from include.registry_ops.registries.ecr import EcrRegistry
 from tests.fleet_expect import all_ecr

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from devstack.fleet import RepoSpec, make_fleet
+from devstack.seed import seed_ecr
 from include.registry_ops import inventory, schema, storage
 from include.registry_ops.config import ConfigError, parse_config
-from include.registry_ops.devstack.fleet import RepoSpec, make_fleet
-from include.registry_ops.devstack.seed import seed_ecr
 from include.registry_ops.inventory_files import read_inventory, write_inventory
 from include.registry_ops.registries.base import INDEX_TYPES, NotFound
 from include.registry_ops.registries.ecr import BATCH, EcrRegistry

@@ -16,8 +16,8 @@ import tarfile
 import pytest
 import requests
 
-from include.registry_ops.devstack.services import REGISTRY_BIN
-from include.registry_ops.devstack.token_auth import TokenServer, start_token_stack
+from devstack.services import REGISTRY_BIN
+from devstack.token_auth import TokenServer, start_token_stack
 from include.registry_ops.registries.base import OCI_MANIFEST, Manifest, RegistryError, digest_of
 from include.registry_ops.registries.oci import OciRegistry
 

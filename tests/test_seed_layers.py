@@ -10,8 +10,8 @@ import uuid
 import boto3
 import pytest
 
-from include.registry_ops.devstack.fleet import make_fleet
-from include.registry_ops.devstack.seed import seed_ecr
+from devstack.fleet import make_fleet
+from devstack.seed import seed_ecr
 from include.registry_ops.registries.base import NotFound
 from include.registry_ops.registries.ecr import EcrRegistry
 

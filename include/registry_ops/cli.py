@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import ConfigError
 
-log = logging.getLogger("registry_ops")
+log = logging.getLogger(__name__)
 
 # Subcommand modules under ``commands/``; each present one adds its parsers.
 COMMANDS = ("archive", "init", "inventory", "retention", "restore", "scan", "tag")
@@ -59,7 +59,7 @@ def _logs_to_stderr() -> Iterator[None]:
 
 
 # Loggers whose level -v sets: ours, and Airflow's (its hooks log at INFO on every connection).
-LOGGERS = ("", "airflow", "airflow.task", "registry_ops", "include.registry_ops", "botocore", "urllib3")
+LOGGERS = ("", "airflow", "include.registry_ops", "botocore", "urllib3")
 
 
 def _structlog_levels() -> list[Any]:

@@ -17,7 +17,7 @@ from .registries.base import RegistryError
 from .store import objects
 from .store.clients import s3_client
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 
 class InventoryIncomplete(RuntimeError):

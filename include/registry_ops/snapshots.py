@@ -25,7 +25,7 @@ from .inventory import snapshot_layout
 from .store import objects
 from .store.runs import ManifestError, RunMissing
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 
 class SnapshotError(ValueError):

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from include.registry_ops.devstack.fleet import ManifestSpec, RepoSpec
-from include.registry_ops.devstack.seed import seed_ecr
+from devstack.fleet import ManifestSpec, RepoSpec
+from devstack.seed import seed_ecr
 from include.registry_ops.registries.base import (
     OCI_MANIFEST,
     Invalid,

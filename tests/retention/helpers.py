@@ -130,30 +130,14 @@ def by_name(result: dict[str, Any], names: str) -> dict[str, Any]:
     return {lookup[d]: v for d, v in result.items() if d in lookup}
 
 
-_BENCH: Any = None
-
-
 def reference_plan(
     frame: pd.DataFrame, policies: PolicySet, now: datetime = NOW, in_use: set[str] | None = None
 ) -> dict[str, tuple[str, int | None, list[str]]]:
     """{digest: (action, rule priority, untag tags)} from the plain per-image loop planner of
-    ``bench/retention_plan.py`` (the differential reference), for one-registry inventories."""
-    global _BENCH
-    if _BENCH is None:
-        import importlib.util
-        import sys
-        from pathlib import Path
+    ``tests/retention/reference_planner.py`` (the differential reference), for one-registry inventories."""
+    from tests.retention.reference_planner import loop_plan
 
-        root = Path(__file__).resolve().parents[2]
-        if str(root / "bench") not in sys.path:  # as when the bench runs as a script
-            sys.path.append(str(root / "bench"))
-        spec = importlib.util.spec_from_file_location(
-            "bench_retention_plan", root / "bench" / "retention_plan.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _BENCH = module
-    return {key[2]: value for key, value in _BENCH.loop_plan(frame, policies, now, in_use).items()}
+    return {key[2]: value for key, value in loop_plan(frame, policies, now, in_use).items()}
 
 
 def planner_triples(

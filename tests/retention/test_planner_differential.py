@@ -1,4 +1,4 @@
-"""The vectorized planner against the plain per-image loop planner (bench/retention_plan.py),
+"""The vectorized planner against the plain per-image loop planner (tests/retention/reference_planner.py),
 on the devstack fleet and on randomized inventories and policies: same action, rule priority
 and untag tags for every image."""
 
@@ -14,11 +14,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from devstack.fleet import make_fleet
 from include.registry_ops import schema
-from include.registry_ops.devstack.fleet import make_fleet
 from include.registry_ops.registries.base import classify
 from include.registry_ops.retention.planner import plan
 from include.registry_ops.retention.policy import parse_policies
+from tests.retention.reference_planner import loop_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "bench") not in sys.path:  # as when the bench runs as a script: it imports _local
@@ -141,7 +142,7 @@ def compare(inventory: pd.DataFrame, policies, in_use: set[str] | None) -> int:
         )
         for r in result.itertuples(index=False)
     }
-    expected = bench.loop_plan(inventory, policies, NOW, in_use)
+    expected = loop_plan(inventory, policies, NOW, in_use)
     assert got.keys() == expected.keys()
     bad = {k: (got[k], expected[k]) for k in got if got[k] != expected[k]}
     assert not bad, f"{len(bad)} differ, e.g. {next(iter(bad.items()))}"

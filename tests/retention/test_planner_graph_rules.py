@@ -9,7 +9,7 @@ by digest (``crane tag app@sha256:… latest``) is the same case, and protection
 in use by digest, pulled recently) keep a child whatever happens to its index.
 
 Every case runs the real planner and is checked against the per-image reference loop of
-``bench/retention_plan.py`` too, so the two implementations cannot drift apart on it.
+``tests/retention/reference_planner.py`` too, so the two implementations cannot drift apart on it.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ import boto3
 import pandas as pd
 from botocore.config import Config
 
+from devstack.fleet import ManifestSpec, RepoSpec, make_fleet
+from devstack.seed import seed_ecr, seed_oci
 from include.registry_ops.clients import RETRIES
-from include.registry_ops.devstack.fleet import ManifestSpec, RepoSpec, make_fleet
-from include.registry_ops.devstack.seed import seed_ecr, seed_oci
 from include.registry_ops.registries.base import Registry
 from include.registry_ops.registries.ecr import EcrRegistry
 from include.registry_ops.registries.oci import OciRegistry

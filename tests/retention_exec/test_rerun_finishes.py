@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from include.registry_ops.devstack.services import RegistryService, free_port
+from devstack.services import RegistryService, free_port
 from include.registry_ops.registries.oci import OciRegistry
 from include.registry_ops.retention import audit, executor
 from include.registry_ops.retention.archive import ArchiveResult
@@ -159,7 +159,7 @@ def test_s3_failing_under_the_journal_leaves_each_deletion_in_the_log(ecr_reg, r
 
     monkeypatch.setattr(executor, "_delete", delete_then_break_s3)
     try:
-        with caplog.at_level(logging.ERROR, logger="airflow.task"):
+        with caplog.at_level(logging.ERROR, logger="include.registry_ops"):
             result = apply_repository(run, ecr_reg, plan)
     finally:
         down.close()

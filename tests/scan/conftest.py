@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from include.registry_ops.devstack.fleet import RepoSpec
-from include.registry_ops.devstack.seed import seed_ecr, seed_oci
+from devstack.fleet import RepoSpec
+from devstack.seed import seed_ecr, seed_oci
 from include.registry_ops.registries.oci import OciRegistry
 from tests.conftest import OCI_PASSWORD, OCI_USER
 from tests.scan.scanfleet import (

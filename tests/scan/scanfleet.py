@@ -30,7 +30,7 @@ import pytest
 import requests
 import yaml
 
-from include.registry_ops.devstack.fleet import Blob, ManifestSpec
+from devstack.fleet import Blob, ManifestSpec
 from include.registry_ops.registries.base import OCI_INDEX, OCI_MANIFEST
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

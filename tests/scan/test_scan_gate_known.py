@@ -238,7 +238,7 @@ def test_unreadable_state_or_acknowledgement_hides_nothing(scan_config, caplog):
     s3.put_object(Bucket=bucket, Key=store.gate_state_key(config), Body=b"{not json")
     bad_ack = store.ack_key(config, *RELEASE)
     s3.put_object(Bucket=bucket, Key=bad_ack, Body=json.dumps({"registry": "oci"}).encode())
-    with caplog.at_level(logging.ERROR, logger="airflow.task"):
+    with caplog.at_level(logging.ERROR, logger="include.registry_ops"):
         assert gate_state.load(s3, config) == {}
         assert acks.load(s3, config) == {}
     assert store.gate_state_key(config) in caplog.text and bad_ack in caplog.text

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from include.registry_ops.devstack.fleet import RepoSpec
-from include.registry_ops.devstack.seed import seed_ecr
+from devstack.fleet import RepoSpec
+from devstack.seed import seed_ecr
 from include.registry_ops.scan.parsers import count
 from include.registry_ops.scan.scanners.base import Target
 from include.registry_ops.scan.scanners.ecr import EcrScanner

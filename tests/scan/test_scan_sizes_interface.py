@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from include.registry_ops.devstack.seed import seed_oci
+from devstack.seed import seed_oci
 from include.registry_ops.scan import sizes
 from tests.retention_exec.helpers import oci_registry, small_fleet, unique
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from include.registry_ops.devstack.fleet import RepoSpec
-from include.registry_ops.devstack.seed import seed_oci
+from devstack.fleet import RepoSpec
+from devstack.seed import seed_oci
 from include.registry_ops.registries.base import Manifest
 from include.registry_ops.registries.ecr import EcrRegistry
 from include.registry_ops.registries.oci import OciRegistry

@@ -54,7 +54,7 @@ from ..store.blobs import Blob, BlobError, BlobStore
 from ..store.blobs import hex_of as hex_of  # restore imports it from here
 from ..store.blobs import sha256_hex as _sha256
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 CATALOG_KIND = "registry-ops/retention-archive-catalog"
 READ_CHUNK = 1 << 20

@@ -45,7 +45,7 @@ from .archive import ArchiveError
 if TYPE_CHECKING:
     from .archive import ArchiveStore
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 INDEX_KIND = "registry-ops/retention-archive-index"
 SHARD_KIND = INDEX_KIND + "-shard"

@@ -35,7 +35,7 @@ from typing import Any
 from ..store import objects
 from ..store.runs import RunLayout, clean_run_id
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 GIB = 1024**3
 # Results an audit record can carry; "would_*" only in dry runs.

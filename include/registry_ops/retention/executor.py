@@ -58,7 +58,7 @@ from . import audit
 from .archive import ArchiveStore, archive_images
 from .planner import RESULT_COLUMNS
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 ACTIONS = ("expire", "untag", "transition")
 PLAN_COLUMNS = RESULT_COLUMNS  # the planner's output is the executor's input

@@ -30,7 +30,7 @@ from . import audit, pull_sources
 from .executor import ACTIONS, Limits, RunContext, execute, plan_run_id, stops, validate_plan
 from .restore import locate, restore_image, write_restore_audit
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 LIST_COLUMNS = ("tags", "untag_tags")
 MAX_ITEMS = 512  # mapped tasks per run (Airflow's max_map_length defaults to 1,024)

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from ..store.objects import is_missing, is_precondition_failed
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 300.0
 

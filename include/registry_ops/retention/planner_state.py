@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from .policy import ResolvedPolicy, ecr_pattern_regex, matcher_regex
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 DAY_NS = 86_400 * 10**9
 NAT = np.iinfo(np.int64).min
 NEWEST = np.iinfo(np.int64).max

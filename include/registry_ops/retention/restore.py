@@ -26,7 +26,7 @@ from typing import Any
 from ..registries.base import INDEX_TYPES, Manifest, Registry, RegistryError
 from .archive import ArchiveError, ArchiveStore, hex_of, needed_blobs
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 
 class RestoreError(ValueError):

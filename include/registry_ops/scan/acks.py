@@ -25,7 +25,7 @@ from .. import storage
 from ..config import Config
 from . import store
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 MAX_DAYS = 90
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 

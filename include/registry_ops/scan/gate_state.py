@@ -30,7 +30,7 @@ from ..config import Config
 from . import acks as acks_mod
 from . import store
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 ORDER = {"new": 0, "unacknowledged": 1, "acknowledged": 2, "unprotected": 3}
 VERSION = 1
 

@@ -27,7 +27,7 @@ from .scanners.base import Scanner, ScanResult, Target
 from .scanners.factory import build_scanner
 from .severity import LEVELS
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 MAX_LISTED = 50
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from .. import notify as notifier
 from ..config import Config
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 MAX_ROWS = 200
 MAX_KNOWN = 50
 

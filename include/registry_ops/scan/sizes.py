@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..registries.base import Manifest, Registry, RegistryError
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 MB = 1024 * 1024
 
 

@@ -27,7 +27,7 @@ from .parsers import ReportError, parse_trivy
 from .scanners.base import ScanResult, Target
 from .store import list_keys
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^sha256[-:]([0-9a-f]{64})\.json$")
 SOURCE = "trivy-report"

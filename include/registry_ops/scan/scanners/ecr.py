@@ -32,7 +32,7 @@ from ..parsers import parse_ecr
 from ..settings import EcrScanConfig
 from .base import Scanner, ScanResult, Target
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 WAITING = frozenset({"IN_PROGRESS", "PENDING"})
 DONE = frozenset({"COMPLETE", "ACTIVE"})

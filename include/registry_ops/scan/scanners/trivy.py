@@ -30,7 +30,7 @@ from ..parsers import ReportError, parse_trivy
 from ..settings import TrivyConfig
 from .base import Scanner, ScanResult, Target
 
-log = logging.getLogger("airflow.task")
+log = logging.getLogger(__name__)
 
 PASSTHROUGH = (
     "PATH",

@@ -22,9 +22,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..registries.base import Manifest
-from ..registries.oci import OciRegistry
-from .fleet import ManifestSpec, RepoSpec
+from devstack.fleet import ManifestSpec, RepoSpec
+from include.registry_ops.registries.base import Manifest
+from include.registry_ops.registries.oci import OciRegistry
 
 
 def _seeded_image_class() -> type:

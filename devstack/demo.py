@@ -1,6 +1,6 @@
 """``make demo``: the local stack, a seeded fleet, every DAG run once by Airflow, then the UI.
 
-    python -m include.registry_ops.devstack.demo [--once] [--port 8080] [--small]
+    python -m devstack.demo [--once] [--port 8080] [--small]
 
 Steps: start moto, the distribution registry and the SMTP sink on 127.0.0.1; seed ECR
 (20 repositories, ~1,000 images) and the registry (10 repositories, ~500 images); start
@@ -28,9 +28,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .airflow_local import AirflowApi, Standalone, airflow_env
+from devstack.airflow_local import AirflowApi, Standalone, airflow_env
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".demo"
 # In order: later DAGs read what the inventory published. "schedule": unpausing makes the
 # scheduler start the DAG's latest scheduled run; "trigger": a run with conf through the API.
@@ -76,9 +76,9 @@ def _log(msg: str) -> None:
 def seed(stack, small: bool) -> dict[str, int]:
     import boto3
 
-    from ..registries.oci import OciRegistry
-    from .fleet import make_fleet
-    from .seed import seed_ecr, seed_oci
+    from devstack.fleet import make_fleet
+    from devstack.seed import seed_ecr, seed_oci
+    from include.registry_ops.registries.oci import OciRegistry
 
     scale = (0.01, 6, 300, 4, 120) if small else (1.0, 20, 1000, 10, 500)
     layer_scale, ecr_repos, ecr_images, oci_repos, oci_images = scale
@@ -114,10 +114,10 @@ def pin_in_ecs(stack, fleet) -> int:
 
 def seed_scans(stack, ecr_fleet, oci_fleet) -> dict[str, int]:
     """Real Trivy reports as pipeline uploads for OCI images, real ECR findings in moto."""
-    from .. import storage
-    from ..clients import s3_client
-    from ..config import load_config
-    from .scan_seed import seed_ecr_findings, upload_trivy_reports
+    from devstack.scan_seed import seed_ecr_findings, upload_trivy_reports
+    from include.registry_ops import storage
+    from include.registry_ops.clients import s3_client
+    from include.registry_ops.config import load_config
 
     config = load_config()
     s3 = s3_client(config)
@@ -133,10 +133,10 @@ def seed_scans(stack, ecr_fleet, oci_fleet) -> dict[str, int]:
 
 def _restore_conf() -> dict:
     """Restore the newest image the retention run archived (a tagged one if any); {} when none."""
-    from .. import storage
-    from ..clients import s3_client
-    from ..config import load_config
-    from ..retention.restore_request import MODE_RESTORE
+    from include.registry_ops import storage
+    from include.registry_ops.clients import s3_client
+    from include.registry_ops.config import load_config
+    from include.registry_ops.retention.restore_request import MODE_RESTORE
 
     config = load_config()
     s3 = s3_client(config)
@@ -209,10 +209,10 @@ def check_log(api: AirflowApi, dag_id: str, run_id: str, tis: list[dict]) -> str
 
 
 def summarize(stack, out_dir: Path) -> dict:
-    from .. import storage
-    from ..clients import s3_client
-    from ..config import load_config
-    from ..inventory import LATEST_NAME
+    from include.registry_ops import storage
+    from include.registry_ops.clients import s3_client
+    from include.registry_ops.config import load_config
+    from include.registry_ops.inventory import LATEST_NAME
 
     config = load_config()
     s3 = s3_client(config)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_stopped)
     signal.signal(signal.SIGTERM, _raise_stopped)
 
-    from .stack import LocalStack
+    from devstack.stack import LocalStack
 
     started = time.monotonic()
     stack, standalone, summary = LocalStack(WORK), None, None

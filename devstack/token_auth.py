@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .services import RegistryService
+from devstack.services import RegistryService
 
 DEFAULT_SERVICE = "registry-ops-registry"
 DEFAULT_ISSUER = "registry-ops-token-server"

@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .services import MotoService, RegistryService, SmtpService
+from devstack.services import MotoService, RegistryService, SmtpService
 
 OCI_USER = "registry-ops"
 

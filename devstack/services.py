@@ -53,8 +53,8 @@ class MotoService:
     def __init__(self, paging: bool = True, layers: bool = True) -> None:
         from moto.server import ThreadedMotoServer
 
-        from .moto_layers import LayerServer, enable_layer_downloads
-        from .moto_paging import enable_aws_paging
+        from devstack.moto_layers import LayerServer, enable_layer_downloads
+        from devstack.moto_paging import enable_aws_paging
 
         if paging:
             enable_aws_paging()

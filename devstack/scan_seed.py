@@ -21,9 +21,9 @@ from typing import Any
 
 import requests
 
-from .fleet import RepoSpec
+from devstack.fleet import RepoSpec
 
-FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
 def _scannable(fleet: list[RepoSpec]) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-from ..registries.base import OCI_INDEX, OCI_MANIFEST
+from include.registry_ops.registries.base import OCI_INDEX, OCI_MANIFEST
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
