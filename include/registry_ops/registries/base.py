@@ -589,6 +589,35 @@ def descriptor_of(manifest: Manifest) -> Descriptor:
     )
 
 
+def descriptor_of_entry(entry: dict[str, Any]) -> Descriptor:
+    """A descriptor from an index or referrers-API entry (a missing media type is an OCI manifest)."""
+    return Descriptor(
+        entry.get("mediaType", OCI_MANIFEST),
+        entry["digest"],
+        int(entry.get("size", 0)),
+        entry.get("artifactType"),
+        dict(entry.get("annotations") or {}),
+    )
+
+
+def add_tagged_referrers(found: dict[str, Descriptor], manifest: Manifest) -> None:
+    """What a referrer tag holds: the tag schema's index lists referrers, anything else (cosign's
+    ``.sig``/``.att``/``.sbom``) is one. Entries found earlier are kept."""
+    if manifest.media_type in INDEX_TYPES:
+        for entry in manifest.body.get("manifests", []):
+            found.setdefault(entry["digest"], descriptor_of_entry(entry))
+    else:
+        found.setdefault(manifest.digest, descriptor_of(manifest))
+
+
+def referrers_of_type(found: dict[str, Descriptor], artifact_type: str | None) -> list[Descriptor]:
+    """The referrers found, filtered by artifact type where one is asked for, by digest."""
+    return sorted(
+        (d for d in found.values() if artifact_type is None or d.artifact_type == artifact_type),
+        key=lambda d: d.digest,
+    )
+
+
 def platform_of(entry: dict[str, Any] | None) -> str | None:
     """``os/arch[/variant]`` from an index entry's ``platform`` or an image config."""
     if not entry:

@@ -34,7 +34,7 @@ move ``lastRecordedPullTime``. Referrers come from the repository listing (the i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import IO, Any
 
 import requests
@@ -139,11 +139,22 @@ class EcrRegistry(Registry):
         """A typed error whose problem text ends with the AWS code and message."""
         return self.error(f"{problem}: {aws_problem(exc)}", repository, aws_error_class(exc))
 
-    def _call(self, operation: str, repository: str | None, **kwargs: Any) -> dict[str, Any]:
+    def call(
+        self, operation: str, repository: str | None, absent: Collection[str] = (), **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """The client's ``operation`` with ``registryId``; None when AWS answers with an error code
+        in ``absent`` (the thing is not there, or already is); any other failure as a typed error."""
         try:
             return getattr(self.client, operation)(**kwargs, **self.ids())
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in absent:
+                return None
             raise self.aws_error(f"{operation} failed", exc, repository) from exc
+        except BotoCoreError as exc:
+            raise self.aws_error(f"{operation} failed", exc, repository) from exc
+
+    def _call(self, operation: str, repository: str | None, **kwargs: Any) -> dict[str, Any]:
+        return self.call(operation, repository, **kwargs) or {}
 
     # -- repositories ------------------------------------------------------------------------
     def list_repositories(self) -> list[str]:
@@ -431,18 +442,14 @@ class EcrRegistry(Registry):
     def head_manifest(self, repository: str, reference: str) -> ManifestHead | None:
         """``DescribeImages`` by tag or digest: no pull is recorded, and no size (None)."""
         image_id = {"imageDigest" if reference.startswith("sha256:") else "imageTag": reference}
-        try:
-            resp = self.client.describe_images(repositoryName=repository, imageIds=[image_id], **self.ids())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in (
-                "ImageNotFoundException",
-                "RepositoryNotFoundException",
-            ):
-                return None
-            raise self.aws_error("describe_images failed", exc, repository) from exc
-        except BotoCoreError as exc:
-            raise self.aws_error("describe_images failed", exc, repository) from exc
-        details = resp.get("imageDetails") or []
+        resp = self.call(
+            "describe_images",
+            repository,
+            ("ImageNotFoundException", "RepositoryNotFoundException"),
+            repositoryName=repository,
+            imageIds=[image_id],
+        )
+        details = (resp or {}).get("imageDetails") or []
         if not details:
             return None
         d = details[0]
@@ -454,19 +461,11 @@ class EcrRegistry(Registry):
             "imageManifest": manifest.raw.decode(),
             "imageManifestMediaType": manifest.media_type,
             "imageDigest": manifest.digest,
-            **self.ids(),
         }
         if tag:
             kwargs["imageTag"] = tag
-        try:
-            resp = self.client.put_image(**kwargs)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ImageAlreadyExistsException":
-                return manifest.digest
-            raise self.aws_error("put_image failed", exc, repository) from exc
-        except BotoCoreError as exc:
-            raise self.aws_error("put_image failed", exc, repository) from exc
-        return resp["image"]["imageId"]["imageDigest"]
+        resp = self.call("put_image", repository, ("ImageAlreadyExistsException",), **kwargs)
+        return manifest.digest if resp is None else resp["image"]["imageId"]["imageDigest"]
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         """``BatchDeleteImage`` by digest (the image and all its tags)."""
@@ -540,16 +539,15 @@ class EcrRegistry(Registry):
     # -- blobs -----------------------------------------------------------------------------------
     def head_blob(self, repository: str, digest: str) -> int | None:
         self.check_digest(digest, repository)
-        try:
-            resp = self.client.batch_check_layer_availability(
-                repositoryName=repository, layerDigests=[digest], **self.ids()
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
-                return None
-            raise self.aws_error("batch_check_layer_availability failed", exc, repository) from exc
-        except BotoCoreError as exc:
-            raise self.aws_error("batch_check_layer_availability failed", exc, repository) from exc
+        resp = self.call(
+            "batch_check_layer_availability",
+            repository,
+            ("RepositoryNotFoundException",),
+            repositoryName=repository,
+            layerDigests=[digest],
+        )
+        if resp is None:
+            return None
         for layer in resp.get("layers", []):
             if layer.get("layerDigest") == digest and layer.get("layerAvailability") == "AVAILABLE":
                 return int(layer.get("layerSize") or 0)
@@ -610,16 +608,16 @@ class EcrRegistry(Registry):
                     layerPartBlob=chunk,
                 )
                 first += len(chunk)
-            try:
-                done = self.client.complete_layer_upload(
-                    repositoryName=repository, uploadId=upload_id, layerDigests=[digest], **self.ids()
-                )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "LayerAlreadyExistsException":
-                    return digest
-                raise self.aws_error("complete_layer_upload failed", exc, repository) from exc
-            except BotoCoreError as exc:
-                raise self.aws_error("complete_layer_upload failed", exc, repository) from exc
+            done = self.call(
+                "complete_layer_upload",
+                repository,
+                ("LayerAlreadyExistsException",),
+                repositoryName=repository,
+                uploadId=upload_id,
+                layerDigests=[digest],
+            )
+            if done is None:
+                return digest
         if done.get("layerDigest") != digest:
             raise self.error(
                 f"complete_layer_upload: ECR computed {done.get('layerDigest')} for the layer sent "

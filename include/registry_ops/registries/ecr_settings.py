@@ -15,8 +15,6 @@ import contextlib
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from .base import Invalid, NotFound, RepositorySettings
 
 if TYPE_CHECKING:
@@ -27,7 +25,7 @@ NO_POLICY = frozenset({"LifecyclePolicyNotFoundException", "RepositoryPolicyNotF
 
 def create(reg: EcrRegistry, repository: str, s: RepositorySettings) -> bool:
     """Create with the settings CreateRepository takes, then the policies; False if it existed."""
-    kwargs: dict[str, Any] = {"repositoryName": repository, **reg.ids()}
+    kwargs: dict[str, Any] = {"repositoryName": repository}
     if s.tag_mutability is not None:
         kwargs["imageTagMutability"] = s.tag_mutability
     if s.tag_mutability_exclusions:
@@ -41,14 +39,8 @@ def create(reg: EcrRegistry, repository: str, s: RepositorySettings) -> bool:
         }
     if s.resource_tags:
         kwargs["tags"] = _tags(s.resource_tags)
-    try:
-        reg.client.create_repository(**kwargs)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "RepositoryAlreadyExistsException":
-            return False
-        raise reg.aws_error("create_repository failed", exc, repository) from exc
-    except BotoCoreError as exc:
-        raise reg.aws_error("create_repository failed", exc, repository) from exc
+    if reg.call("create_repository", repository, ("RepositoryAlreadyExistsException",), **kwargs) is None:
+        return False
     _policies(reg, repository, s)
     return True
 
@@ -150,14 +142,8 @@ def _resource_tags(reg: EcrRegistry, repository: str, arn: str, wanted: dict[str
 
 def _optional(reg: EcrRegistry, operation: str, repository: str, key: str) -> str | None:
     """A policy text, or None when the repository has none."""
-    try:
-        return getattr(reg.client, operation)(repositoryName=repository, **reg.ids())[key]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in NO_POLICY:
-            return None
-        raise reg.aws_error(f"{operation} failed", exc, repository) from exc
-    except BotoCoreError as exc:
-        raise reg.aws_error(f"{operation} failed", exc, repository) from exc
+    resp = reg.call(operation, repository, NO_POLICY, repositoryName=repository)
+    return None if resp is None else resp[key]
 
 
 def _exclusions(filters: tuple[str, ...]) -> list[dict[str, str]]:

@@ -77,7 +77,8 @@ from .base import (
     Unauthorized,
     Unavailable,
     Unsupported,
-    descriptor_of,
+    add_tagged_referrers,
+    descriptor_of_entry,
     digest_of,
     error_class,
     index_size,
@@ -85,6 +86,7 @@ from .base import (
     media_type_of,
     platform_of,
     referrer_tags,
+    referrers_of_type,
 )
 from .records import IMAGE_CONFIG_TYPES, config_digests, index_created, manifest_record, parse_configs
 from .streams import CHUNK, BlobStream, spool
@@ -385,35 +387,12 @@ class OciRegistry(Registry):
         found: dict[str, Descriptor] = {}
         if self._has_referrers_api(repository, digest):
             for e in self.referrers(repository, digest, artifact_type):
-                found[e["digest"]] = Descriptor(
-                    e.get("mediaType", OCI_MANIFEST),
-                    e["digest"],
-                    int(e.get("size", 0)),
-                    e.get("artifactType"),
-                    dict(e.get("annotations") or {}),
-                )
+                found[e["digest"]] = descriptor_of_entry(e)
         for tag in referrer_tags(digest):
             if self.head_manifest(repository, tag) is None:
                 continue
-            m = self.get_manifest(repository, tag)
-            if m.media_type in INDEX_TYPES:  # the tag schema: an index listing the referrers
-                for e in m.body.get("manifests", []):
-                    found.setdefault(
-                        e["digest"],
-                        Descriptor(
-                            e.get("mediaType", OCI_MANIFEST),
-                            e["digest"],
-                            int(e.get("size", 0)),
-                            e.get("artifactType"),
-                            dict(e.get("annotations") or {}),
-                        ),
-                    )
-            else:
-                found.setdefault(m.digest, descriptor_of(m))
-        return sorted(
-            (d for d in found.values() if artifact_type is None or d.artifact_type == artifact_type),
-            key=lambda d: d.digest,
-        )
+            add_tagged_referrers(found, self.get_manifest(repository, tag))
+        return referrers_of_type(found, artifact_type)
 
     def _configs(
         self, repository: str, manifests: Any, pool: ThreadPoolExecutor

@@ -44,7 +44,6 @@ from typing import IO, Any
 from .base import (
     INDEX_TYPES,
     OCI_INDEX,
-    OCI_MANIFEST,
     BlobData,
     Capabilities,
     Denied,
@@ -58,6 +57,7 @@ from .base import (
     RegistryError,
     RepositorySettings,
     Unavailable,
+    add_tagged_referrers,
     descriptor_of,
     digest_of,
     index_size,
@@ -65,6 +65,7 @@ from .base import (
     media_type_of,
     platform_of,
     referrer_tags,
+    referrers_of_type,
 )
 from .records import config_digests, index_created, manifest_record, parse_configs
 from .streams import BlobStream, chunks_of
@@ -494,25 +495,8 @@ class OciLayoutRegistry(Registry):
         for tag in referrer_tags(digest):
             if not any(_tag_of(e) == tag for e in entries):
                 continue
-            m = self.get_manifest(repository, tag)
-            if m.media_type in INDEX_TYPES:
-                for e in m.body.get("manifests", []):
-                    found.setdefault(
-                        e["digest"],
-                        Descriptor(
-                            e.get("mediaType", OCI_MANIFEST),
-                            e["digest"],
-                            int(e.get("size", 0)),
-                            e.get("artifactType"),
-                            dict(e.get("annotations") or {}),
-                        ),
-                    )
-            else:
-                found.setdefault(m.digest, descriptor_of(m))
-        return sorted(
-            (d for d in found.values() if artifact_type is None or d.artifact_type == artifact_type),
-            key=lambda d: d.digest,
-        )
+            add_tagged_referrers(found, self.get_manifest(repository, tag))
+        return referrers_of_type(found, artifact_type)
 
     # -- blobs ---------------------------------------------------------------------------------
     def open_blob(self, repository: str, digest: str) -> IO[bytes]:
