@@ -189,3 +189,25 @@ def test_yaml_true_and_false_stay_booleans(tmp_path, path, where):
         for part in path:
             node = node[part] if isinstance(part, int) else getattr(node, part)
         assert node is expected, where
+
+
+def test_backup_and_dr_name_only_configured_registries():
+    from include.registry_ops.config import ConfigError, parse_config
+
+    base = {
+        "registries": [{"name": "a", "kind": "ocilayout", "path": "/tmp/a"}],
+        "storage": {"bucket": "bkt"},
+    }
+    config = parse_config(base, "t")
+    assert (config.backup.full_every_days, config.backup.keep_daily, config.backup.keep_monthly) == (
+        7,
+        30,
+        12,
+    )
+    assert (config.dr.rto_seconds, config.dr.rpo_seconds) == (4 * 3600, 26 * 3600)
+    for extra, key in (
+        ({"backup": {"registries": ["zz"]}}, "backup.registries"),
+        ({"dr": {"target": "zz"}}, "dr.target"),
+    ):
+        with pytest.raises(ConfigError, match=rf"{key}: unknown registry 'zz'"):
+            parse_config({**base, **extra}, "t")

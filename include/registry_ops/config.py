@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from .backup.settings import BackupConfig, DrConfig
 from .retention.settings import RetentionConfig
 from .scan.settings import ScanConfig
 
@@ -171,6 +172,8 @@ class Config(_Strict):
     inventory: InventoryConfig = InventoryConfig()
     retention: RetentionConfig = RetentionConfig()
     scan: ScanConfig = ScanConfig()
+    backup: BackupConfig = BackupConfig()
+    dr: DrConfig = DrConfig()
     source: str = "<memory>"
 
     @model_validator(mode="after")
@@ -179,6 +182,14 @@ class Config(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"registry names must be unique; repeated: {', '.join(dupes)}")
+        known = set(names)
+        for key, named in (
+            ("backup.registries", self.backup.registries or []),
+            ("dr.target", [self.dr.target]),
+        ):
+            unknown = [n for n in named if n is not None and n not in known]
+            if unknown:
+                raise ValueError(f"{key}: unknown registry {unknown[0]!r} (configured: {', '.join(names)})")
         return self
 
     def registry(self, name: str) -> RegistryConfig:
