@@ -23,7 +23,7 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 # Subcommand modules under ``commands/``; each present one adds its parsers.
-COMMANDS = ("archive", "init", "inventory", "retention", "restore", "scan", "tag")
+COMMANDS = ("archive", "backup", "drill", "init", "inventory", "restore", "restore_registry", "retention", "scan", "tag")
 
 
 def build_parser() -> argparse.ArgumentParser:
