@@ -388,3 +388,31 @@ def test_scan_reads_its_snapshot_validated(s3, snapshot_bucket, good, tmp_path):
         schema.SchemaError, match=rf"^s3://{snapshot_bucket}/{key}: column 'digest'.*not unique"
     ):
         _inventory(s3, config, key)
+
+
+def test_publish_validates_each_part_and_conforms_one_from_an_older_version(s3, snapshot_bucket, good):
+    """The inventory DAG's publish step reads the mapped tasks' parts through the schema: a part
+    written before ``layer_sizes`` existed (a task of the previous release, mid-upgrade) joins
+    one written after, and a broken part fails naming its object."""
+    from include.registry_ops import inventory_jobs
+    from include.registry_ops.config import parse_config
+
+    config = parse_config(
+        {
+            "registries": [{"name": "oci-local", "kind": "oci", "conn_id": "oci_local"}],
+            "storage": {"bucket": snapshot_bucket, "prefixes": {"inventory": "parts-test/"}},
+        },
+        "test",
+    )
+    old = good.drop_columns(["layer_sizes"])
+    keys = ["parts-test/_parts/r1/0.parquet", "parts-test/_parts/r1/1.parquet"]
+    storage.put_table(s3, snapshot_bucket, keys[0], old)
+    storage.put_table(s3, snapshot_bucket, keys[1], good)
+    parts = [{"key": k, "errors": [], "listed_at": NOW_TEXT} for k in keys]
+    registries = [{"registry": "oci-local", "error": None}]
+    manifest = inventory_jobs.publish(config, registries, parts)
+    assert manifest["images"] == 2 * good.num_rows
+
+    storage.put_table(s3, snapshot_bucket, keys[0], comma_joined(good))
+    with pytest.raises(schema.SchemaError, match=rf"s3://{snapshot_bucket}/{keys[0]}: column 'tags'"):
+        inventory_jobs.publish(config, registries, parts)

@@ -102,7 +102,12 @@ def publish(config: Config, registries: list[dict[str, Any]], parts: list[dict[s
     s3 = s3_client(config)
     bucket, prefix = config.storage.bucket, config.storage.prefixes.inventory
     snapshot_at = listing_time(parts)
-    tables = [objects.get_table(s3, bucket, p["key"]) for p in parts]
+    # each part through the schema: validated, and one written by an older version (without a
+    # column added since, e.g. layer_sizes during an upgrade) conformed instead of failing the concat
+    tables = [
+        schema.validate_table(objects.get_table(s3, bucket, p["key"]), objects.url(bucket, p["key"]))
+        for p in parts
+    ]
     errors = [
         {"registry": r["registry"], "repository": "*", "error": r["error"]} for r in registries if r["error"]
     ]
