@@ -6,6 +6,8 @@
   (``GetDownloadUrlForLayer`` answered by ``moto_layers`` and its layer server).
 - :class:`RegistryService`: the CNCF distribution registry from Debian's ``docker-registry``
   package, deletes enabled, optional htpasswd basic auth (bcrypt, the only hash it accepts).
+  The stack runs two: the fleet's and the DR drill's scratch target (deletes enabled there too,
+  so the drill can remove what it restored).
 - :class:`SmtpService`: aiosmtpd keeping every message in memory and as ``.eml`` files.
 """
 

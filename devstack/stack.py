@@ -1,5 +1,6 @@
-"""The whole local stack in one object: moto, the distribution registry, the SMTP sink, and the
-Airflow connections (``AIRFLOW_CONN_*``) pointing at them, for the demo and ad-hoc runs.
+"""The whole local stack in one object: moto, the distribution registry, a second one (the DR
+drill's scratch target, connection ``oci_dr``), the SMTP sink, and the Airflow connections
+(``AIRFLOW_CONN_*``) pointing at them, for the demo and ad-hoc runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class LocalStack:
     oci_password: str = field(default_factory=lambda: os.urandom(12).hex())
     moto: MotoService | None = None
     registry: RegistryService | None = None
+    registry_dr: RegistryService | None = None  # where registry_dr_drill restores (empty at start)
     smtp: SmtpService | None = None
 
     def start(self) -> LocalStack:
@@ -29,12 +31,17 @@ class LocalStack:
         registry_root = self.workdir / "registry"
         shutil.rmtree(registry_root, ignore_errors=True)  # moto starts empty; so does the registry
         registry_root.mkdir()
+        dr_root = self.workdir / "registry-dr"
+        shutil.rmtree(dr_root, ignore_errors=True)
+        dr_root.mkdir()
         self.moto = MotoService().start()
         self.registry = RegistryService(registry_root, OCI_USER, self.oci_password).start()
+        self.registry_dr = RegistryService(dr_root, OCI_USER, self.oci_password).start()
         self.smtp = SmtpService(self.workdir / "mail").start()
         os.environ.update(
             AIRFLOW_CONN_AWS_DEFAULT=self.moto.conn_json(),
             AIRFLOW_CONN_OCI_LOCAL=self.registry.conn_json(),
+            AIRFLOW_CONN_OCI_DR=self.registry_dr.conn_json(),
             AIRFLOW_CONN_SMTP_DEFAULT=self.smtp.conn_json(),
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
@@ -44,7 +51,7 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        for service in (self.smtp, self.registry, self.moto):
+        for service in (self.smtp, self.registry_dr, self.registry, self.moto):
             if service:
                 service.stop()
 

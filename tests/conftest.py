@@ -57,6 +57,15 @@ def registry_server():
 
 
 @pytest.fixture(scope="session")
+def dr_registry_server():
+    """A second distribution registry: the DR drill's scratch target (connection ``oci_dr``)."""
+    server = RegistryService(username=OCI_USER, password=OCI_PASSWORD).start()
+    os.environ["AIRFLOW_CONN_OCI_DR"] = server.conn_json()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def smtp_server():
     server = SmtpService().start()
     os.environ["AIRFLOW_CONN_SMTP_DEFAULT"] = server.conn_json()
