@@ -106,8 +106,13 @@ class BlobStore:
     error: ClassVar[type[BlobError]] = BlobError
     name: ClassVar[str] = "blob store"  # what messages call it ("archive" for the archive)
 
-    def __init__(self, s3: Any, bucket: str, prefix: str, workers: int = 8) -> None:
+    def __init__(
+        self, s3: Any, bucket: str, prefix: str, workers: int = 8, sse: dict[str, str] | None = None
+    ) -> None:
+        """``sse``: server-side encryption for every write (``objects.sse_params``); None leaves
+        it to the bucket's default."""
         self.s3, self.bucket, self.prefix, self.workers = s3, bucket, prefix, workers
+        self.sse = sse
 
     # -- keys ---------------------------------------------------------------------------------
     def pack_key(self, sha: str) -> str:
@@ -138,7 +143,7 @@ class BlobStore:
 
     def put_once(self, key: str, body: bytes | IO[bytes], content_type: str) -> bool:
         """Write unless the key exists; False when it did (412: then the caller verifies it)."""
-        return objects.put_once(self.s3, self.bucket, key, body, content_type)
+        return objects.put_once(self.s3, self.bucket, key, body, content_type, self.sse)
 
     def put_verified(self, key: str, data: bytes, content_type: str, what: str) -> None:
         """Write once, then read back: ``error`` unless the object holds exactly ``data`` (an

@@ -88,11 +88,29 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
-def put_once(s3: Any, bucket: str, key: str, body: bytes | IO[bytes], content_type: str) -> bool:
+def sse_params(kms_key_id: str | None) -> dict[str, str]:
+    """``put_object`` arguments for server-side encryption: SSE-KMS with the key when one is
+    given, else SSE-S3 (AES256). Writers that pass none keep the bucket's default."""
+    if kms_key_id:
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
+    return {"ServerSideEncryption": "AES256"}
+
+
+def put_once(
+    s3: Any,
+    bucket: str,
+    key: str,
+    body: bytes | IO[bytes],
+    content_type: str,
+    sse: dict[str, str] | None = None,
+) -> bool:
     """Write unless the key exists (``If-None-Match: *``); False when it did (412), and then the
-    object is left as it was: the caller reads it back to see whether it is the one it meant."""
+    object is left as it was: the caller reads it back to see whether it is the one it meant.
+    ``sse``: :func:`sse_params` (None: the bucket's default encryption)."""
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+        s3.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*", **(sse or {})
+        )
     except ClientError as exc:
         if is_precondition_failed(exc):
             return False
@@ -115,9 +133,10 @@ def get_table(s3: Any, bucket: str, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(body))
 
 
-def put_json(s3: Any, bucket: str, key: str, obj: Any) -> None:
+def put_json(s3: Any, bucket: str, key: str, obj: Any, sse: dict[str, str] | None = None) -> None:
+    """Write (or overwrite) an object as indented JSON; ``sse``: :func:`sse_params`."""
     data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")
+    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json", **(sse or {}))
 
 
 def get_json(s3: Any, bucket: str, key: str) -> Any:
