@@ -387,6 +387,17 @@ class Registry(abc.ABC):
     def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
         """Apply every given setting; returns the names of those this kind cannot hold (ignored)."""
 
+    # -- registry-level settings (backups) ------------------------------------------------------
+    def describe_registry_settings(self) -> dict[str, Any]:
+        """Settings of the registry as a whole, JSON-ready (ECR: registry policy, replication,
+        registry scanning, pull-through cache rules); kinds that keep none answer {}."""
+        return {}
+
+    def apply_registry_settings(self, settings: dict[str, Any]) -> list[str]:
+        """Apply settings read by :meth:`describe_registry_settings` (None values are left as
+        they are); returns the names of those not applied. Kinds that keep none apply nothing."""
+        return sorted(k for k, v in settings.items() if v is not None)
+
     # -- inventory (kept for the current callers) -----------------------------------------------
     @abc.abstractmethod
     def list_images(self, repository: str) -> list[dict[str, Any]]:

@@ -175,6 +175,12 @@ class EcrRegistry(Registry):
     def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
         return ecr_settings.apply(self, repository, settings)
 
+    def describe_registry_settings(self) -> dict[str, Any]:
+        return ecr_settings.describe_registry(self)
+
+    def apply_registry_settings(self, settings: dict[str, Any]) -> list[str]:
+        return ecr_settings.apply_registry(self, settings)
+
     def _repository(self, repository: str) -> dict[str, Any]:
         """The ``DescribeRepositories`` entry of one repository (NotFound if absent)."""
         resp = self._call("describe_repositories", repository, repositoryNames=[repository])

@@ -4,9 +4,15 @@
 What ``RepositorySettings`` holds maps to these calls: ``CreateRepository`` (tag mutability and
 its exclusion filters, scan on push, encryption, resource tags), ``PutImageScanningConfiguration``,
 ``PutImageTagMutability``, ``Put/Get/DeleteLifecyclePolicy``, ``Set/Get/DeleteRepositoryPolicy``,
-``TagResource``/``UntagResource``/``ListTagsForResource``. moto implements all of them. Left out:
-registry-wide settings (replication, registry scanning rules, pull-through cache, creation
-templates), which belong to the registry, not to a repository.
+``TagResource``/``UntagResource``/``ListTagsForResource``. moto implements all of them.
+
+Registry-wide settings (``describe_registry`` and ``apply_registry``, for backups): the registry
+policy (``Get/PutRegistryPolicy``), replication (``DescribeRegistry``,
+``PutReplicationConfiguration``), registry scanning (``Get/PutRegistryScanningConfiguration``)
+and pull-through cache rules (``DescribePullThroughCacheRules``, ``CreatePullThroughCacheRule``;
+moto lacks these two). Those calls take no ``registryId``: they act on the caller's own registry,
+so a registry configured with another account's ``registry_id`` is refused rather than answered
+with the caller's settings. Left out: repository creation templates.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import contextlib
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from .base import Invalid, NotFound, RepositorySettings
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .base import Invalid, NotFound, RepositorySettings, Unsupported
 
 if TYPE_CHECKING:
     from .ecr import EcrRegistry
@@ -152,3 +160,103 @@ def _exclusions(filters: tuple[str, ...]) -> list[dict[str, str]]:
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+# -- registry-level settings ---------------------------------------------------------------------
+REGISTRY_SETTINGS = (
+    "registry_policy",
+    "replication_configuration",
+    "scanning_configuration",
+    "pull_through_cache_rules",
+)
+_RULE_FIELDS = (
+    "ecrRepositoryPrefix",
+    "upstreamRegistryUrl",
+    "upstreamRegistry",
+    "credentialArn",
+    "customRoleArn",
+    "upstreamRepositoryPrefix",
+)
+
+
+def _registry_call(reg: EcrRegistry, operation: str, absent: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """A registry-level call (no ``registryId``: these act on the caller's registry); None when
+    AWS answers with a code in ``absent``; other failures as typed errors."""
+    try:
+        return getattr(reg.client, operation)(**kwargs)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in absent:
+            return None
+        raise reg.aws_error(f"{operation} failed", exc) from exc
+    except BotoCoreError as exc:
+        raise reg.aws_error(f"{operation} failed", exc) from exc
+
+
+def _own_registry(reg: EcrRegistry) -> dict[str, Any]:
+    """``DescribeRegistry`` of the caller's registry; Unsupported when the adapter is configured
+    for another account's (its settings cannot be read or written from here)."""
+    resp = _registry_call(reg, "describe_registry")
+    if reg.registry_id and resp.get("registryId") != reg.registry_id:
+        raise reg.error(
+            f"registry-level settings of registry {reg.registry_id} cannot be read or written with "
+            f"the credentials of account {resp.get('registryId')} (ECR's registry calls act on the "
+            "caller's own registry)",
+            None,
+            Unsupported,
+        )
+    return resp
+
+
+def describe_registry(reg: EcrRegistry) -> dict[str, Any]:
+    """Registry policy (None when there is none), replication configuration, registry scanning
+    configuration and pull-through cache rules (sorted by prefix, without their times), JSON-ready."""
+    replication = _own_registry(reg).get("replicationConfiguration") or {"rules": []}
+    policy = _registry_call(reg, "get_registry_policy", ("RegistryPolicyNotFoundException",))
+    scanning = _registry_call(reg, "get_registry_scanning_configuration")
+    rules: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        page = _registry_call(
+            reg, "describe_pull_through_cache_rules", **({"nextToken": token} if token else {})
+        )
+        listed = page.get("pullThroughCacheRules") or []
+        rules += [{k: r[k] for k in _RULE_FIELDS if r.get(k)} for r in listed]
+        token = page.get("nextToken")
+        if not token:
+            break
+    return {
+        "registry_policy": policy["policyText"] if policy else None,
+        "replication_configuration": replication,
+        "scanning_configuration": (scanning or {}).get("scanningConfiguration")
+        or {"scanType": "BASIC", "rules": []},
+        "pull_through_cache_rules": sorted(rules, key=lambda r: r["ecrRepositoryPrefix"]),
+    }
+
+
+def apply_registry(reg: EcrRegistry, settings: dict[str, Any]) -> list[str]:
+    """Apply what :func:`describe_registry` read; None values are left as they are. A rule whose
+    prefix already exists is left alone (AWS has no update of the upstream). Returns the names
+    of unknown settings (not applied)."""
+    _own_registry(reg)
+    policy = settings.get("registry_policy")
+    if policy:
+        _registry_call(reg, "put_registry_policy", policyText=policy)
+    replication = settings.get("replication_configuration")
+    if replication is not None:
+        _registry_call(reg, "put_replication_configuration", replicationConfiguration=replication)
+    scanning = settings.get("scanning_configuration")
+    if scanning is not None:
+        _registry_call(
+            reg,
+            "put_registry_scanning_configuration",
+            scanType=scanning.get("scanType", "BASIC"),
+            rules=scanning.get("rules") or [],
+        )
+    for rule in settings.get("pull_through_cache_rules") or []:
+        _registry_call(
+            reg,
+            "create_pull_through_cache_rule",
+            ("PullThroughCacheRuleAlreadyExistsException",),
+            **{k: rule[k] for k in _RULE_FIELDS if rule.get(k)},
+        )
+    return sorted(k for k, v in settings.items() if k not in REGISTRY_SETTINGS and v is not None)
