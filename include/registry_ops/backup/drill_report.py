@@ -123,7 +123,8 @@ def build_report(
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The drill in a few numbers (the demo's ``dr_drill``), failures listed, where the report is."""
+    """The drill in a few numbers (the demo's ``dr_drill``), the first ``MAX_NAMED`` failures (the
+    report holds every one), where the report is."""
     return {
         "passed": report["passed"],
         "snapshot": report["snapshot"],
@@ -136,7 +137,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "rto_met": report["objectives"]["rto"]["met"],
         "rpo_met": report["objectives"]["rpo"]["met"],
         "problems": report["problems"],
-        "failures": report["failures"],
+        "failures": report["failures"][:MAX_NAMED],
+        "failures_total": len(report["failures"]),
         "report": report.get("location"),
         "notification": report.get("notification"),
     }
