@@ -1,0 +1,681 @@
+"""Restore a registry (or some of its repositories) from a backup snapshot into a target registry
+of any kind: ECR, a distribution registry, an OCI image layout directory.
+
+Why the order: a pull must never meet a half-restored image, and registries refuse dangling
+references. So, per repository: the repository with its settings (ECR creates it explicitly),
+then every blob the manifests need, then the manifests in :meth:`RepositoryEntry.manifest_order`
+(children before indexes, subjects before referrers) in waves, each wave read back and compared
+byte for byte before the next starts, then the tags, each checked by a HEAD after its write.
+
+Why it is safe to rerun: every write is preceded by a check (the target's state read up front,
+``head_blob``, ``head_manifest``), so a rerun after a crash writes only what is missing, and a
+rerun of a finished restore writes nothing. Settings are compared before they are applied.
+
+Why bad input writes nothing: :func:`prepare` reads only, and refuses (:class:`RestoreRefused`,
+a ValueError, exit 2 on the command line) a target repository that holds content the snapshot
+does not (a manifest or a tag pointing elsewhere) unless ``force``; with ``force`` the
+snapshot's tags are moved back to its digests and nothing is ever deleted.
+
+Why one image's damage does not stop the rest: a blob or manifest the source cannot give
+(missing or corrupt in the store: :class:`RestoreSource` raises) is a named failure, naming the
+object and the images that need it; those images (and indexes and referrers built on them) are
+not written, everything else is. Bytes reach the target only through ``put_blob``, which refuses
+content that does not hash to its digest, so damage is never copied.
+
+``dry_run``: the same reads, no write; the summary counts what would be written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import IO, Any, Protocol
+
+from ..registries.base import Manifest, Registry, RegistryError, RepositorySettings, digest_of
+from .catalog import Catalog, ManifestEntry, RepositoryEntry
+
+log = logging.getLogger(__name__)
+
+# What a failing source object or registry call raises: RegistryError, the store's BlobError and
+# BackupError are RuntimeErrors; a file or a malformed answer is OSError or ValueError. A crash
+# (KeyboardInterrupt, a killed worker) is none of these and stops the restore.
+ITEM_ERRORS = (RuntimeError, OSError, ValueError)
+POLICIES = ("lifecycle_policy", "repository_policy")
+NAMED = 3  # images named in a failure before "+N more"
+
+
+class RestoreRefused(ValueError):
+    """Bad input found before anything was written: an empty selection, a name clash, a target
+    repository holding other content without ``force``."""
+
+
+class RestoreSource(Protocol):
+    """Where the snapshot's bytes come from (the backup store; tests may use another)."""
+
+    def manifest_bytes(self, digest: str) -> bytes:
+        """A manifest's or a config's bytes, checked against the digest."""
+
+    def open_layer(self, digest: str) -> IO[bytes]:
+        """A layer as a stream, hashed while read (corruption raises at the end)."""
+
+    def holds(self, digest: str) -> bool:
+        """Whether the snapshot stored this object at all (a metadata backup stores no layers)."""
+
+    def where(self, digest: str) -> str:
+        """The object's name in the store, for error messages."""
+
+
+class StoreSource:
+    """The backup store (``backup/store.py``'s :class:`SnapshotStore`) for one catalog."""
+
+    def __init__(self, store: Any, catalog: Catalog) -> None:
+        self.store, self.catalog = store, catalog
+
+    def manifest_bytes(self, digest: str) -> bytes:
+        return self.store.manifest_bytes(self.catalog, digest)
+
+    def open_layer(self, digest: str) -> IO[bytes]:
+        return self.store.open_layer(self.catalog, digest)
+
+    def holds(self, digest: str) -> bool:
+        return digest in self.catalog.objects
+
+    def where(self, digest: str) -> str:
+        loc = self.catalog.objects.get(digest)
+        if not loc:
+            return f"{digest} (not in the backup)"
+        key = loc.get("key") or loc.get("pack")
+        url = getattr(self.store, "url", None)
+        name = url(key) if callable(url) and key else key
+        return f"{digest} ({name}{'@' + str(loc['offset']) if 'offset' in loc else ''})"
+
+
+# -- planning: reads only ------------------------------------------------------------------------
+@dataclass
+class RepoPlan:
+    """One repository to restore and what the target holds of it now."""
+
+    entry: RepositoryEntry
+    name: str  # in the target
+    exists: bool
+    tags_now: dict[str, str] = field(default_factory=dict)  # tag -> digest in the target now
+    present: set[str] = field(default_factory=set)  # manifests the target is known to hold
+    conflicts: list[str] = field(default_factory=list)  # content the snapshot does not hold
+
+
+def select(
+    catalog: Catalog, repos: str | None, rename: Callable[[str], str] | None
+) -> list[tuple[RepositoryEntry, str]]:
+    """The repositories ``repos`` (a glob) picks, each with its name in the target."""
+    chosen = [r for r in catalog.repositories if repos is None or fnmatch.fnmatchcase(r.name, repos)]
+    return [(r, rename(r.name) if rename else r.name) for r in sorted(chosen, key=lambda r: r.name)]
+
+
+def prepare(
+    catalog: Catalog,
+    target: Registry,
+    *,
+    repos: str | None = None,
+    rename: Callable[[str], str] | None = None,
+    existing: set[str] | None = None,
+) -> list[RepoPlan]:
+    """Read the target's state of every selected repository (no write). ``existing``: the
+    target's repositories, when the caller listed them already."""
+    existing = set(target.list_repositories()) if existing is None else existing
+    plans = []
+    for entry, name in select(catalog, repos, rename):
+        plan = RepoPlan(entry, name, name in existing)
+        if plan.exists:
+            state, complete = target.tag_map(name)
+            ours = {m.digest for m in entry.manifests}
+            plan.tags_now = {t: d for d, tags in state.items() for t in tags}
+            plan.present = set(state) & ours if complete else {d for d in state if d in ours}
+            foreign = sorted(d for d in state if d not in ours)
+            moved = sorted(t for t, d in plan.tags_now.items() if entry.tags.get(t) != d)
+            plan.conflicts = [f"manifest {d}" for d in foreign] + [
+                f"tag {t!r} -> {plan.tags_now[t]}" for t in moved
+            ]
+        plans.append(plan)
+    return plans
+
+
+def refuse_conflicts(target: Registry, plans: Iterable[RepoPlan], force: bool) -> None:
+    """RestoreRefused naming each target repository that holds other content (unless ``force``)."""
+    if force:
+        return
+    busy = [p for p in plans if p.conflicts]
+    if busy:
+        lines = [
+            f"{target.name}/{p.name}: {len(p.conflicts)} item(s) not in the snapshot, e.g. {p.conflicts[0]}"
+            for p in busy
+        ]
+        raise RestoreRefused(
+            f"target {target.name} is not empty: {len(busy)} repositor{'y' if len(busy) == 1 else 'ies'} "
+            f"to restore hold(s) other content ({'; '.join(lines[:5])}"
+            f"{'; ...' if len(lines) > 5 else ''}); nothing was written. Use --force to restore over it "
+            "(the snapshot's tags are moved back, nothing is deleted), or restore elsewhere"
+        )
+
+
+def refuse_clashes(pairs: Iterable[tuple[str, str]]) -> None:
+    """Two source repositories restored to one target name would mix: refused."""
+    seen: dict[str, str] = {}
+    for source, name in pairs:
+        if name in seen and seen[name] != source:
+            raise RestoreRefused(
+                f"{seen[name]} and {source} would both be restored to repository {name!r}; "
+                "restore one source registry at a time (--registry) or rename"
+            )
+        seen[name] = source
+
+
+# -- the run -----------------------------------------------------------------------------------
+class _Run:
+    """One restore of one catalog: counters, failures, and the steps (thread-safe)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        source: RestoreSource,
+        target: Registry,
+        pool: ThreadPoolExecutor,
+        dry_run: bool,
+        force: bool,
+    ) -> None:
+        self.catalog, self.source, self.target, self.pool = catalog, source, target, pool
+        self.dry_run, self.force = dry_run, force
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.failures: dict[str, str] = {}
+        self.failed_images: dict[str, set[str]] = defaultdict(set)
+        self.per_repo: dict[str, Counter[str]] = defaultdict(Counter)
+        self.settings: dict[str, dict[str, list[str]]] = {}
+        self.holders: dict[str, str] = {}  # blob -> a target repository holding it (mounts)
+        self.raw: dict[str, bytes] = {}
+        self.tagged: set[tuple[str, str]] = set()  # (repository, tag) written with its manifest
+
+    def count(self, repo: str, what: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[what] += n
+            self.per_repo[repo][what] += n
+
+    def fail(self, key: str, reason: str, repo: str, images: Iterable[str] = ()) -> None:
+        with self.lock:
+            self.failures[key] = f"{self.failures[key]}; {reason}" if key in self.failures else reason
+            self.failed_images[repo].update(images)
+        log.warning("restore %s: %s: %s", self.target.name, key, reason)
+
+    # -- repository and settings ---------------------------------------------------------------
+    def repository(self, plan: RepoPlan) -> bool:
+        """The repository with its settings; False if it could not be created (its images fail).
+        Settings that cannot be applied fail the repository's settings only: its images go on."""
+        name, target = plan.name, self.target
+        wanted = RepositorySettings.from_dict(plan.entry.settings)
+        given = wanted.given()
+        holds = target.capabilities.repository_settings
+        if given and not holds:
+            self.settings.setdefault(name, {})["not_held"] = sorted(given)
+        if not plan.exists:
+            self.count(name, "repositories_created")
+            if holds and given:
+                self.settings.setdefault(name, {})["applied"] = sorted(given)
+            if self.dry_run:
+                return True
+            try:
+                target.create_repository(name, wanted if holds else None)
+            except ITEM_ERRORS as exc:
+                self.fail(name, f"repository not created: {exc}", name)
+                return False
+        try:
+            have = target.describe_repository(name) if holds and given else None
+            change = settings_change(wanted, have) if have is not None else None
+            if change is not None and plan.exists:
+                self.settings.setdefault(name, {})["applied"] = sorted(change.given())
+                if not self.dry_run:
+                    target.apply_repository_settings(name, change)
+                    change = settings_change(wanted, target.describe_repository(name))
+            if change is not None and not self.dry_run:
+                self.fail(name, f"settings did not take: {', '.join(sorted(change.given()))}", name)
+        except ITEM_ERRORS as exc:
+            self.fail(name, f"repository settings: {exc}", name)
+        return True
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def blobs(self, plan: RepoPlan) -> set[str]:
+        """Make every blob the manifests need present; returns the digests that failed."""
+        entry, users = plan.entry, defaultdict(list)
+        configs = {m.config for m in entry.manifests if m.config}
+        for m in entry.manifests:
+            for d in m.blobs():
+                users[d].append(m.digest)
+        results = self.pool.map(lambda d: self._blob(plan, d, d in configs, users[d]), sorted(users))
+        return {d for d, ok in zip(sorted(users), results, strict=True) if not ok}
+
+    def _blob(self, plan: RepoPlan, digest: str, config: bool, users: list[str]) -> bool:
+        name, target, source = plan.name, self.target, self.source
+        try:
+            if target.head_blob(name, digest) is not None:
+                self.count(name, "blobs_present")
+                with self.lock:
+                    self.holders.setdefault(digest, name)
+                return True
+            if not source.holds(digest):
+                kind = "config" if config else "layer (the snapshot stored no layers for it)"
+                raise LookupError(f"{kind} is in neither the backup nor the target")
+            size = self.catalog.blob_sizes.get(digest)
+            self.count(name, "blobs")
+            if self.dry_run:
+                self.count(name, "bytes", size or 0)
+                return True
+            with self.lock:
+                holder = self.holders.get(digest)
+            if (
+                holder
+                and holder != name
+                and target.capabilities.mounts_blobs
+                and target.mount_blob(name, digest, holder)
+            ):
+                self.count(name, "blobs_mounted")
+            elif config:
+                data = source.manifest_bytes(digest)
+                target.put_blob(name, data, digest, len(data))
+                self.count(name, "bytes", len(data))
+            else:
+                with contextlib.closing(source.open_layer(digest)) as stream:
+                    target.put_blob(name, stream, digest, size)
+                self.count(name, "bytes", size or 0)
+            with self.lock:
+                self.holders.setdefault(digest, name)
+            return True
+        except (LookupError, *ITEM_ERRORS) as exc:
+            self.fail(
+                digest,
+                _reason(f"blob {self.source.where(digest)}", exc, name, users),
+                name,
+                users,
+            )
+            return False
+
+    # -- manifests -----------------------------------------------------------------------------
+    def manifests(self, plan: RepoPlan, failed_blobs: set[str]) -> set[str]:
+        """Write the absent manifests wave by wave, each wave read back before the next; returns
+        the digests not restored."""
+        entry, name = plan.entry, plan.name
+        failed: set[str] = set()
+        for wave in waves(entry):
+            todo = []
+            for m in wave:
+                deps = [d for d in m.blobs() if d in failed_blobs] + [
+                    d for d in (*m.children, m.subject) if d in failed
+                ]
+                if deps:
+                    failed.add(m.digest)
+                    self.fail(
+                        m.digest,
+                        f"{name}@{m.digest} not restored: needs {deps[0]}, not restored",
+                        name,
+                        [m.digest],
+                    )
+                else:
+                    todo.append(m)
+            written = [d for d in self.pool.map(partial(self._manifest, plan, failed=failed), todo) if d]
+            if written and not self.dry_run:
+                failed.update(self._verify(name, written))
+        return failed
+
+    def _manifest(self, plan: RepoPlan, m: ManifestEntry, failed: set[str]) -> str | None:
+        """Put one manifest unless present; its digest if written, None if present or failed."""
+        name = plan.name
+        try:
+            if m.digest in plan.present or self.target.head_manifest(name, m.digest) is not None:
+                self.count(name, "manifests_present")
+                return None
+            self.count(name, "manifests")
+            if self.dry_run:
+                return None
+            raw = self._raw(m.digest)
+            tag = self._first_tag(plan, m.digest)
+            got = self.target.put_manifest(name, Manifest(m.digest, m.media_type, raw), tag)
+            if tag is not None:
+                with self.lock:
+                    self.tagged.add((name, tag))
+            if got != m.digest:
+                raise RegistryError(self.target.name, f"stored {m.digest} as {got}", name)
+            return m.digest
+        except ITEM_ERRORS as exc:
+            with self.lock:
+                failed.add(m.digest)
+            self.fail(
+                m.digest,
+                _reason(f"manifest {self.source.where(m.digest)}", exc, name, [m.digest]),
+                name,
+                [m.digest],
+            )
+            return None
+
+    def _first_tag(self, plan: RepoPlan, digest: str) -> str | None:
+        """A tag to write the manifest under (one PutImage instead of two): its first tag that
+        points at nothing in the target now. Moving a tag waits for the tag step."""
+        tags = sorted(t for t, d in plan.entry.tags.items() if d == digest and t not in plan.tags_now)
+        return tags[0] if tags else None
+
+    def _raw(self, digest: str) -> bytes:
+        with self.lock:
+            raw = self.raw.get(digest)
+        if raw is None:
+            raw = self.source.manifest_bytes(digest)
+            if digest_of(raw) != digest:  # the store checks; a source that does not is caught here
+                raise ValueError(f"the stored bytes hash to {digest_of(raw)}")
+            with self.lock:
+                self.raw[digest] = raw
+        return raw
+
+    def _verify(self, name: str, written: list[str]) -> set[str]:
+        """Read the written manifests back: bytes equal to the snapshot's or a failure."""
+        try:
+            read = self.target.read_images(name, written)
+        except ITEM_ERRORS as exc:
+            for d in written:
+                self.fail(d, f"{name}@{d}: written but not read back: {exc}", name, [d])
+            return set(written)
+        bad = set()
+        for d in written:
+            back = read.found.get(d)
+            if back is None or back.raw != self.raw[d]:
+                why = read.failures.get(d) or ("absent" if back is None else "different bytes")
+                self.fail(d, f"{name}@{d}: written but reads back {why}", name, [d])
+                bad.add(d)
+        self.count(name, "manifests_verified", len(written) - len(bad))
+        return bad
+
+    # -- tags ----------------------------------------------------------------------------------
+    def tags(self, plan: RepoPlan, failed: set[str]) -> None:
+        wanted = sorted(plan.entry.tags.items())
+        skipped = [(t, d) for t, d in wanted if d in failed]
+        for tag, digest in skipped:
+            self.fail(digest, f"{plan.name}: tag {tag!r} not restored", plan.name, [digest])
+        media = {m.digest: m.media_type for m in plan.entry.manifests}
+        for tag, digest in wanted:
+            if digest not in media:
+                self.fail(digest, f"{plan.name}: tag {tag!r} names a manifest the snapshot lacks", plan.name)
+        todo = [(t, d, media[d]) for t, d in wanted if d not in failed and d in media]
+        list(self.pool.map(lambda args: self._tag(plan, *args), todo))
+
+    def _tag(self, plan: RepoPlan, tag: str, digest: str, media_type: str) -> None:
+        name, target = plan.name, self.target
+        now = plan.tags_now.get(tag)
+        if now == digest:
+            self.count(name, "tags_present")
+            return
+        if now is not None and not self.force:
+            self.fail(digest, f"{name}: tag {tag!r} points at {now}; left (--force moves it)", name, [digest])
+            return
+        self.count(name, "tags")
+        if self.dry_run:
+            return
+        try:
+            if (name, tag) not in self.tagged:  # else written with its manifest: checked here
+                target.put_manifest(name, Manifest(digest, media_type, self._raw(digest)), tag)
+            head = target.head_manifest(name, tag)
+            if head is None or head.digest != digest:
+                raise RegistryError(target.name, f"tag {tag!r} reads back {head and head.digest}", name)
+        except ITEM_ERRORS as exc:
+            self.fail(digest, f"{name}: tag {tag!r}: {exc}", name, [digest])
+
+    # -- one repository ------------------------------------------------------------------------
+    def restore(self, plan: RepoPlan) -> None:
+        started = time.monotonic()
+        if not self.repository(plan):
+            everything = [m.digest for m in plan.entry.manifests]
+            with self.lock:
+                self.failed_images[plan.name].update(everything)
+            return
+        failed_blobs = self.blobs(plan)
+        failed = self.manifests(plan, failed_blobs)
+        self.tags(plan, failed)
+        log.info(
+            "restore %s/%s: %s in %.1fs%s",
+            self.target.name,
+            plan.name,
+            dict(self.per_repo[plan.name]),
+            time.monotonic() - started,
+            " (dry run)" if self.dry_run else "",
+        )
+
+
+def waves(entry: RepositoryEntry) -> list[list[ManifestEntry]]:
+    """:meth:`manifest_order` cut into waves: a manifest's children and subject (in this
+    repository) are all in earlier waves, so each wave can be written in parallel."""
+    level: dict[str, int] = {}
+    out: list[list[ManifestEntry]] = []
+    for m in entry.manifest_order():
+        deps = [level[d] for d in (*m.children, m.subject) if d in level]
+        n = level[m.digest] = 1 + max(deps, default=-1)
+        if n == len(out):
+            out.append([])
+        out[n].append(m)
+    return out
+
+
+def settings_change(wanted: RepositorySettings, have: RepositorySettings) -> RepositorySettings | None:
+    """The given settings that differ from what the repository has (policies compared as JSON,
+    no policy equal to an empty one); None when nothing differs."""
+    change: dict[str, Any] = {}
+    for key, value in wanted.given().items():
+        now = getattr(have, key)
+        same = _json_or_none(value) == _json_or_none(now) if key in POLICIES else value == now
+        if not same:
+            change[key] = value
+    return RepositorySettings(**change) if change else None
+
+
+def _json_or_none(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _reason(what: str, exc: BaseException, repo: str, users: list[str]) -> str:
+    """``<object>: <problem>; needed by <images>`` (the store's errors name the images already)."""
+    text = str(exc)
+    return f"{what}: {text}" if "needed by" in text else f"{what}: {text}; needed by {_images(repo, users)}"
+
+
+def _images(repo: str, digests: list[str]) -> str:
+    named = ", ".join(f"{repo}@{d}" for d in digests[:NAMED])
+    return named + (f" (+{len(digests) - NAMED} more)" if len(digests) > NAMED else "")
+
+
+# -- entry points --------------------------------------------------------------------------------
+def restore_catalog(
+    catalog: Catalog,
+    source: RestoreSource,
+    target: Registry,
+    *,
+    repos: str | None = None,
+    rename: Callable[[str], str] | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    workers: int = 8,
+) -> dict[str, Any]:
+    """Restore the catalog's repositories (those ``repos`` matches, named ``rename(name)`` in the
+    target) into ``target``; the JSON-ready summary. RestoreRefused, with nothing written, for a
+    clash or a target holding other content without ``force``."""
+    pairs = select(catalog, repos, rename)
+    refuse_clashes((r.name, n) for r, n in pairs)
+    plans = prepare(catalog, target, repos=repos, rename=rename)
+    refuse_conflicts(target, plans, force)
+    return execute(catalog, source, target, plans, dry_run=dry_run, force=force, workers=workers)
+
+
+def execute(
+    catalog: Catalog,
+    source: RestoreSource,
+    target: Registry,
+    plans: list[RepoPlan],
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    workers: int = 8,
+) -> dict[str, Any]:
+    """Run prepared plans (:func:`prepare`, checked by :func:`refuse_conflicts`)."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        run = _Run(catalog, source, target, pool, dry_run, force)
+        registry_settings = _registry_settings(run, catalog)
+        for plan in plans:
+            run.restore(plan)
+    seconds = time.monotonic() - started
+    c = run.counts
+    return {
+        "registry": catalog.registry,
+        "target": target.name,
+        "dry_run": dry_run,
+        "force": force,
+        "repositories": len(plans),
+        "repositories_created": c["repositories_created"],
+        "manifests": c["manifests"],
+        "manifests_present": c["manifests_present"],
+        "manifests_verified": c["manifests_verified"],
+        "blobs": c["blobs"],
+        "blobs_mounted": c["blobs_mounted"],
+        "blobs_present": c["blobs_present"],
+        "bytes": c["bytes"],
+        "tags": c["tags"],
+        "tags_present": c["tags_present"],
+        "seconds": round(seconds, 3),
+        "manifests_per_second": round(c["manifests"] / seconds, 1) if seconds and c["manifests"] else 0.0,
+        "settings": run.settings,
+        "registry_settings": registry_settings,
+        "renamed": {p.entry.name: p.name for p in plans if p.entry.name != p.name},
+        "per_repository": {p.name: dict(sorted(run.per_repo[p.name].items())) for p in plans},
+        "failures": dict(sorted(run.failures.items())),
+        "failed_images": {r: sorted(d) for r, d in sorted(run.failed_images.items()) if d},
+    }
+
+
+def _registry_settings(run: _Run, catalog: Catalog) -> dict[str, Any]:
+    """Registry-level settings (ECR: registry policy, replication, scanning, pull-through cache)
+    through the target's ``apply_registry_settings`` where it has one."""
+    wanted = {k: v for k, v in catalog.registry_settings.items() if v not in (None, {}, [])}
+    if not wanted:
+        return {}
+    apply = getattr(run.target, "apply_registry_settings", None)
+    if apply is None:
+        return {"not_held": sorted(wanted)}
+    if run.dry_run:
+        return {"would_apply": sorted(wanted)}
+    try:
+        left = apply(wanted) or []
+    except ITEM_ERRORS as exc:
+        run.fail(run.target.name, f"registry settings: {exc}", run.target.name)
+        return {"failed": sorted(wanted)}
+    return {"applied": sorted(set(wanted) - set(left)), "not_held": sorted(left)}
+
+
+def restore_registry(
+    config: Any,
+    s3: Any,
+    snapshot: str,
+    target_name: str,
+    repos: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    rename: Callable[[str], str] | None = None,
+    source_registry: str | None = None,
+    *,
+    target: Registry | None = None,
+) -> dict[str, Any]:
+    """Restore snapshot ``snapshot`` ("latest" or an id) of every registry it holds (or of
+    ``source_registry``) into the configured registry ``target_name``. Every check that can
+    refuse (unknown target or snapshot, a registry the snapshot lacks, nothing selected, a clash,
+    a target holding other content without ``force``) runs before the first write: ConfigError
+    or a ValueError, nothing written. ``target``: an adapter to use instead of building one
+    (tests count its calls)."""
+    from ..clients import build_registry
+    from .store import SnapshotStore
+
+    target_config = config.registry(target_name)  # ConfigError naming the configured ones
+    store = SnapshotStore.from_config(config, s3)
+    manifest = store.resolve(snapshot)  # SnapshotNotFound
+    held = sorted(manifest.get("registries") or {})
+    names = [source_registry] if source_registry else held
+    catalogs = [store.read_catalog(manifest, n) for n in names]  # NotInSnapshot, BackupError
+    chosen = [(c, select(c, repos, rename)) for c in catalogs]
+    if not any(pairs for _, pairs in chosen):
+        what = f"repository matches {repos!r}" if repos else "repository"
+        raise RestoreRefused(
+            f"snapshot {manifest.get('snapshot', snapshot)}: no {what} in {', '.join(names) or 'no registry'}"
+        )
+    refuse_clashes((f"{c.registry}/{r.name}", n) for c, pairs in chosen for r, n in pairs)
+    target = target or build_registry(target_config)
+    existing = set(target.list_repositories())
+    plans = [(c, prepare(c, target, repos=repos, rename=rename, existing=existing)) for c in catalogs]
+    refuse_conflicts(target, [p for _, ps in plans for p in ps], force)
+
+    started = time.monotonic()
+    results = {
+        c.registry: execute(
+            c, StoreSource(store, c), target, ps, dry_run=dry_run, force=force, workers=config.backup.workers
+        )
+        for c, ps in plans
+        if ps
+    }
+    return summarize(manifest, snapshot, target.name, results, time.monotonic() - started, dry_run)
+
+
+TOTALS = (
+    "repositories",
+    "repositories_created",
+    "manifests",
+    "manifests_present",
+    "manifests_verified",
+    "blobs",
+    "blobs_mounted",
+    "blobs_present",
+    "bytes",
+    "tags",
+    "tags_present",
+)
+
+
+def summarize(
+    manifest: dict[str, Any],
+    asked: str,
+    target: str,
+    results: dict[str, dict[str, Any]],
+    seconds: float,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """One summary over the registries restored: totals, failures (a digest failing in two
+    registries keeps both reasons), and each registry's own summary."""
+    totals = {k: sum(r[k] for r in results.values()) for k in TOTALS}
+    failures: dict[str, str] = {}
+    for r in results.values():
+        for key, reason in r["failures"].items():
+            failures[key] = f"{failures[key]}; {reason}" if key in failures else reason
+    return {
+        "snapshot": manifest.get("snapshot", asked),
+        "taken_at": manifest.get("taken_at"),
+        "target": target,
+        "dry_run": dry_run,
+        **totals,
+        "seconds": round(seconds, 3),
+        "manifests_per_second": round(totals["manifests"] / seconds, 1)
+        if seconds and totals["manifests"]
+        else 0.0,
+        "failures": dict(sorted(failures.items())),
+        "registries": results,
+    }
