@@ -29,13 +29,13 @@ import hashlib
 import io
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from ..store import objects
-from ..store.blobs import BlobError, BlobStore, sha256_hex
+from ..store.blobs import Blob, BlobError, BlobStore, build_pack, digest_of, sha256_hex
 from ..store.runs import MANIFEST_NAME, RunLayout, RunMissing
 from .catalog import Catalog, CatalogError, decode, encode
 
@@ -269,7 +269,7 @@ class SnapshotStore:
         self._catalogs[sha] = catalog
         return catalog
 
-    def write_catalog(self, catalog: Catalog, present: Iterable[str] = ()) -> tuple[dict[str, Any], bool]:
+    def write_catalog(self, catalog: Catalog, present: Container[str] = ()) -> tuple[dict[str, Any], bool]:
         """Store a catalog under its sha256 unless ``present`` (keys known to exist) has it, and
         read back what was written. Returns its reference (key, sha256, size) and whether it was
         PUT."""
@@ -277,20 +277,62 @@ class SnapshotStore:
         sha = sha256_hex(data)
         key = self.catalog_key(sha)
         ref = {"key": key, "sha256": sha, "size": len(data)}
-        if key in set(present):
+        if key in present:
             return ref, False
         self.blobs.put_verified(key, data, "application/gzip", "catalog")
         return ref, True
 
+    # -- writing ------------------------------------------------------------------------------
+    def put_pack(self, blobs: list[Blob], present: Container[str] = ()) -> tuple[str, dict[str, Any], bool]:
+        """Store the blobs as one deterministic pack and read it back (the pack must hash to its
+        name, every member to its digest). A pack ``present`` already holds (landed before a
+        crash) is not sent again, only read back. Returns its key, each member's location
+        (``{"pack", "offset", "size"}`` by digest) and whether it was PUT."""
+        data, members = build_pack(blobs)
+        sha = sha256_hex(data)
+        key = self.blobs.pack_key(sha)
+        put = key not in present
+        if put:
+            self.blobs.put_once(key, data, "application/x-tar")
+        back = self.blobs.read_object(key)
+        if back is None or sha256_hex(back) != sha:
+            raise BackupError(f"pack {self.url(key)}: read-back does not hash to its name")
+        for digest, (offset, size) in members.items():
+            if digest_of(back[offset : offset + size]) != digest:
+                raise BackupError(f"pack {self.url(key)}: member {digest} does not match")
+        return key, {d: {"pack": key, "offset": o, "size": n} for d, (o, n) in members.items()}, put
+
+    def put_blob(self, digest: str, fetch: Callable[[], IO[bytes]]) -> tuple[str, int]:
+        """Store one blob (a layer) under its digest from ``fetch`` and read it back whole
+        (BackupError unless it hashes to ``digest``). The caller knows it is not stored yet (a
+        listing); an object that appeared meanwhile is kept (If-None-Match) and checked.
+        Returns its key and the bytes sent."""
+        key = self.blobs.blob_key(digest)
+        body = fetch()
+        try:
+            body.seek(0, io.SEEK_END)
+            size = body.tell()
+            body.seek(0)
+            self.blobs.put_once(key, body, "application/octet-stream")
+        finally:
+            body.close()
+        if not self.blobs.verify_blob(key, digest):
+            raise BackupError(f"blob {self.url(key)}: missing right after it was written")
+        return key, size
+
     # -- content ------------------------------------------------------------------------------
     def manifest_bytes(self, catalog: Catalog, digest: str) -> bytes:
-        """A manifest's (or config blob's) bytes out of its pack, checked against ``digest``."""
+        """A manifest's (or config blob's) bytes out of its pack, checked against ``digest`` (a
+        config stored as a blob object is read from there)."""
         loc = catalog.objects.get(digest)
-        if not loc or "pack" not in loc:
+        if not loc or not ("pack" in loc or "key" in loc):
             raise BackupError(
-                f"{digest}: the catalog of registry {catalog.registry} has no pack location for it "
+                f"{digest}: the catalog of registry {catalog.registry} has no stored location for it "
                 f"(needed by {needed_by(catalog, digest)})"
             )
+        if "pack" not in loc:
+            with self.open_layer(catalog, digest) as stream:  # its errors name the images
+                return stream.read()
         try:
             return self.blobs.read_member({**loc, "digest": digest})
         except BlobError as exc:

@@ -1,0 +1,132 @@
+"""The backup engine end to end on the local stack: moto ECR (seeded, layers held), the
+distribution registry (pushed) and an OCI layout directory, into moto S3."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from include.registry_ops.backup.run import run_backup
+from include.registry_ops.backup.store import SnapshotStore
+from include.registry_ops.registries.base import Manifest
+from include.registry_ops.store.blobs import digest_of
+from tests.backup.test_backup_support import (
+    NOW,
+    Crash,
+    adapters,
+    bk_bucket,  # noqa: F401 - fixture
+    config_for,
+    expected,
+    fleet_of,
+    keys_under,
+    puts,  # noqa: F401 - fixture
+    seed_all,
+    unique,
+)
+
+
+@pytest.fixture
+def stack(moto_server, registry_server, s3, bk_bucket, tmp_path):  # noqa: F811
+    """A fleet of its own in the three registries, a config and a bucket for it."""
+    prefix = unique()
+    fleet = fleet_of(prefix)
+    regs = adapters(moto_server, registry_server, tmp_path / "layout")
+    seed_all(regs, fleet)
+    config = config_for(bk_bucket, prefix, tmp_path / "layout")
+    return {"prefix": prefix, "fleet": fleet, "regs": regs, "config": config, "s3": s3, "bucket": bk_bucket}
+
+
+def test_unchanged_second_run_puts_only_the_manifest_and_pointer(stack, puts):  # noqa: F811
+    config, s3, regs = stack["config"], stack["s3"], stack["regs"]
+    first = run_backup(config, s3, regs, NOW)
+    assert first["failures"] == {}
+    assert first["latest"] and first["mode"] == "full"
+    assert first["puts"] == len(puts.take())
+    second = run_backup(config, s3, regs, NOW + timedelta(days=1))
+    store = SnapshotStore.from_config(config, s3)
+    sent = puts.take()
+    assert sorted(sent) == sorted([store.manifest_key(second["snapshot"]), store.layout.latest_key])
+    assert second["puts"] == 2
+    assert second["manifests_read"] == 0
+    assert second["latest"] and store.resolve("latest")["snapshot"] == second["snapshot"]
+    assert second["manifests"] == first["manifests"]
+
+
+def test_catalogs_hold_every_manifest_config_and_layer_bit_exact(stack):
+    config, s3, regs, fleet = stack["config"], stack["s3"], stack["regs"], stack["fleet"]
+    summary = run_backup(config, s3, regs, NOW)
+    assert summary["failures"] == {}
+    store = SnapshotStore.from_config(config, s3)
+    manifest = store.resolve("latest")
+    for name, reg in regs.items():
+        catalog = store.read_catalog(manifest, name)
+        assert catalog.registry_kind == reg.kind
+        for spec in fleet:
+            entry = catalog.repository(spec.name)
+            assert entry is not None, f"{name}: {spec.name} not backed up"
+            want = {m.digest: m for m in expected(reg, spec)}
+            assert {m.digest for m in entry.manifests} == set(want)
+            assert entry.tags == {t: m.digest for m in want.values() for t in m.tags}
+            for m in want.values():
+                assert store.manifest_bytes(catalog, m.digest) == m.raw
+                for blob in m.blobs:
+                    with store.open_layer(catalog, blob.digest) as f:
+                        assert f.read() == blob.data
+        assert catalog.missing_objects() == []
+        assert manifest["registries"][name]["manifests"] == len(
+            {m.digest for r in catalog.repositories for m in r.manifests}
+        )
+    ecr = store.read_catalog(manifest, "ecr-local")
+    for spec in fleet:
+        settings = regs["ecr-local"].describe_repository(spec.name).as_dict()
+        assert ecr.repository(spec.name).settings == settings
+
+
+def test_a_new_image_costs_its_pack_its_catalog_and_the_snapshot(stack, puts):  # noqa: F811
+    config, s3, regs, fleet = stack["config"], stack["s3"], stack["regs"], stack["fleet"]
+    run_backup(config, s3, regs, NOW)
+    oci = regs["oci-local"]
+    repo = fleet[0].name
+    base = next(m for m in fleet[0].manifests if m.kind == "image")
+    body = json.loads(base.raw)
+    body["annotations"] = {"new": "1"}
+    raw = json.dumps(body).encode()
+    new = Manifest(digest_of(raw), base.media_type, raw)
+    oci.put_manifest(repo, new, "new-tag")
+    puts.take()
+    second = run_backup(config, s3, {"oci-local": oci}, NOW + timedelta(hours=1))
+    assert second["failures"] == {}
+    assert second["manifests_read"] == 1
+    sent = puts.take()
+    store = SnapshotStore.from_config(config, s3)
+    kinds = sorted(k.split("/")[1] if k.startswith("archive/") else k.rsplit("/", 1)[-1] for k in sent)
+    assert kinds == ["backup-catalogs", "latest.json", "manifest.json", "packs"]
+    catalog = store.read_catalog(store.resolve("latest"), "oci-local")
+    assert catalog.repository(repo).tags["new-tag"] == new.digest
+    assert store.manifest_bytes(catalog, new.digest) == raw
+    # registries not in the run are carried from their previous snapshot
+    assert set(store.resolve("latest")["registries"]) == {"ecr-local", "oci-local", "layout"}
+
+
+def test_a_crash_between_uploads_never_becomes_latest_and_the_rerun_sends_nothing_twice(
+    stack,
+    puts,  # noqa: F811
+):
+    config, s3, regs = stack["config"], stack["s3"], stack["regs"]
+    store = SnapshotStore.from_config(config, s3)
+    puts.crash_on, puts.crash_after = "/packs/", 3
+    with pytest.raises(Crash):
+        run_backup(config, s3, regs, NOW)
+    landed = puts.take()
+    assert sum("/packs/" in k for k in landed) == 3
+    assert store.layout.read_pointer(s3) is None
+    assert store.list_snapshots() == []
+    puts.crash_on = None
+    rerun = run_backup(config, s3, regs, NOW + timedelta(minutes=5))
+    assert rerun["latest"] and rerun["failures"] == {}
+    again = puts.take()
+    assert set(again) & set(landed) == set()
+    objects = keys_under(s3, stack["bucket"])
+    assert all(k in objects for k in store.resolve("latest")["objects"])

@@ -1,0 +1,181 @@
+"""Helpers and fixtures of the backup engine tests (no tests here; the name keeps it with them).
+
+Every test seeds repositories under a prefix of its own on the session's moto and distribution
+registry, builds OCI layouts in its own temp dir and writes to a bucket of its own, so nothing
+here touches what other tests use. Import the fixtures by name into a test module.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.fleet import ManifestSpec, RepoSpec, make_fleet
+from include.registry_ops.config import Config, parse_config
+from include.registry_ops.registries.base import Registry
+from include.registry_ops.registries.ocilayout import OciLayoutRegistry
+from tests.retention_exec.helpers import ecr_registry, oci_registry, push, seed
+
+NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+
+
+def unique(prefix: str = "bk") -> str:
+    return f"{prefix}/{uuid.uuid4().hex[:8]}/"
+
+
+def fleet_of(prefix: str, repositories: int = 2, images: int = 16, seed_: int = 5) -> list[RepoSpec]:
+    """Repository 0: signed single-arch images (cosign signatures, attestations with a
+    subject); repository 1: multi-arch indexes with untagged children."""
+    return make_fleet(
+        seed=seed_, repositories=repositories, images=images, layer_scale=0.0003, prefix=prefix, now=NOW
+    )
+
+
+def config_for(bucket: str, prefix: str, layout: Path | None = None, **backup: Any) -> Config:
+    """ecr-local (moto), oci-local (the distribution registry) and, given a directory, a layout;
+    each limited to ``prefix``."""
+    regs: list[dict[str, Any]] = [
+        {"name": "ecr-local", "kind": "ecr", "conn_id": "aws_default", "include": [prefix + "*"]},
+        {"name": "oci-local", "kind": "oci", "conn_id": "oci_local", "include": [prefix + "*"]},
+    ]
+    if layout is not None:
+        regs.append({"name": "layout", "kind": "ocilayout", "path": str(layout), "include": [prefix + "*"]})
+    return parse_config(
+        {"registries": regs, "storage": {"conn_id": "aws_default", "bucket": bucket}, "backup": backup},
+        "test-config",
+    )
+
+
+class Puts:
+    """Keys of the PutObject requests a client sends (a botocore hook); a PUT whose key matches
+    ``crash_on`` (the n-th such PUT, ``crash_after`` counted from 0) raises :class:`Crash` before
+    it is sent, as a process killed between two uploads would stop."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3, self.keys = s3, []
+        self.crash_on: str | None = None
+        self.crash_after = 0
+        self._seen = 0
+        self._lock = threading.Lock()
+        s3.meta.events.register("before-parameter-build.s3.PutObject", self, unique_id=f"puts-{id(self)}")
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        key = params.get("Key", "")
+        with self._lock:
+            if self.crash_on and self.crash_on in key:
+                if self._seen >= self.crash_after:
+                    raise Crash(f"injected: killed before the PUT of {key}")
+                self._seen += 1
+            self.keys.append(key)
+
+    def take(self) -> list[str]:
+        with self._lock:
+            out, self.keys = self.keys, []
+        return out
+
+    def close(self) -> None:
+        self.s3.meta.events.unregister("before-parameter-build.s3.PutObject", unique_id=f"puts-{id(self)}")
+
+
+class Crash(BaseException):
+    """An injected crash: not an error the backup handles, so it stops the run like a kill."""
+
+
+@pytest.fixture
+def puts(s3) -> Iterator[Puts]:
+    recorder = Puts(s3)
+    yield recorder
+    recorder.close()
+
+
+@pytest.fixture
+def bk_bucket(s3) -> str:
+    name = f"bk-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def adapters(moto_server, registry_server, layout: Path | None = None) -> dict[str, Registry]:
+    regs: dict[str, Registry] = {
+        "ecr-local": ecr_registry(moto_server.endpoint),
+        "oci-local": oci_registry(registry_server.url),
+    }
+    if layout is not None:
+        layout.mkdir(parents=True, exist_ok=True)
+        regs["layout"] = OciLayoutRegistry("layout", layout)
+    return regs
+
+
+def seed_all(regs: dict[str, Registry], fleet: list[RepoSpec]) -> None:
+    """The same fleet in every registry: ECR seeded in moto (layers held), the distribution
+    registry by pushes, a layout through the interface."""
+    for reg in regs.values():
+        if reg.kind == "ocilayout":
+            push(reg, fleet)
+        else:
+            seed(reg, fleet)
+
+
+def expected(registry: Registry, repo: RepoSpec) -> list[ManifestSpec]:
+    """What a backup of the registry must hold of a seeded repository: everything where listings
+    reach untagged manifests (ECR, layouts), else the tagged manifests and their children."""
+    if registry.capabilities.lists_untagged_manifests:
+        return list(repo.manifests)
+    by = {m.digest: m for m in repo.manifests}
+    out = {m.digest: m for m in repo.manifests if m.tags}
+    for m in list(out.values()):
+        out.update({c: by[c] for c in m.children})
+    return list(out.values())
+
+
+def keys_under(s3: Any, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: o for p in pages for o in p.get("Contents", [])}
+
+
+def enable_pull_through_cache_rules() -> None:
+    """Test-only: moto 5 lacks ``DescribePullThroughCacheRules`` and ``CreatePullThroughCacheRule``
+    (HTTP 500). Answer them from a dict on moto's ECR backend, in this process (moto runs
+    in-process), as AWS does for the fields the backup keeps."""
+    from moto.core.responses import ActionResult
+    from moto.ecr.responses import ECRResponse
+
+    if getattr(ECRResponse, "_backup_ptc", False):
+        return
+
+    def rules(self: Any) -> dict[str, dict[str, Any]]:
+        backend = self.ecr_backend
+        if not hasattr(backend, "pull_through_cache_rules"):
+            backend.pull_through_cache_rules = {}
+        return backend.pull_through_cache_rules
+
+    def create(self: Any) -> ActionResult:
+        prefix = self._get_param("ecrRepositoryPrefix")
+        held = rules(self)
+        if prefix in held:
+            from moto.ecr.exceptions import ServiceException
+
+            class PullThroughCacheRuleAlreadyExistsException(ServiceException):
+                code = "PullThroughCacheRuleAlreadyExistsException"
+
+            raise PullThroughCacheRuleAlreadyExistsException(f"rule {prefix} exists")
+        rule = {
+            k: self._get_param(k)
+            for k in ("ecrRepositoryPrefix", "upstreamRegistryUrl", "upstreamRegistry", "credentialArn")
+            if self._get_param(k)
+        }
+        held[prefix] = {**rule, "registryId": self.current_account}
+        return ActionResult(held[prefix])
+
+    def describe(self: Any) -> ActionResult:
+        return ActionResult({"pullThroughCacheRules": [dict(r) for _, r in sorted(rules(self).items())]})
+
+    ECRResponse.create_pull_through_cache_rule = create
+    ECRResponse.describe_pull_through_cache_rules = describe
+    ECRResponse._backup_ptc = True
