@@ -148,21 +148,27 @@ def prepare(
     return plans
 
 
-def refuse_conflicts(target: Registry, plans: Iterable[RepoPlan], force: bool) -> None:
-    """RestoreRefused naming each target repository that holds other content (unless ``force``)."""
+def refuse_conflicts(
+    target: Registry, plans: Iterable[RepoPlan], force: bool, registry_conflicts: Iterable[str] = ()
+) -> None:
+    """RestoreRefused naming each target repository that holds other content, and each
+    registry-level setting configured otherwise in the target (unless ``force``)."""
     if force:
         return
     busy = [p for p in plans if p.conflicts]
-    if busy:
-        lines = [
-            f"{target.name}/{p.name}: {len(p.conflicts)} item(s) not in the snapshot, e.g. {p.conflicts[0]}"
-            for p in busy
-        ]
+    lines = [
+        f"{target.name}/{p.name}: {len(p.conflicts)} item(s) not in the snapshot, e.g. {p.conflicts[0]}"
+        for p in busy
+    ]
+    settings = list(registry_conflicts)
+    if settings:
+        lines.insert(0, f"{target.name}: {', '.join(settings)} configured otherwise")
+    if lines:
         raise RestoreRefused(
-            f"target {target.name} is not empty: {len(busy)} repositor{'y' if len(busy) == 1 else 'ies'} "
-            f"to restore hold(s) other content ({'; '.join(lines[:5])}"
-            f"{'; ...' if len(lines) > 5 else ''}); nothing was written. Use --force to restore over it "
-            "(the snapshot's tags are moved back, nothing is deleted), or restore elsewhere"
+            f"target {target.name} is not empty: it holds content the snapshot does not "
+            f"({'; '.join(lines[:5])}{'; ...' if len(lines) > 5 else ''}); nothing was written. Use "
+            "--force to restore over it (the snapshot's tags and settings win, nothing is deleted), "
+            "or restore elsewhere"
         )
 
 
@@ -498,6 +504,64 @@ def _images(repo: str, digests: list[str]) -> str:
     return named + (f" (+{len(digests) - NAMED} more)" if len(digests) > NAMED else "")
 
 
+# -- registry-level settings --------------------------------------------------------------------
+# What a registry holds before anyone configured it (ECR's defaults): such a value is not "other
+# content", a restore may replace it.
+DEFAULT_REGISTRY_SETTINGS: dict[str, Any] = {
+    "replication_configuration": {"rules": []},
+    "scanning_configuration": {"scanType": "BASIC", "rules": []},
+}
+
+
+def _same_setting(key: str, wanted: Any, have: Any) -> bool:
+    """Pull-through cache rules are only ever added (a rule the target has more is kept);
+    policies compare as JSON."""
+    if key == "pull_through_cache_rules":
+        return all(rule in (have or []) for rule in wanted or [])
+    if key.endswith("policy"):
+        return _json_or_none(wanted) == _json_or_none(have)
+    return wanted == have
+
+
+def _unset(key: str, have: Any) -> bool:
+    return have in (None, {}, [], "") or have == DEFAULT_REGISTRY_SETTINGS.get(key)
+
+
+def registry_settings_plan(catalog: Catalog, target: Registry) -> tuple[dict[str, Any], list[str]]:
+    """The snapshot's registry-level settings the target does not have, and the conflicts among
+    them: settings the target holds with another, configured value (reads only)."""
+    wanted = {k: v for k, v in catalog.registry_settings.items() if v is not None}
+    if not wanted:
+        return {}, []
+    have = target.describe_registry_settings()
+    change = {k: v for k, v in wanted.items() if not _same_setting(k, v, have.get(k))}
+    conflicts = [
+        f"registry setting {k}"
+        for k in sorted(change)
+        if k != "pull_through_cache_rules" and not _unset(k, have.get(k))
+    ]
+    return change, conflicts
+
+
+def _apply_registry_settings(run: _Run, change: dict[str, Any]) -> dict[str, Any]:
+    """Apply the planned registry-level settings and read them back."""
+    if not change:
+        return {}
+    if run.dry_run:
+        return {"would_apply": sorted(change)}
+    target = run.target
+    try:
+        left = set(target.apply_registry_settings(change))
+        after = target.describe_registry_settings() if set(change) - left else {}
+    except ITEM_ERRORS as exc:
+        run.fail(target.name, f"registry settings: {exc}", target.name)
+        return {"failed": sorted(change)}
+    missed = sorted(k for k in set(change) - left if not _same_setting(k, change[k], after.get(k)))
+    if missed:
+        run.fail(target.name, f"registry settings did not take: {', '.join(missed)}", target.name)
+    return {"applied": sorted(set(change) - left - set(missed)), "not_held": sorted(left)}
+
+
 # -- entry points --------------------------------------------------------------------------------
 def restore_catalog(
     catalog: Catalog,
@@ -512,12 +576,25 @@ def restore_catalog(
 ) -> dict[str, Any]:
     """Restore the catalog's repositories (those ``repos`` matches, named ``rename(name)`` in the
     target) into ``target``; the JSON-ready summary. RestoreRefused, with nothing written, for a
-    clash or a target holding other content without ``force``."""
+    clash or a target holding other content without ``force``. Registry-level settings are
+    restored only with the whole registry (no ``repos``, no ``rename``): a partial or renamed
+    restore (a drill) must not change the settings of the registry it lands in."""
     pairs = select(catalog, repos, rename)
     refuse_clashes((r.name, n) for r, n in pairs)
     plans = prepare(catalog, target, repos=repos, rename=rename)
-    refuse_conflicts(target, plans, force)
-    return execute(catalog, source, target, plans, dry_run=dry_run, force=force, workers=workers)
+    whole = repos is None and rename is None
+    change, conflicts = registry_settings_plan(catalog, target) if whole else ({}, [])
+    refuse_conflicts(target, plans, force, conflicts)
+    return execute(
+        catalog,
+        source,
+        target,
+        plans,
+        dry_run=dry_run,
+        force=force,
+        workers=workers,
+        registry_settings=change if whole else None,
+    )
 
 
 def execute(
@@ -529,12 +606,18 @@ def execute(
     dry_run: bool = False,
     force: bool = False,
     workers: int = 8,
+    registry_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run prepared plans (:func:`prepare`, checked by :func:`refuse_conflicts`)."""
+    """Run prepared plans (:func:`prepare`, checked by :func:`refuse_conflicts`); ``registry_settings``:
+    the registry-level settings to apply first (:func:`registry_settings_plan`), None: not restored."""
     started = time.monotonic()
     with ThreadPoolExecutor(max(1, workers)) as pool:
         run = _Run(catalog, source, target, pool, dry_run, force)
-        registry_settings = _registry_settings(run, catalog)
+        if registry_settings is None:
+            held = sorted(k for k, v in catalog.registry_settings.items() if v is not None)
+            settings_done: dict[str, Any] = {"skipped": held} if held else {}
+        else:
+            settings_done = _apply_registry_settings(run, registry_settings)
         for plan in plans:
             run.restore(plan)
     seconds = time.monotonic() - started
@@ -558,31 +641,12 @@ def execute(
         "seconds": round(seconds, 3),
         "manifests_per_second": round(c["manifests"] / seconds, 1) if seconds and c["manifests"] else 0.0,
         "settings": run.settings,
-        "registry_settings": registry_settings,
+        "registry_settings": settings_done,
         "renamed": {p.entry.name: p.name for p in plans if p.entry.name != p.name},
         "per_repository": {p.name: dict(sorted(run.per_repo[p.name].items())) for p in plans},
         "failures": dict(sorted(run.failures.items())),
         "failed_images": {r: sorted(d) for r, d in sorted(run.failed_images.items()) if d},
     }
-
-
-def _registry_settings(run: _Run, catalog: Catalog) -> dict[str, Any]:
-    """Registry-level settings (ECR: registry policy, replication, scanning, pull-through cache)
-    through the target's ``apply_registry_settings`` where it has one."""
-    wanted = {k: v for k, v in catalog.registry_settings.items() if v not in (None, {}, [])}
-    if not wanted:
-        return {}
-    apply = getattr(run.target, "apply_registry_settings", None)
-    if apply is None:
-        return {"not_held": sorted(wanted)}
-    if run.dry_run:
-        return {"would_apply": sorted(wanted)}
-    try:
-        left = apply(wanted) or []
-    except ITEM_ERRORS as exc:
-        run.fail(run.target.name, f"registry settings: {exc}", run.target.name)
-        return {"failed": sorted(wanted)}
-    return {"applied": sorted(set(wanted) - set(left)), "not_held": sorted(left)}
 
 
 def restore_registry(
@@ -623,12 +687,22 @@ def restore_registry(
     target = target or build_registry(target_config)
     existing = set(target.list_repositories())
     plans = [(c, prepare(c, target, repos=repos, rename=rename, existing=existing)) for c in catalogs]
-    refuse_conflicts(target, [p for _, ps in plans for p in ps], force)
+    # registry-level settings only with one whole registry: two would overwrite each other
+    whole = len(catalogs) == 1 and repos is None and rename is None
+    change, conflicts = registry_settings_plan(catalogs[0], target) if whole else ({}, [])
+    refuse_conflicts(target, [p for _, ps in plans for p in ps], force, conflicts)
 
     started = time.monotonic()
     results = {
         c.registry: execute(
-            c, StoreSource(store, c), target, ps, dry_run=dry_run, force=force, workers=config.backup.workers
+            c,
+            StoreSource(store, c),
+            target,
+            ps,
+            dry_run=dry_run,
+            force=force,
+            workers=config.backup.workers,
+            registry_settings=change if whole else None,
         )
         for c, ps in plans
         if ps
@@ -669,6 +743,7 @@ def summarize(
     return {
         "snapshot": manifest.get("snapshot", asked),
         "taken_at": manifest.get("taken_at"),
+        "snapshot_complete": manifest.get("complete"),
         "target": target,
         "dry_run": dry_run,
         **totals,
