@@ -105,13 +105,16 @@ def collect_repository(
     known: dict[str, ManifestEntry],
     known_sizes: dict[str, int],
     have: Callable[[str], bool],
+    fetched: dict[str, bytes] | None = None,
 ) -> RepositoryRead:
     """One repository's catalog entry (see the module docstring).
 
     ``known``: manifest entries of earlier snapshots by digest; one is reused only where ``have``
     says its bytes are stored. ``have(digest)`` also decides which config blobs are read: those
     not stored yet. A manifest or config that cannot be read leaves its image (and the tags and
-    indexes naming it) out, named in ``problems``; only a failure of the whole listing raises."""
+    indexes naming it) out, named in ``problems``; only a failure of the whole listing raises.
+    ``fetched``: config blobs already read this run (shared between repositories: a config two
+    repositories use is downloaded once)."""
     settings = (
         registry.describe_repository(repository).as_dict()
         if registry.capabilities.repository_settings
@@ -134,7 +137,7 @@ def collect_repository(
             pending = sorted(_referrers(registry, repository, subjects) - set(entries) - gone)
     for digest in sorted(gone & set(tag_map)):
         log.warning("backup: %s/%s: %s: deleted while read; left out", registry.name, repository, digest)
-    _fetch_configs(registry, repository, entries, have, out)
+    _fetch_configs(registry, repository, entries, have, out, {} if fetched is None else fetched)
     _drop_broken_indexes(entries, gone, out)
     out.entry.manifests = sorted(entries.values(), key=lambda e: e.digest)
     out.entry.tags = {t: d for d, ts in tag_map.items() if d in entries for t in sorted(ts)}
@@ -216,9 +219,14 @@ def _fetch_configs(
     entries: dict[str, ManifestEntry],
     have: Callable[[str], bool],
     out: RepositoryRead,
+    fetched: dict[str, bytes],
 ) -> None:
-    """Read the config blobs not stored yet; a config that cannot be read leaves out its image."""
+    """Read the config blobs not stored yet (nor read by another repository this run); a config
+    that cannot be read leaves out its image."""
     wanted = sorted({e.config for e in entries.values() if e.config and not have(e.config)})
+    for digest in [d for d in wanted if d in fetched]:
+        out.small[digest] = Small(digest, "application/octet-stream", fetched[digest])
+    wanted = [d for d in wanted if d not in fetched]
 
     def one(digest: str) -> tuple[str, bytes | str]:
         try:
@@ -233,6 +241,7 @@ def _fetch_configs(
         for digest, got in pool.map(one, wanted):
             if isinstance(got, bytes):
                 out.small[digest] = Small(digest, "application/octet-stream", got)
+                fetched[digest] = got
             else:
                 failed[digest] = got
     for e in list(entries.values()):

@@ -207,10 +207,11 @@ def _collect_all(
     for repo in previous.repositories if previous else []:
         known.update((m.digest, m) for m in repo.manifests)
     sizes = dict(previous.blob_sizes) if previous else {}
+    fetched: dict[str, bytes] = {}  # configs read this run, shared: each is downloaded once
 
     def one(repo: str) -> tuple[str, RepositoryRead | str]:
         try:
-            return repo, collect_repository(registry, repo, known, sizes, located.has)
+            return repo, collect_repository(registry, repo, known, sizes, located.has, fetched)
         except RegistryError as exc:
             return repo, exc.problem
         except Exception as exc:  # one repository's surprise must not stop the others
