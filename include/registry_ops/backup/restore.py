@@ -141,8 +141,8 @@ def prepare(
             plan.present = set(state) & ours if complete else {d for d in state if d in ours}
             foreign = sorted(d for d in state if d not in ours)
             moved = sorted(t for t, d in plan.tags_now.items() if entry.tags.get(t) != d)
-            plan.conflicts = [f"manifest {d}" for d in foreign] + [
-                f"tag {t!r} -> {plan.tags_now[t]}" for t in moved
+            plan.conflicts = [f"tag {t!r} -> {plan.tags_now[t]}" for t in moved] + [
+                f"manifest {d}" for d in foreign
             ]
         plans.append(plan)
     return plans
