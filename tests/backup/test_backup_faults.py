@@ -223,3 +223,38 @@ def test_ecr_registry_settings_are_backed_up_and_apply_back(s3, bk_bucket, regis
     assert reg.apply_registry_settings(held) == []
     assert reg.describe_registry_settings() == held
     assert OciLayoutRegistry("x", ".").apply_registry_settings(held) == sorted(held)
+
+
+def test_registry_settings_of_another_account_are_refused_not_answered_with_ours(moto_server):
+    from include.registry_ops.registries.base import Unsupported
+    from include.registry_ops.registries.ecr import EcrRegistry
+
+    ours = ecr_registry(moto_server.endpoint)
+    other = EcrRegistry("ecr-other", ours.client, registry_id="999999999999")
+    with pytest.raises(Unsupported, match="registry 999999999999 cannot be read or written"):
+        other.describe_registry_settings()
+    with pytest.raises(Unsupported, match="999999999999"):
+        other.apply_registry_settings({"registry_policy": REGISTRY_POLICY})
+    assert ours.describe_registry_settings()["registry_policy"] != REGISTRY_POLICY
+
+
+def test_an_index_whose_child_is_gone_is_left_out_and_named(s3, bk_bucket, layout):  # noqa: F811
+    reg, fleet, root, _ = layout
+    repo = fleet[1]  # multi-arch indexes
+    idx = next(m for m in repo.manifests if m.children and m.tags)
+    child = idx.children[0]
+    (root / repo.name / "blobs" / "sha256" / child.split(":", 1)[1]).unlink()
+    config = layout_config(bk_bucket, root)
+    summary = run_backup(config, s3, {"layout": reg}, NOW)
+    assert not summary["latest"]
+    assert (
+        f"{idx.digest}: child manifest {child}: not in the registry any more"
+        in summary["failures"][f"layout/{repo.name}"]
+    )
+    store = SnapshotStore.from_config(config, s3)
+    catalog = store.read_catalog(store.resolve(summary["snapshot"]), "layout")
+    entry = catalog.repository(repo.name)
+    assert idx.digest not in {m.digest for m in entry.manifests}
+    assert not set(idx.tags) & set(entry.tags)
+    others = [m for m in repo.manifests if m.children and m.digest != idx.digest]
+    assert others and all(m.digest in {e.digest for e in entry.manifests} for m in others)

@@ -130,3 +130,57 @@ def test_a_crash_between_uploads_never_becomes_latest_and_the_rerun_sends_nothin
     assert set(again) & set(landed) == set()
     objects = keys_under(s3, stack["bucket"])
     assert all(k in objects for k in store.resolve("latest")["objects"])
+
+
+def test_latest_moves_only_when_every_object_the_snapshot_needs_is_listed(stack):
+    from include.registry_ops.backup.run import backup_registry, plan_backup, publish_snapshot
+
+    config, s3, regs = stack["config"], stack["s3"], stack["regs"]
+    plan = plan_backup(config, s3, NOW, "full", ["layout"])
+    part = backup_registry(config, s3, regs["layout"], plan)
+    store = SnapshotStore.from_config(config, s3)
+    catalog = store.read_catalog({"snapshot": plan["snapshot"], "registries": {"layout": part}}, "layout")
+    pack = sorted({loc["pack"] for loc in catalog.objects.values() if "pack" in loc})[0]
+    s3.delete_object(Bucket=stack["bucket"], Key=pack)  # gone between the upload and the publish
+    summary = publish_snapshot(config, s3, plan, [part])
+    assert not summary["latest"] and store.layout.read_pointer(s3) is None
+    assert pack in summary["failures"]["store"]
+
+
+def test_a_stored_object_that_went_missing_is_stored_again_not_reused(stack):
+    config, s3, regs = stack["config"], stack["s3"], stack["regs"]
+    layout = {"layout": regs["layout"]}
+    run_backup(config, s3, layout, NOW)
+    store = SnapshotStore.from_config(config, s3)
+    catalog = store.read_catalog(store.resolve("latest"), "layout")
+    pack = sorted({loc["pack"] for loc in catalog.objects.values() if "pack" in loc})[0]
+    lost = sorted(d for d, loc in catalog.objects.items() if loc.get("pack") == pack)
+    layer = sorted(d for d, loc in catalog.objects.items() if "key" in loc)[0]
+    s3.delete_object(Bucket=stack["bucket"], Key=pack)
+    s3.delete_object(Bucket=stack["bucket"], Key=catalog.objects[layer]["key"])
+    again = run_backup(config, s3, layout, NOW + timedelta(days=7))
+    assert again["latest"] and again["failures"] == {} and again["mode"] == "full"
+    catalog = store.read_catalog(store.resolve("latest"), "layout")
+    assert again["manifests_read"] > 0  # read from the registry again: its stored copy was gone
+    present = keys_under(s3, stack["bucket"])
+    assert all(catalog.objects[d].get("pack", catalog.objects[d].get("key")) in present for d in lost)
+    assert catalog.objects[layer]["key"] in present
+    for digest in lost:
+        assert digest_of(store.manifest_bytes(catalog, digest)) == digest
+    with store.open_layer(catalog, layer) as f:
+        assert digest_of(f.read()) == layer
+
+
+def test_a_landed_object_that_does_not_read_back_keeps_the_rerun_from_latest(stack, puts):  # noqa: F811
+    config, s3, regs = stack["config"], stack["s3"], stack["regs"]
+    layout = {"layout": regs["layout"]}
+    store = SnapshotStore.from_config(config, s3)
+    puts.crash_on, puts.crash_after = "/backup-catalogs/", 0
+    with pytest.raises(Crash):
+        run_backup(config, s3, layout, NOW)
+    pack = next(k for k in puts.take() if "/packs/" in k)
+    s3.put_object(Bucket=stack["bucket"], Key=pack, Body=b"damaged after it landed")
+    puts.crash_on = None
+    rerun = run_backup(config, s3, layout, NOW + timedelta(minutes=5))
+    assert not rerun["latest"] and store.layout.read_pointer(s3) is None
+    assert pack in rerun["failures"]["layout"]
