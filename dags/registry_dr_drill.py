@@ -14,15 +14,16 @@ against the config's objectives, reports, and removes what it restored.
   `<dr.scratch_prefix><source registry>/<repo>`; refuses a target already holding repositories
   under the prefix) → `drill` (restore, timed: RTO; every manifest fetched back from the target
   by digest and hashed, every blob fetched back and hashed, every tag resolved; RPO = now minus
-  the snapshot's `taken_at`; report JSON + HTML to S3, emailed) → `cleanup` (teardown: removes
-  the scratch repositories of this drill, and only those, whatever happened).
+  the snapshot's `taken_at`; report JSON + HTML to S3, emailed) → `verdict` (fails naming each
+  digest that did not come back, or the objective missed) and `cleanup` (teardown: removes the
+  scratch repositories of this drill, and only those, whatever happened).
 * **Outputs**: `s3://<bucket>/<reports prefix>dr-drill/dt=.../report.json`, `report.html`,
   `manifest.json`, `latest.json`; an email to `notifications.recipients` (HTML report, JSON
   attached) when `dr.email`.
 * **Failure modes**: bad Params, an unknown snapshot or target, an occupied scratch prefix fail
   `prepare` at once, nothing written. A digest that did not come back, a missed RTO or RPO
-  objective fail `drill` without retry, naming each digest; `cleanup` still runs, and a cleanup
-  that leaves something fails the run. Details: `docs/dags/registry_dr_drill.md`.
+  objective fail `verdict` without retry, naming each digest; `cleanup` still runs, and a
+  cleanup that leaves something fails the run too. Details: `docs/dags/registry_dr_drill.md`.
 """
 
 from __future__ import annotations
@@ -101,11 +102,8 @@ def registry_dr_drill():
 
     @task(multiple_outputs=False)
     def drill(plan: dict) -> dict:
-        """Restore, verify, measure, report, email; fails (no retry) naming each digest that did
-        not come back, or the objective missed."""
+        """Restore, verify, measure, write and email the report; the summary (``verdict`` judges)."""
         from datetime import UTC, datetime
-
-        from airflow.sdk.exceptions import AirflowFailException
 
         from include.registry_ops.backup import drill as dr
         from include.registry_ops.backup import drill_report
@@ -117,9 +115,22 @@ def registry_dr_drill():
         report["location"] = drill_report.write_report(config, s3, report)
         report["notification"] = drill_report.email_report(config, report)
         log.info("drill: %s; report %s", drill_report.subject(report), report["location"]["html"])
-        if not report["passed"]:
-            raise AirflowFailException(drill_report.failure_message(report))
         return drill_report.summary(report)
+
+    @task(multiple_outputs=False)
+    def verdict(summary: dict) -> dict:
+        """Fail (no retry) naming each digest that did not come back, or the objective missed.
+
+        A task of its own, downstream of ``drill`` and not of ``cleanup``: a teardown with
+        ``on_failure_fail_dagrun`` makes the tasks upstream of it no longer leaves, so a failure
+        there would not fail the run; this leaf does."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.registry_ops.backup import drill_report
+
+        if not summary["passed"]:
+            raise AirflowFailException(drill_report.failure_message(summary))
+        return summary
 
     @teardown(on_failure_fail_dagrun=True)
     @task(multiple_outputs=False)
@@ -135,7 +146,9 @@ def registry_dr_drill():
         return out
 
     plan = prepare()
-    drill(plan) >> cleanup(plan)
+    summary = drill(plan)
+    summary >> cleanup(plan)
+    verdict(summary)
 
 
 registry_dr_drill()

@@ -118,8 +118,13 @@ def test_a_failed_drill_names_each_digest_up_to_the_cap():
     for f in r["failures"]:
         assert f["digest"] in message
     many = report(failures=drill_report.MAX_NAMED + 5)
-    assert drill_report.failure_message(many).endswith("; and 5 more in the report")
+    tail = f"; and more ({drill_report.MAX_NAMED + 5} failures in all, every one in the report)"
+    assert drill_report.failure_message(many).endswith(tail)
     assert len(many["digests_missing"]) == drill_report.MAX_NAMED + 5
+    summary = drill_report.summary(many)  # what the DAG's verdict gets: the first ones
+    assert len(summary["failures"]) == drill_report.MAX_NAMED
+    assert drill_report.failure_message(summary).endswith(tail)
+    assert drill_report.failure_message(drill_report.summary(r)) == message
 
 
 def test_the_report_goes_to_s3_as_a_dated_run_and_by_email(moto_server, s3, smtp_server):

@@ -18,7 +18,7 @@ from include.registry_ops.registries.ocilayout import OciLayoutRegistry
 from tests.conftest import OCI_PASSWORD, OCI_USER
 from tests.registries.images import Image, image, index, push, referrer
 
-PREFIX = "dr-drill/"
+PREFIX = f"dr-verify-{uuid.uuid4().hex[:8]}/"  # the session's second registry is shared
 
 
 def entries(img: Image) -> list[ManifestEntry]:

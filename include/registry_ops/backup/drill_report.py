@@ -146,7 +146,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def failure_message(report: dict[str, Any]) -> str:
     """Why the drill failed, naming each digest that did not come back (up to ``MAX_NAMED``; the
-    report names them all)."""
+    report names them all). Takes the report or its :func:`summary`."""
     head = f"DR drill of snapshot {report['snapshot']} into {report['target']} failed: " + "; ".join(
         report["problems"]
     )
@@ -162,7 +162,9 @@ def failure_message(report: dict[str, Any]) -> str:
     ]
     if not named:
         return head
-    more = f"; and {len(named) - MAX_NAMED} more in the report" if len(named) > MAX_NAMED else ""
+    total = report.get("failures_total", len(report["failures"]))
+    cut = len(named) > MAX_NAMED or total > len(report["failures"])  # a summary holds the first ones
+    more = f"; and more ({total} failures in all, every one in the report)" if cut else ""
     return f"{head}. Did not come back: " + "; ".join(named[:MAX_NAMED]) + more
 
 
