@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from .audit.settings import AuditConfig
 from .backup.settings import BackupConfig, DrConfig
 from .retention.settings import RetentionConfig
 from .scan.settings import ScanConfig
@@ -174,6 +175,7 @@ class Config(_Strict):
     scan: ScanConfig = ScanConfig()
     backup: BackupConfig = BackupConfig()
     dr: DrConfig = DrConfig()
+    audit: AuditConfig = AuditConfig()
     source: str = "<memory>"
 
     @model_validator(mode="after")
