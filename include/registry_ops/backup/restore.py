@@ -75,13 +75,23 @@ class RestoreSource(Protocol):
 
 
 class StoreSource:
-    """The backup store (``backup/store.py``'s :class:`SnapshotStore`) for one catalog."""
+    """The backup store (``backup/store.py``'s :class:`SnapshotStore`) for one catalog.
+
+    :meth:`prefetch` reads a pack whole when several of its members are wanted (one GET instead
+    of one ranged GET per manifest and config); each member is checked against its digest before
+    it is kept, and anything not kept is read (and its damage reported) by the store itself."""
+
+    PACK_READ_MIN = 4  # members of one pack wanted at once before the whole pack is read
 
     def __init__(self, store: Any, catalog: Catalog) -> None:
         self.store, self.catalog = store, catalog
+        self._lock = threading.Lock()
+        self._cache: dict[str, bytes] = {}
 
     def manifest_bytes(self, digest: str) -> bytes:
-        return self.store.manifest_bytes(self.catalog, digest)
+        with self._lock:
+            data = self._cache.pop(digest, None)
+        return data if data is not None else self.store.manifest_bytes(self.catalog, digest)
 
     def open_layer(self, digest: str) -> IO[bytes]:
         return self.store.open_layer(self.catalog, digest)
@@ -94,9 +104,30 @@ class StoreSource:
         if not loc:
             return f"{digest} (not in the backup)"
         key = loc.get("key") or loc.get("pack")
-        url = getattr(self.store, "url", None)
-        name = url(key) if callable(url) and key else key
+        name = self.store.url(key) if key else "?"
         return f"{digest} ({name}{'@' + str(loc['offset']) if 'offset' in loc else ''})"
+
+    def prefetch(self, digests: Iterable[str]) -> None:
+        by_pack: dict[str, list[str]] = defaultdict(list)
+        for d in digests:
+            loc = self.catalog.objects.get(d)
+            if loc and "pack" in loc and d not in self._cache:
+                by_pack[loc["pack"]].append(d)
+        for pack, members in sorted(by_pack.items()):
+            if len(members) < self.PACK_READ_MIN:
+                continue
+            try:
+                data = self.store.blobs.read_object(pack)
+            except ITEM_ERRORS:
+                data = None  # the store's own reads name the damage, member by member
+            if data is None:
+                continue
+            for d in members:
+                loc = self.catalog.objects[d]
+                member = data[int(loc["offset"]) : int(loc["offset"]) + int(loc["size"])]
+                if digest_of(member) == d:
+                    with self._lock:
+                        self._cache[d] = member
 
 
 # -- planning: reads only ------------------------------------------------------------------------
@@ -109,6 +140,7 @@ class RepoPlan:
     exists: bool
     tags_now: dict[str, str] = field(default_factory=dict)  # tag -> digest in the target now
     present: set[str] = field(default_factory=set)  # manifests the target is known to hold
+    complete: bool = False  # ``present`` is all it holds (the kind lists untagged manifests)
     conflicts: list[str] = field(default_factory=list)  # content the snapshot does not hold
 
 
@@ -138,7 +170,7 @@ def prepare(
             state, complete = target.tag_map(name)
             ours = {m.digest for m in entry.manifests}
             plan.tags_now = {t: d for d, tags in state.items() for t in tags}
-            plan.present = set(state) & ours if complete else {d for d in state if d in ours}
+            plan.present, plan.complete = set(state) & ours, complete
             foreign = sorted(d for d in state if d not in ours)
             moved = sorted(t for t, d in plan.tags_now.items() if entry.tags.get(t) != d)
             plan.conflicts = [f"tag {t!r} -> {plan.tags_now[t]}" for t in moved] + [
@@ -256,24 +288,44 @@ class _Run:
         return True
 
     # -- blobs ---------------------------------------------------------------------------------
+    def _empty(self, plan: RepoPlan) -> bool:
+        """The repository did not exist before this run and its kind keeps nothing outside an
+        explicitly created repository (ECR): no HEAD can find anything in it."""
+        return not plan.exists and self.target.capabilities.explicit_repositories
+
     def blobs(self, plan: RepoPlan) -> set[str]:
         """Make every blob the manifests need present; returns the digests that failed."""
-        entry, users = plan.entry, defaultdict(list)
-        configs = {m.config for m in entry.manifests if m.config}
-        for m in entry.manifests:
+        name, users = plan.name, defaultdict(list)
+        configs = {m.config for m in plan.entry.manifests if m.config}
+        for m in plan.entry.manifests:
             for d in m.blobs():
                 users[d].append(m.digest)
-        results = self.pool.map(lambda d: self._blob(plan, d, d in configs, users[d]), sorted(users))
-        return {d for d, ok in zip(sorted(users), results, strict=True) if not ok}
+        failed: set[str] = set()
 
-    def _blob(self, plan: RepoPlan, digest: str, config: bool, users: list[str]) -> bool:
-        name, target, source = plan.name, self.target, self.source
-        try:
-            if target.head_blob(name, digest) is not None:
+        def has(digest: str) -> bool | None:
+            try:
+                return False if self._empty(plan) else self.target.head_blob(name, digest) is not None
+            except ITEM_ERRORS as exc:
+                self._blob_failed(plan, digest, exc, users[digest], failed)
+                return None
+
+        digests = sorted(users)
+        absent = []
+        for digest, held in zip(digests, self.pool.map(has, digests), strict=True):
+            if held:
                 self.count(name, "blobs_present")
                 with self.lock:
                     self.holders.setdefault(digest, name)
-                return True
+            elif held is False:
+                absent.append(digest)
+        self._prefetch([d for d in absent if d in configs])
+        list(self.pool.map(lambda d: self._place(plan, d, d in configs, users[d], failed), absent))
+        return failed
+
+    def _place(self, plan: RepoPlan, digest: str, config: bool, users: list[str], failed: set[str]) -> None:
+        """Put one absent blob: mounted from a target repository that has it, else from the source."""
+        name, target, source = plan.name, self.target, self.source
+        try:
             if not source.holds(digest):
                 kind = "config" if config else "layer (the snapshot stored no layers for it)"
                 raise LookupError(f"{kind} is in neither the backup nor the target")
@@ -281,7 +333,7 @@ class _Run:
             self.count(name, "blobs")
             if self.dry_run:
                 self.count(name, "bytes", size or 0)
-                return True
+                return
             with self.lock:
                 holder = self.holders.get(digest)
             if (
@@ -301,23 +353,31 @@ class _Run:
                 self.count(name, "bytes", size or 0)
             with self.lock:
                 self.holders.setdefault(digest, name)
-            return True
         except (LookupError, *ITEM_ERRORS) as exc:
-            self.fail(
-                digest,
-                _reason(f"blob {self.source.where(digest)}", exc, name, users),
-                name,
-                users,
-            )
-            return False
+            self._blob_failed(plan, digest, exc, users, failed)
+
+    def _blob_failed(
+        self, plan: RepoPlan, digest: str, exc: BaseException, users: list[str], failed: set[str]
+    ) -> None:
+        with self.lock:
+            failed.add(digest)
+        self.fail(
+            digest, _reason(f"blob {self.source.where(digest)}", exc, plan.name, users), plan.name, users
+        )
+
+    def _prefetch(self, digests: list[str]) -> None:
+        """Let the source read many small objects at once where it can (the store: whole packs)."""
+        prefetch = getattr(self.source, "prefetch", None)
+        if prefetch is not None and digests and not self.dry_run:
+            prefetch(digests)
 
     # -- manifests -----------------------------------------------------------------------------
     def manifests(self, plan: RepoPlan, failed_blobs: set[str]) -> set[str]:
         """Write the absent manifests wave by wave, each wave read back before the next; returns
         the digests not restored."""
-        entry, name = plan.entry, plan.name
+        name = plan.name
         failed: set[str] = set()
-        for wave in waves(entry):
+        for wave in waves(plan.entry):
             todo = []
             for m in wave:
                 deps = [d for d in m.blobs() if d in failed_blobs] + [
@@ -333,21 +393,38 @@ class _Run:
                     )
                 else:
                     todo.append(m)
-            written = [d for d in self.pool.map(partial(self._manifest, plan, failed=failed), todo) if d]
-            if written and not self.dry_run:
+            held = list(self.pool.map(partial(self._has_manifest, plan, failed=failed), todo))
+            absent = [m for m, h in zip(todo, held, strict=True) if h is False]
+            self.count(name, "manifests_present", sum(1 for h in held if h))
+            self.count(name, "manifests", len(absent))
+            if self.dry_run or not absent:
+                continue
+            self._prefetch([m.digest for m in absent if m.digest not in self.raw])
+            written = [
+                d for d in self.pool.map(partial(self._put_manifest, plan, failed=failed), absent) if d
+            ]
+            if written:
                 failed.update(self._verify(name, written))
         return failed
 
-    def _manifest(self, plan: RepoPlan, m: ManifestEntry, failed: set[str]) -> str | None:
-        """Put one manifest unless present; its digest if written, None if present or failed."""
+    def _has_manifest(self, plan: RepoPlan, m: ManifestEntry, failed: set[str]) -> bool | None:
+        """Whether the target holds it (None: could not tell, a failure). Known from the state
+        read up front where that is complete, else one HEAD."""
+        if m.digest in plan.present:
+            return True
+        if plan.complete or self._empty(plan):
+            return False
+        try:
+            return self.target.head_manifest(plan.name, m.digest) is not None
+        except ITEM_ERRORS as exc:
+            self._manifest_failed(plan, m.digest, exc, failed)
+            return None
+
+    def _put_manifest(self, plan: RepoPlan, m: ManifestEntry, failed: set[str]) -> str | None:
+        """Put one absent manifest, under its first free tag where it has one; its digest, or
+        None when it failed."""
         name = plan.name
         try:
-            if m.digest in plan.present or self.target.head_manifest(name, m.digest) is not None:
-                self.count(name, "manifests_present")
-                return None
-            self.count(name, "manifests")
-            if self.dry_run:
-                return None
             raw = self._raw(m.digest)
             tag = self._first_tag(plan, m.digest)
             got = self.target.put_manifest(name, Manifest(m.digest, m.media_type, raw), tag)
@@ -358,15 +435,18 @@ class _Run:
                 raise RegistryError(self.target.name, f"stored {m.digest} as {got}", name)
             return m.digest
         except ITEM_ERRORS as exc:
-            with self.lock:
-                failed.add(m.digest)
-            self.fail(
-                m.digest,
-                _reason(f"manifest {self.source.where(m.digest)}", exc, name, [m.digest]),
-                name,
-                [m.digest],
-            )
+            self._manifest_failed(plan, m.digest, exc, failed)
             return None
+
+    def _manifest_failed(self, plan: RepoPlan, digest: str, exc: BaseException, failed: set[str]) -> None:
+        with self.lock:
+            failed.add(digest)
+        self.fail(
+            digest,
+            _reason(f"manifest {self.source.where(digest)}", exc, plan.name, [digest]),
+            plan.name,
+            [digest],
+        )
 
     def _first_tag(self, plan: RepoPlan, digest: str) -> str | None:
         """A tag to write the manifest under (one PutImage instead of two): its first tag that
@@ -405,37 +485,59 @@ class _Run:
 
     # -- tags ----------------------------------------------------------------------------------
     def tags(self, plan: RepoPlan, failed: set[str]) -> None:
-        wanted = sorted(plan.entry.tags.items())
-        skipped = [(t, d) for t, d in wanted if d in failed]
-        for tag, digest in skipped:
-            self.fail(digest, f"{plan.name}: tag {tag!r} not restored", plan.name, [digest])
+        """Every tag onto its digest (those written with their manifest only checked), then all
+        read back: one listing where the kind lists images, else a HEAD per tag."""
+        name = plan.name
         media = {m.digest: m.media_type for m in plan.entry.manifests}
-        for tag, digest in wanted:
+        todo: dict[str, str] = {}
+        for tag, digest in sorted(plan.entry.tags.items()):
+            now = plan.tags_now.get(tag)
             if digest not in media:
-                self.fail(digest, f"{plan.name}: tag {tag!r} names a manifest the snapshot lacks", plan.name)
-        todo = [(t, d, media[d]) for t, d in wanted if d not in failed and d in media]
-        list(self.pool.map(lambda args: self._tag(plan, *args), todo))
+                self.fail(digest, f"{name}: tag {tag!r} names a manifest the snapshot lacks", name)
+            elif digest in failed:
+                self.fail(digest, f"{name}: tag {tag!r} not restored", name, [digest])
+            elif now == digest:
+                self.count(name, "tags_present")
+            elif now is not None and not self.force:
+                self.fail(
+                    digest, f"{name}: tag {tag!r} points at {now}; left (--force moves it)", name, [digest]
+                )
+            else:
+                todo[tag] = digest
+        self.count(name, "tags", len(todo))
+        if self.dry_run or not todo:
+            return
+        puts = [(t, d) for t, d in todo.items() if (name, t) not in self.tagged]
+        self._prefetch(sorted({d for _, d in puts if d not in self.raw}))
 
-    def _tag(self, plan: RepoPlan, tag: str, digest: str, media_type: str) -> None:
+        def put(tag: str, digest: str) -> str | None:
+            try:
+                self.target.put_manifest(name, Manifest(digest, media[digest], self._raw(digest)), tag)
+            except ITEM_ERRORS as exc:
+                self.fail(digest, f"{name}: tag {tag!r}: {exc}", name, [digest])
+                return tag
+            return None
+
+        lost = {t for t in self.pool.map(lambda td: put(*td), puts) if t}
+        self._verify_tags(plan, {t: d for t, d in todo.items() if t not in lost})
+
+    def _verify_tags(self, plan: RepoPlan, written: dict[str, str]) -> None:
         name, target = plan.name, self.target
-        now = plan.tags_now.get(tag)
-        if now == digest:
-            self.count(name, "tags_present")
-            return
-        if now is not None and not self.force:
-            self.fail(digest, f"{name}: tag {tag!r} points at {now}; left (--force moves it)", name, [digest])
-            return
-        self.count(name, "tags")
-        if self.dry_run:
-            return
         try:
-            if (name, tag) not in self.tagged:  # else written with its manifest: checked here
-                target.put_manifest(name, Manifest(digest, media_type, self._raw(digest)), tag)
-            head = target.head_manifest(name, tag)
-            if head is None or head.digest != digest:
-                raise RegistryError(target.name, f"tag {tag!r} reads back {head and head.digest}", name)
+            if target.capabilities.lists_untagged_manifests:
+                state, _ = target.tag_map(name)
+                now = {t: d for d, tags in state.items() for t in tags}
+                got = [now.get(t) for t in written]
+            else:
+                heads = self.pool.map(lambda t: target.head_manifest(name, t), list(written))
+                got = [h.digest if h is not None else None for h in heads]
         except ITEM_ERRORS as exc:
-            self.fail(digest, f"{name}: tag {tag!r}: {exc}", name, [digest])
+            for tag, digest in written.items():
+                self.fail(digest, f"{name}: tag {tag!r} written but not read back: {exc}", name, [digest])
+            return
+        for (tag, digest), back in zip(written.items(), got, strict=True):
+            if back != digest:
+                self.fail(digest, f"{name}: tag {tag!r} reads back {back}, not {digest}", name, [digest])
 
     # -- one repository ------------------------------------------------------------------------
     def restore(self, plan: RepoPlan) -> None:
