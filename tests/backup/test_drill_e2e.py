@@ -42,6 +42,8 @@ def env(moto_server, registry_server, dr_registry_server, smtp_server, s3, tmp_p
     seed_oci(OciRegistry("seed", registry_server.url, OCI_USER, OCI_PASSWORD), fleet)
     bucket = f"drill-e2e-{uuid.uuid4().hex[:8]}"
     path = tmp_path_factory.mktemp("drill") / "registry-ops.yaml"
+    layouts = path.parent / "layouts"
+    layouts.mkdir()
     path.write_text(
         yaml.safe_dump(
             {
@@ -49,6 +51,7 @@ def env(moto_server, registry_server, dr_registry_server, smtp_server, s3, tmp_p
                     {"name": "ecr-local", "kind": "ecr", "conn_id": "aws_default", "include": [prefix + "*"]},
                     {"name": "oci-local", "kind": "oci", "conn_id": "oci_local", "include": [prefix + "*"]},
                     {"name": "oci-dr", "kind": "oci", "conn_id": "oci_dr"},
+                    {"name": "dr-layout", "kind": "ocilayout", "path": str(layouts)},
                 ],
                 "storage": {"conn_id": "aws_default", "bucket": bucket},
                 "notifications": {"recipients": ["dr@example.com"]},
@@ -131,6 +134,19 @@ def test_a_drill_restores_proves_measures_reports_and_cleans_up(env, smtp_server
     print(f"\nDRILL FIGURES: RTO {summary['rto_s']} s for {report['sample']['repositories']} repositories; "
           f"{digests} digests verified in {v['seconds']} s ({v['digests_per_second']} digests/s), "
           f"{v['bytes_checked']} bytes read back")  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["dr-layout", "ecr-local"])
+def test_a_drill_into_a_layout_directory_or_ecr_under_the_prefix(env, target):
+    """The other kinds of scratch target: an OCI image layout directory, and ECR repositories
+    under the scratch prefix of a registry that is itself backed up (its own repositories stay)."""
+    reg = build_registry(env["config"].registry(target))
+    before = [r for r in reg.list_repositories() if not r.startswith(SCRATCH)]
+    summary = drill.run_drill(env["config"], env["s3"], sample=2, target=target, now=TAKEN, notify=False)
+    assert summary["passed"], summary["problems"]
+    assert summary["digests_checked"] == summary["digests_equal"] > 0 and summary["blobs_checked"] > 0
+    assert len(summary["cleanup"]["removed"]) == 2 and summary["cleanup"]["failed"] == {}
+    assert reg.list_repositories() == before  # scratch repositories gone, nothing else touched
 
 
 def test_a_sample_is_the_same_for_the_same_snapshot(env):
@@ -249,6 +265,29 @@ def test_the_dag_drills_and_tears_down(env, drill_dag):
         env["s3"].get_object(Bucket=env["bucket"], Key="reports/dr-drill/latest.json")["Body"].read()
     )
     assert pointer["passed"] is True and pointer["snapshot"] == env["snapshot"]
+    assert scratch_left(env["target"]) == []
+
+
+def test_a_cleanup_that_leaves_something_fails_the_run(env, drill_dag, monkeypatch):
+    from airflow.sdk import DagRunState
+
+    from include.registry_ops.registries.base import Unavailable
+
+    def refuse(target, name, *_):
+        raise Unavailable(target.name, "injected: the registry went away", name)
+
+    monkeypatch.setattr(drill, "remove_repository", refuse)
+    monkeypatch.setattr(drill_dag.get_task("cleanup"), "retries", 0)
+    run = drill_dag.test(run_conf={"sample": 1})
+    assert run.state == DagRunState.FAILED
+    assert _states(run) == {
+        "prepare": "success",
+        "drill": "success",
+        "verdict": "success",
+        "cleanup": "failed",
+    }
+    monkeypatch.undo()
+    assert drill.clean_prefix(env["config"])["failed"] == {}  # what it left
     assert scratch_left(env["target"]) == []
 
 
