@@ -366,43 +366,49 @@ def test_a_target_holding_other_content_is_refused_then_forced(stack, capsys):
     assert layout.head_manifest(name, stranger.digest) is not None  # nothing deleted
 
 
-def test_a_damaged_store_object_is_named_with_its_images_and_the_rest_comes_back(stack, s3, capsys):
-    config, store = stack["config"], SnapshotStore.from_config(stack["config"], s3)
+def test_damaged_store_objects_are_named_with_their_images_and_the_rest_comes_back(stack, s3, capsys):
+    """A rotten layer object and one rotten manifest inside a pack (read whole by the restore):
+    each named with its S3 object and the images needing it; those images are not written,
+    everything else is; exit 1."""
+    store, bucket = SnapshotStore.from_config(stack["config"], s3), stack["bucket"]
     catalog = store.read_catalog(store.resolve("latest"), "oci-dr")
-    repo = next(
-        r for r in catalog.repositories if any(m.layers and m.digest in r.tags.values() for m in r.manifests)
+    everywhere = [m for r in catalog.repositories for m in r.manifests]
+    repo, image_ = next(
+        (r, m) for r in catalog.repositories for m in r.manifests if m.layers and m.digest in r.tags.values()
     )
-    image_ = next(m for m in repo.manifests if m.layers and m.digest in repo.tags.values() and not m.subject)
-    own = [
-        d for d in image_.layers if sum(d in m.layers for r in catalog.repositories for m in r.manifests) == 1
-    ]
-    layer = own[-1]
-    key = catalog.objects[layer]["key"]
-    original = s3.get_object(Bucket=stack["bucket"], Key=key)["Body"].read()
-    s3.put_object(Bucket=stack["bucket"], Key=key, Body=original[:-1] + b"X")  # bit rot
+    layer = next(d for d in reversed(image_.layers) if sum(d in m.layers for m in everywhere) == 1)
+    other_repo = next(r for r in catalog.repositories if r is not repo)
+    victim = next(m for m in other_repo.manifests if m.digest in other_repo.tags.values())
+    damage = {catalog.objects[layer]["key"]: -1}  # the layer's last byte
+    loc = catalog.objects[victim.digest]
+    damage[loc["pack"]] = int(loc["offset"]) + int(loc["size"]) // 2  # a byte inside the member
+    originals = {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in damage}
+    for key, at in damage.items():
+        rotten = bytearray(originals[key])
+        rotten[at] ^= 0xFF
+        s3.put_object(Bucket=bucket, Key=key, Body=bytes(rotten))
     try:
-        args = [
-            "--snapshot",
-            "latest",
-            "--target",
-            "rot-layout",
-            "--registry",
-            "oci-dr",
-            "--config",
-            stack["file"],
-        ]
-        code, out, err = run_cli(capsys, *args)
+        args = ["--snapshot", "latest", "--target", "rot-layout", "--registry", "oci-dr"]
+        code, out, err = run_cli(capsys, *args, "--config", stack["file"])
     finally:
-        s3.put_object(Bucket=stack["bucket"], Key=key, Body=original)
+        for key, data in originals.items():
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
     assert code == 1
-    reason = out["failures"][layer]
-    assert store.url(key) in reason and f"{repo.name}@{image_.digest}" in reason
-    assert image_.digest in out["failures"] and layer in err
+    layer_why, victim_why = out["failures"][layer], out["failures"][victim.digest]
+    assert (
+        store.url(catalog.objects[layer]["key"]) in layer_why and f"{repo.name}@{image_.digest}" in layer_why
+    )
+    assert store.url(loc["pack"]) in victim_why and f"{other_repo.name}@{victim.digest}" in victim_why
+    assert image_.digest in out["failures"] and layer in err and victim.digest in err
     layout = OciLayoutRegistry("rot-layout", stack["layouts"]["rot-layout"])
     assert layout.head_blob(repo.name, layer) is None  # damage is never copied
     assert layout.head_manifest(repo.name, image_.digest) is None
-    fine = [m for r in catalog.repositories for m in r.manifests if m.digest not in out["failures"]]
-    assert fine and all(
-        layout.head_manifest(r.name, m.digest) for r in catalog.repositories for m in r.manifests if m in fine
-    )
-    del config
+    assert layout.head_manifest(other_repo.name, victim.digest) is None
+    fine = [
+        (r.name, m.digest)
+        for r in catalog.repositories
+        for m in r.manifests
+        if m.digest not in out["failures"]
+    ]
+    assert len(fine) > len(everywhere) // 2
+    assert all(layout.head_manifest(name, digest) for name, digest in fine)
