@@ -268,6 +268,21 @@ def test_the_dag_drills_and_tears_down(env, drill_dag):
     assert scratch_left(env["target"]) == []
 
 
+def test_the_teardown_cleans_up_after_a_drill_task_that_crashed(env, drill_dag, monkeypatch):
+    from airflow.sdk import DagRunState
+
+    def crash(*_, **__):
+        raise RuntimeError("injected: the worker died during verification")
+
+    monkeypatch.setattr(drill, "verify", crash)
+    monkeypatch.setattr(drill_dag.get_task("drill"), "retries", 0)
+    run = drill_dag.test(run_conf={"sample": 2})
+    assert run.state == DagRunState.FAILED
+    assert _states(run) == {"prepare": "success", "drill": "failed", "verdict": "upstream_failed",
+                            "cleanup": "success"}  # fmt: skip
+    assert scratch_left(env["target"]) == []
+
+
 def test_a_cleanup_that_leaves_something_fails_the_run(env, drill_dag, monkeypatch):
     from airflow.sdk import DagRunState
 
