@@ -23,7 +23,19 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 # Subcommand modules under ``commands/``; each present one adds its parsers.
-COMMANDS = ("archive", "backup", "drill", "init", "inventory", "restore", "restore_registry", "retention", "scan", "tag")
+COMMANDS = (
+    "archive",
+    "audit",
+    "backup",
+    "drill",
+    "init",
+    "inventory",
+    "restore",
+    "restore_registry",
+    "retention",
+    "scan",
+    "tag",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

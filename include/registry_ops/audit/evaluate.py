@@ -61,6 +61,14 @@ class Matrix:
     def capabilities(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {name: self.capability(name) for name in CAPABILITIES}
 
+    def public(self, name: str) -> np.ndarray:
+        """(repositories,) bool: what ``*`` (anyone) may do, even conditionally. Other findings
+        look beyond it: a public grant is the public-repository finding, not one per principal."""
+        everyone = [i for i, r in enumerate(self.scope.rows) if r.kind == "everyone"]
+        if not everyone:
+            return np.zeros(len(self.scope.repos), bool)
+        return self.capabilities[name][1][everyone[0]]
+
     def token(self) -> tuple[np.ndarray, np.ndarray]:
         """(certain, possible) per row: ecr:GetAuthorizationToken (the ``*`` column)."""
         from .catalog import TOKEN
