@@ -23,7 +23,7 @@ from include.registry_ops.registries.oci import OciRegistry
 from include.registry_ops.registries.ocilayout import OciLayoutRegistry
 from tests.backup.test_restore_registry_support import Crash, Writes, catalog_of, contents, unique
 from tests.conftest import OCI_PASSWORD, OCI_USER
-from tests.registries.images import image
+from tests.registries.images import image, push
 
 LIFECYCLE = json.dumps(
     {
@@ -188,6 +188,18 @@ def test_deleted_ecr_repositories_come_back_with_images_tags_and_settings(moto_s
     again = restore_catalog(catalog, source, reg)
     assert writes.calls == [] and again["failures"] == {}  # settings compared, not re-applied
 
+    reg.apply_repository_settings(
+        repos[0], RepositorySettings(scan_on_push=False, resource_tags={"team": "x"})
+    )
+    changed = reg.describe_repository(repos[0])
+    writes = Writes(reg)
+    dry = restore_catalog(catalog, source, reg, dry_run=True)
+    assert writes.calls == [] and reg.describe_repository(repos[0]) == changed
+    assert dry["settings"][repos[0]]["applied"] == ["resource_tags", "scan_on_push"]
+    fixed = restore_catalog(catalog, source, reg)
+    assert [c[0] for c in writes.calls] == ["apply_repository_settings"] and fixed["failures"] == {}
+    assert settings_change(settings[repos[0]], reg.describe_repository(repos[0])) is None
+
 
 def test_an_ecr_registry_restores_into_a_distribution_registry(moto_server, ecr, registry_server):
     reg = ecr_reg(moto_server)
@@ -324,6 +336,21 @@ def test_a_target_holding_other_content_is_refused_without_force(registry_server
     assert target.head_manifest(repo.name, tag).digest == digest
 
 
+def test_an_untagged_manifest_of_another_image_in_the_target_is_other_content(registry_server, tmp_path):
+    """Where the kind lists untagged manifests (a layout, ECR), one the snapshot lacks is found."""
+    oci = oci_reg(registry_server)
+    fleet = small(unique("rr-untagged"), seed=18, repositories=1, images=6)
+    seed_oci(oci, fleet)
+    catalog, source = catalog_of(oci, [fleet[0].name])
+    layout = OciLayoutRegistry("dr-layout", tmp_path)
+    stranger = push(layout, fleet[0].name, image("untagged-stranger"))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    writes = Writes(layout)
+    with pytest.raises(RestoreRefused, match=f"manifest {stranger.digest}"):
+        restore_catalog(catalog, source, layout)
+    assert writes.calls == [] and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_a_manifest_the_target_acknowledges_but_does_not_keep_is_a_named_failure(registry_server):
     oci = oci_reg(registry_server)
     fleet = small(unique("rr-lie"), seed=15, repositories=2, images=12)  # one repository of indexes
@@ -333,12 +360,15 @@ def test_a_manifest_the_target_acknowledges_but_does_not_keep_is_a_named_failure
     other = next(r for r in catalog.repositories if r is not repo)
     index = next(m for m in repo.manifests if m.children and m.digest in repo.tags.values())
     lost = index.children[0]
+    lied_tag, tagged = sorted(other.tags.items())[0]
     target = oci_reg(registry_server)
     put = target.put_manifest
 
     def lying_put(repository, manifest, tag=None):
         if manifest.digest == lost:
             return manifest.digest  # acknowledged, never stored
+        if tag == lied_tag:
+            return put(repository, manifest)  # stored, but the tag never set
         return put(repository, manifest, tag)
 
     target.put_manifest = lying_put
@@ -354,6 +384,7 @@ def test_a_manifest_the_target_acknowledges_but_does_not_keep_is_a_named_failure
     tags = [t for t, d in repo.tags.items() if d == index.digest]
     assert all(target.head_manifest(to + repo.name, t) is None for t in tags)
     assert all(target.head_manifest(to + other.name, m.digest) for m in other.manifests)
+    assert f"tag {lied_tag!r} reads back None" in result["failures"][tagged]
 
 
 def test_a_corrupt_or_missing_backup_object_is_named_and_the_other_images_go_on(registry_server):

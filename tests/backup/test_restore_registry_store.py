@@ -36,7 +36,7 @@ from tests.backup.test_restore_registry_support import contents
 from tests.conftest import OCI_PASSWORD, OCI_USER
 from tests.registries.images import image, push
 
-WEST, CENTRAL = "eu-west-1", "eu-central-1"
+WEST, CENTRAL, BUSY, DRY = "eu-west-1", "eu-central-1", "ap-south-1", "ap-southeast-2"
 REGISTRY_POLICY = json.dumps(
     {
         "Version": "2012-10-17",
@@ -120,6 +120,8 @@ def stack(moto_server, registry_server, s3, tmp_path_factory):
                 "include": [prefix + "*"],
             },
             {"name": "ecr-central", "kind": "ecr", "conn_id": "aws_default", "region": CENTRAL},
+            {"name": "ecr-busy", "kind": "ecr", "conn_id": "aws_default", "region": BUSY},
+            {"name": "ecr-dry", "kind": "ecr", "conn_id": "aws_default", "region": DRY},
             {"name": "oci-dr", "kind": "oci", "conn_id": "oci_dr", "include": [prefix + "*"]},
             {"name": "oci-local", "kind": "oci", "conn_id": "oci_local", "include": [prefix + "*"]},
             *({"name": n, "kind": "ocilayout", "path": str(p)} for n, p in layouts.items()),
@@ -399,6 +401,7 @@ def test_damaged_store_objects_are_named_with_their_images_and_the_rest_comes_ba
         store.url(catalog.objects[layer]["key"]) in layer_why and f"{repo.name}@{image_.digest}" in layer_why
     )
     assert store.url(loc["pack"]) in victim_why and f"{other_repo.name}@{victim.digest}" in victim_why
+    assert "does not match" in victim_why  # found by the store's check, not copied from the pack
     assert image_.digest in out["failures"] and layer in err and victim.digest in err
     layout = OciLayoutRegistry("rot-layout", stack["layouts"]["rot-layout"])
     assert layout.head_blob(repo.name, layer) is None  # damage is never copied
@@ -412,3 +415,37 @@ def test_damaged_store_objects_are_named_with_their_images_and_the_rest_comes_ba
     ]
     assert len(fine) > len(everywhere) // 2
     assert all(layout.head_manifest(name, digest) for name, digest in fine)
+
+
+def test_registry_settings_configured_otherwise_in_the_target_are_refused(stack, capsys, moto_server):
+    busy = ecr_in(moto_server, BUSY, "ecr-busy")
+    other = json.loads(REGISTRY_POLICY)
+    other["Statement"][0]["Sid"] = "someone-elses"
+    busy.apply_registry_settings({"registry_policy": json.dumps(other)})
+    before = (busy.describe_registry_settings(), busy.list_repositories())
+    args = [
+        "--snapshot",
+        "latest",
+        "--target",
+        "ecr-busy",
+        "--registry",
+        "ecr-west",
+        "--config",
+        stack["file"],
+    ]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and out is None
+    assert "registry setting registry_policy" in err and "--force" in err
+    assert "replication_configuration" not in err  # unset in the target: not a conflict
+    assert (busy.describe_registry_settings(), busy.list_repositories()) == before
+
+
+def test_a_dry_run_of_a_whole_ecr_registry_changes_no_registry_setting(stack, capsys, moto_server):
+    dry = ecr_in(moto_server, DRY, "ecr-dry")
+    before = (dry.describe_registry_settings(), dry.list_repositories())
+    args = ["--snapshot", "latest", "--target", "ecr-dry", "--registry", "ecr-west", "--dry-run"]
+    code, out, err = run_cli(capsys, *args, "--config", stack["file"])
+    assert code == 0, err
+    assert set(out["registries"]["ecr-west"]["registry_settings"]["would_apply"]) == set(REGISTRY_SETTINGS)
+    assert out["repositories_created"] == len(stack["ecr_repos"])
+    assert (dry.describe_registry_settings(), dry.list_repositories()) == before

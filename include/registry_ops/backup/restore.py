@@ -266,7 +266,7 @@ class _Run:
             self.count(name, "repositories_created")
             if holds and given:
                 self.settings.setdefault(name, {})["applied"] = sorted(given)
-            if self.dry_run:
+            if self.dry_run:  # no repository created
                 return True
             try:
                 target.create_repository(name, wanted if holds else None)
@@ -278,7 +278,7 @@ class _Run:
             change = settings_change(wanted, have) if have is not None else None
             if change is not None and plan.exists:
                 self.settings.setdefault(name, {})["applied"] = sorted(change.given())
-                if not self.dry_run:
+                if not self.dry_run:  # settings applied only for real
                     target.apply_repository_settings(name, change)
                     change = settings_change(wanted, target.describe_repository(name))
             if change is not None and not self.dry_run:
@@ -331,7 +331,7 @@ class _Run:
                 raise LookupError(f"{kind} is in neither the backup nor the target")
             size = self.catalog.blob_sizes.get(digest)
             self.count(name, "blobs")
-            if self.dry_run:
+            if self.dry_run:  # no blob placed
                 self.count(name, "bytes", size or 0)
                 return
             with self.lock:
