@@ -209,6 +209,8 @@ def test_an_occupied_scratch_prefix_is_refused_and_left_to_drill_clean(env, caps
     target = env["target"]
     leftover = f"{SCRATCH}earlier/{uuid.uuid4().hex[:8]}"
     push(target, leftover, image(leftover), "v1")
+    keep = f"keep/{uuid.uuid4().hex[:8]}"
+    push(target, keep, image(keep), "prod")
     with pytest.raises(
         DrillError, match=rf"already holds 1 repositories under the scratch prefix.*{leftover}"
     ):
@@ -219,6 +221,7 @@ def test_an_occupied_scratch_prefix_is_refused_and_left_to_drill_clean(env, caps
     assert cli.main(["drill", "clean", "--config", str(env["path"])]) == 0
     assert leftover in json.loads(capsys.readouterr().out)["removed"]  # and the emptied names again
     assert scratch_left(target) == []
+    assert target.head_manifest(keep, "prod") is not None  # outside the prefix: never touched
 
 
 @pytest.mark.parametrize(
