@@ -253,6 +253,15 @@ def drill_dag(airflow_db, env, monkeypatch):
     return DagBag(dag_folder="dags").dags["registry_dr_drill"]  # fresh: no conf left by other runs
 
 
+def test_the_dag_runs_quarterly_and_takes_the_three_params():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder="dags").dags["registry_dr_drill"]
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 6 1 1,4,7,10 *", "UTC")
+    assert {k: dag.params[k] for k in dag.params} == {"snapshot": "latest", "sample": None, "target": None}
+    assert drill.parse_sample(dag.params["sample"], default=4) == 4  # null: dr.sample
+
+
 def test_the_dag_drills_and_tears_down(env, drill_dag):
     from airflow.sdk import DagRunState
 
