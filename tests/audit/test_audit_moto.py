@@ -21,6 +21,7 @@ import json
 import math
 
 import pytest
+import yaml
 
 from include.registry_ops.audit.account import read_account
 from include.registry_ops.audit.aws import Requests
@@ -243,3 +244,33 @@ def test_cli_keys(world, capfd):
     assert keys["ci-bot"]["idle_days"] == 1 and keys["alice"]["age_days"] == 0
     assert all(k["account"] == acct.id for k in keys.values())
     assert not any("secret" in json.dumps(k).lower() for k in keys.values())
+
+
+def test_two_registries_of_one_account_read_its_iam_once(world, tmp_path):
+    """Two registries (here: two views of the same account's repositories) share one IAM read
+    and one credential report; account-wide findings come once, with the first registry."""
+    acct, _, whole = world
+    config = acct.config(tmp_path, scenario.model(acct))
+    data = yaml.safe_load(config.read_text())
+    first = {**data["registries"][0], "name": "ecr-prod", "include": ["prod/*"]}
+    second = {**data["registries"][0], "name": "ecr-rest", "exclude": ["prod/*"]}
+    data["registries"] = [first, second]
+    config.write_text(yaml.safe_dump(data))
+    result = audit(load_config(config)).as_dict()
+    req = {r["registry"]: r["requests"] for r in result["summary"]["registries"]}
+    assert req["ecr-prod"]["iam:GetAccountAuthorizationDetails"] == 1
+    assert "iam:GetAccountAuthorizationDetails" not in req["ecr-rest"]
+    assert req["ecr-prod"]["ecr:GetRepositoryPolicy"] == 2 and req["ecr-rest"]["ecr:GetRepositoryPolicy"] == 3
+    keys = [f for f in result["findings"] if f["id"] in ("stale-access-key", "unused-access-key")]
+    assert len(keys) == 3 and {f["registry"] for f in keys} == {"ecr-prod"}
+
+    # the same cells for the account's principals and *; another account's principal has a row
+    # only in a registry whose policies name it (the contractor's public pull is the * row's)
+    def cells(rows):
+        return sorted(
+            (r["principal"], r["repository"])
+            for r in rows
+            if acct.id in r["principal"] or r["principal"] == "*"
+        )
+
+    assert cells(result["access"]) == cells(whole["access"])

@@ -163,22 +163,21 @@ def audit(
     settings = config.audit
     model = model if model is not None else load_model(config)
     result = Result()
-    accounts: dict[tuple[str | None, str | None], _AccountState] = {}
+    accounts: dict[str | None, _AccountState] = {}  # by connection: IAM is global
     for reg in audited(config):
         requests = Requests()
         try:
             c = clients_for(reg)
             for client in (c.iam, c.sts, c.ecr):
                 requests.watch(client)
-            key = (reg.conn_id, reg.region)
-            state = accounts.get(key)
+            state = accounts.get(reg.conn_id)
             if state is None:
                 state = _AccountState(read_account(c.iam, c.sts), None)
                 try:
                     state.users = credential_report(c.iam, settings.report_wait_seconds)
                 except AuditError as exc:
                     result.errors.append({"registry": reg.name, "error": f"credential report: {exc}"})
-                accounts[key] = state
+                accounts[reg.conn_id] = state
             account = state.account
             if reg.registry_id and reg.registry_id != account.account_id:
                 raise AuditError(
@@ -260,11 +259,11 @@ def keys_report(
     use (one credential report per account)."""
     now = now or datetime.now(UTC)
     out: dict[str, Any] = {"keys": [], "errors": []}
-    seen: set[tuple[str | None, str | None]] = set()
+    seen: set[str | None] = set()
     for reg in audited(config):
-        if (reg.conn_id, reg.region) in seen:
+        if reg.conn_id in seen:
             continue
-        seen.add((reg.conn_id, reg.region))
+        seen.add(reg.conn_id)
         try:
             c = clients_for(reg)
             account = account_id(c.sts)
