@@ -184,3 +184,18 @@ def test_a_landed_object_that_does_not_read_back_keeps_the_rerun_from_latest(sta
     rerun = run_backup(config, s3, layout, NOW + timedelta(minutes=5))
     assert not rerun["latest"] and store.layout.read_pointer(s3) is None
     assert pack in rerun["failures"]["layout"]
+
+
+@pytest.mark.parametrize("kind", ["/packs/", "/blobs/", "/backup-catalogs/"])
+def test_an_upload_that_does_not_read_back_as_sent_keeps_the_snapshot_from_latest(stack, puts, kind):  # noqa: F811
+    config, s3, regs = stack["config"], stack["s3"], stack["regs"]
+    puts.corrupt_on = kind  # the first byte: a tar header of a pack, outside every member
+    summary = run_backup(config, s3, {"layout": regs["layout"]}, NOW, mode="full")
+    damaged = next(k for k in puts.take() if kind in k)
+    assert puts.corrupt_on is None
+    assert not summary["latest"] and SnapshotStore.from_config(config, s3).layout.read_pointer(s3) is None
+    assert hex_of_key(damaged) in " ".join(summary["failures"].values())
+
+
+def hex_of_key(key: str) -> str:
+    return key.rsplit("/", 1)[-1].split(".")[0]

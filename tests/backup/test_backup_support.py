@@ -55,11 +55,13 @@ def config_for(bucket: str, prefix: str, layout: Path | None = None, **backup: A
 class Puts:
     """Keys of the PutObject requests a client sends (a botocore hook); a PUT whose key matches
     ``crash_on`` (the n-th such PUT, ``crash_after`` counted from 0) raises :class:`Crash` before
-    it is sent, as a process killed between two uploads would stop."""
+    it is sent, as a process killed between two uploads would stop; the first PUT whose key
+    matches ``corrupt_on`` sends its bytes with the first one flipped (damage on the way)."""
 
     def __init__(self, s3: Any) -> None:
         self.s3, self.keys = s3, []
         self.crash_on: str | None = None
+        self.corrupt_on: str | None = None  # the first PUT whose key has it stores other bytes
         self.crash_after = 0
         self._seen = 0
         self._lock = threading.Lock()
@@ -72,6 +74,11 @@ class Puts:
                 if self._seen >= self.crash_after:
                     raise Crash(f"injected: killed before the PUT of {key}")
                 self._seen += 1
+            if self.corrupt_on and self.corrupt_on in key:
+                self.corrupt_on = None
+                body = params["Body"]
+                data = body if isinstance(body, bytes) else body.read()
+                params["Body"] = bytes([data[0] ^ 0xFF]) + data[1:]  # S3 stores what it did not get
             self.keys.append(key)
 
     def take(self) -> list[str]:

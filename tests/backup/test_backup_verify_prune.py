@@ -69,11 +69,17 @@ def test_verify_names_the_damaged_object_and_the_images_that_need_it(s3, bk_buck
     offset = catalog.objects[img.digest]["offset"]
     s3.put_object(Bucket=bk_bucket, Key=pack, Body=data[:offset] + b"X" + data[offset + 1 :])
     s3.delete_object(Bucket=bk_bucket, Key=layer_key)
+    other = next(loc["pack"] for loc in catalog.objects.values() if loc.get("pack") not in (None, pack))
+    data = s3.get_object(Bucket=bk_bucket, Key=other)["Body"].read()
+    s3.put_object(Bucket=bk_bucket, Key=other, Body=b"x" + data[1:])  # a tar header, no member
 
     summary = verify_snapshot(store, store.resolve("latest")["snapshot"])
     assert not summary["ok"]
     by_key = {d["key"]: d for d in summary["damaged"]}
-    assert set(by_key) == {pack, layer_key}
+    assert set(by_key) == {pack, layer_key, other}
+    assert "does not match its checksum" in by_key[other]["problem"]
+    assert "every member the catalogs locate in it still matches" in by_key[other]["problem"]
+    assert by_key[other]["images"] == []
     named = f"layout/{repo.name}@{img.digest} [{', '.join(sorted(img.tags))}]"
     assert "does not match its checksum" in by_key[pack]["problem"]
     assert named in by_key[pack]["images"]
@@ -227,3 +233,39 @@ def test_retention_keeps_the_newest_complete_of_each_day_and_month_and_latest():
     assert kept == {"20261127T010000Z", "20261126T230000Z", "20261031T020000Z", "20260801T020000Z"}
     young = kept_snapshots(snaps, datetime(2026, 11, 27, 2, 30, tzinfo=UTC), 1, 0, timedelta(hours=1))
     assert "20261127T020000Z" in young  # within the grace: a run may be publishing it
+
+
+def test_a_catalog_replaced_by_another_valid_one_is_refused_by_its_checksum(s3, bk_bucket, layout):  # noqa: F811
+    from include.registry_ops.backup.catalog import decode, encode
+
+    reg, _, root = layout
+    config = layout_config(bk_bucket, root)
+    run_backup(config, s3, {"layout": reg}, datetime.now(UTC))
+    store = SnapshotStore.from_config(config, s3)
+    manifest = store.resolve("latest")
+    key = manifest["registries"]["layout"]["catalog"]["key"]
+    catalog = decode(s3.get_object(Bucket=bk_bucket, Key=key)["Body"].read(), key)
+    catalog.repositories = catalog.repositories[1:]  # a repository quietly gone
+    s3.put_object(Bucket=bk_bucket, Key=key, Body=encode(catalog))
+    fresh = SnapshotStore.from_config(config, s3)
+    with pytest.raises(
+        BackupError, match=f"catalog .*{key}.* does not match its sha256.*every image of registry layout"
+    ):
+        fresh.read_catalog(manifest, "layout")
+    summary = verify_snapshot(fresh)
+    assert [d["key"] for d in summary["damaged"]] == [key]
+    assert summary["damaged"][0]["images"] == ["every image of layout"]
+
+
+def test_prune_deletes_nothing_when_a_snapshot_manifest_cannot_be_read(s3, bk_bucket, layout):  # noqa: F811
+    reg, _, root = layout
+    config = layout_config(bk_bucket, root, keep_daily=1, keep_monthly=0, prune_grace_hours=1)
+    t = datetime.now(UTC)
+    old = run_backup(config, s3, {"layout": reg}, t - timedelta(days=3), mode="full")
+    run_backup(config, s3, {"layout": reg}, t, mode="full")
+    store = SnapshotStore.from_config(config, s3)
+    s3.put_object(Bucket=bk_bucket, Key=store.manifest_key(old["snapshot"]), Body=b"{truncated")
+    before = keys_under(s3, bk_bucket)
+    with pytest.raises(PruneRefused, match=f"snapshot {old['snapshot']} cannot be read"):
+        prune(config, s3, t + timedelta(hours=2))
+    assert keys_under(s3, bk_bucket).keys() == before.keys()

@@ -236,14 +236,14 @@ def _write_packs(
     located: _Located,
     workers: int,
 ) -> tuple[int, int, int]:
-    """Pack what was read and is not stored: each digest in the first repository (by name) that
-    read it, one deterministic pack per repository (split past PACK_MEMBERS). Returns (packs
-    written, bytes written, PUT count)."""
+    """Pack what was read (``collect`` reads only what is not stored): each digest in the first
+    repository (by name) that read it, one deterministic pack per repository (split past
+    PACK_MEMBERS). Returns (packs written, bytes written, PUT count)."""
     owned: dict[str, dict[str, Small]] = {}
     taken: set[str] = set()
     for repo in sorted(reads):
         for digest, small in sorted(reads[repo].small.items()):
-            if digest not in taken and not located.has(digest):
+            if digest not in taken:
                 taken.add(digest)
                 owned.setdefault(repo, {})[digest] = small
     batches = [

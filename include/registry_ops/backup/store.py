@@ -316,7 +316,8 @@ class SnapshotStore:
             self.blobs.put_once(key, body, "application/octet-stream")
         finally:
             body.close()
-        if not self.blobs.verify_blob(key, digest):
+        found = self.blobs.verify_blob(key, digest)  # read back whole: BackupError unless it hashes
+        if not found:
             raise BackupError(f"blob {self.url(key)}: missing right after it was written")
         return key, size
 
