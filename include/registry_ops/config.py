@@ -32,6 +32,7 @@ from pydantic import (
 from .audit.settings import AuditConfig
 from .backup.settings import BackupConfig, DrConfig
 from .retention.settings import RetentionConfig
+from .rotation.settings import RotationConfig
 from .scan.settings import ScanConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "registry-ops.yaml"
@@ -176,6 +177,7 @@ class Config(_Strict):
     backup: BackupConfig = BackupConfig()
     dr: DrConfig = DrConfig()
     audit: AuditConfig = AuditConfig()
+    rotation: RotationConfig = RotationConfig()
     source: str = "<memory>"
 
     @model_validator(mode="after")
