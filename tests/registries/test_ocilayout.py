@@ -270,3 +270,34 @@ def test_full_reference_names_in_index_json_are_read_as_tags(tmp_path):
     index_file.write_text(json.dumps(doc))
     assert layout.list_tags("refs/app") == ["plain", "v2"]
     assert layout.get_manifest("refs/app", "v2").digest == m.digest
+
+
+def test_delete_repository_removes_only_that_layout_and_never_follows_a_link_out(tmp_path):
+    """``delete_repository`` (the DR drill's cleanup) removes the repository's directory and the
+    empty folders above it, never the root, a sibling, or what a symlink inside the root points at."""
+    root, outside = tmp_path / "layouts", tmp_path / "outside"
+    root.mkdir()
+    reg = OciLayoutRegistry("lay", root)
+    for repo in ("dr-drill/team/app", "dr-drill/keep", "prod/app"):
+        push(reg, repo, image(repo), "v1")
+    reg.delete_repository("dr-drill/team/app")
+    assert not (root / "dr-drill" / "team").exists()  # the emptied parent went too
+    assert reg.list_tags("dr-drill/keep") == ["v1"] and reg.list_tags("prod/app") == ["v1"]
+    reg.delete_repository("dr-drill/team/app")  # absent already: fine
+
+    outside.mkdir()
+    (outside / "precious").write_text("not the drill's")
+    (root / "dr-drill" / "evil").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(Invalid, match="is not inside the layout root"):
+        reg.delete_repository("dr-drill/evil")
+    assert (outside / "precious").read_text() == "not the drill's"
+
+    lone_root = tmp_path / "lone"
+    lone_root.mkdir()
+    lone = OciLayoutRegistry("lone", lone_root)
+    push(lone, "dr-drill/only", image("only"), "v1")
+    for entry in lone_root.iterdir():  # the adapter's scratch folder: a root holding one repository
+        if entry.name != "dr-drill":
+            shutil.rmtree(entry)
+    lone.delete_repository("dr-drill/only")
+    assert lone_root.is_dir() and not (lone_root / "dr-drill").exists()  # emptied, never removed

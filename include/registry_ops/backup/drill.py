@@ -29,16 +29,13 @@ empty name stays in the catalog until the registry's garbage collection, and cou
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError
@@ -453,48 +450,10 @@ def guard(target: str, prefix: str, name: str) -> None:
 
 
 def remove_repository(target: Registry, name: str, digests: set[str], blobs: set[str]) -> None:
-    """Remove one scratch repository from the target (how, per kind: the module docstring).
-    ``digests`` and ``blobs`` are the catalog's; on the distribution API what it lists is added."""
-    if target.kind == "ecr":
-        target.call(  # type: ignore[attr-defined]
-            "delete_repository",
-            name,
-            absent=("RepositoryNotFoundException",),
-            repositoryName=name,
-            force=True,
-        )
-        return
-    if target.kind == "ocilayout":
-        root = Path(target.root).resolve()  # type: ignore[attr-defined]
-        path = (root / name).resolve()
-        if root not in path.parents:
-            raise RegistryError(target.name, f"{path} is not inside the layout root {root}", name)
-        if path.exists():
-            shutil.rmtree(path)
-        for parent in path.parents:  # empty folders the drill made (never the root)
-            if parent == root or any(parent.iterdir()):
-                break
-            parent.rmdir()
-        return
-    for record in _listed(target, name):
-        digests.add(record["digest"])
-        blobs.update(d for d in [record.get("config_digest"), *(record.get("layer_digests") or [])] if d)
-    result = target.delete_images(name, sorted(digests))
-    left = {d: why for d, why in result.failures.items() if d not in result.gone}
-    if left:
-        raise RegistryError(target.name, f"manifests not deleted: {left}", name)
-    for digest in sorted(blobs):
-        with contextlib.suppress(NotFound):
-            target.delete_blob(name, digest)
-    if target.list_tags(name):
-        raise RegistryError(target.name, f"tags left after the cleanup: {target.list_tags(name)}", name)
-
-
-def _listed(target: Registry, name: str) -> list[dict[str, Any]]:
-    try:
-        return target.list_images(name)
-    except NotFound:
-        return []
+    """Remove one scratch repository from the target through the interface
+    (:meth:`Registry.delete_repository`); ``digests`` and ``blobs`` are the catalog's, for kinds
+    whose listing does not reach untagged manifests (the distribution API)."""
+    target.delete_repository(name, digests, blobs)
 
 
 def cleanup(

@@ -18,6 +18,7 @@ format (``registry <name>/<repo>: <problem>``) and ``.problem`` are unchanged.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import json
 import re
@@ -386,6 +387,41 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
         """Apply every given setting; returns the names of those this kind cannot hold (ignored)."""
+
+    def delete_repository(
+        self, repository: str, digests: Iterable[str] = (), blobs: Iterable[str] = ()
+    ) -> None:
+        """Remove a repository with everything in it; absent already is fine. Only for what the
+        caller owns outright (the DR drill's scratch repositories): nothing is archived first.
+
+        This default works through the interface: every manifest listed (plus ``digests`` the
+        caller knows of: the distribution API lists tagged manifests only) is deleted, then
+        every blob they name (plus ``blobs``). RegistryError when something stays behind. The
+        distribution API has no repository delete: the empty name may stay in the catalog."""
+        wanted, blob_set = set(digests), set(blobs)
+        try:
+            records = self.list_images(repository)
+        except NotFound:
+            records = []
+        for record in records:
+            wanted.add(record["digest"])
+            blob_set.update(
+                d for d in [record.get("config_digest"), *(record.get("layer_digests") or [])] if d
+            )
+        result = self.delete_images(repository, sorted(wanted))
+        left = {d: why for d, why in result.failures.items() if d not in result.gone}
+        if left:
+            raise self.error(f"manifests not deleted: {left}", repository)
+        if self.capabilities.deletes_blobs:
+            for digest in sorted(blob_set):
+                with contextlib.suppress(NotFound):
+                    self.delete_blob(repository, digest)
+        try:
+            tags = self.list_tags(repository)
+        except NotFound:
+            tags = []
+        if tags:
+            raise self.error(f"tags left after removing the repository: {tags}", repository)
 
     # -- registry-level settings (backups) ------------------------------------------------------
     def describe_registry_settings(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ move ``lastRecordedPullTime``. Referrers come from the repository listing (the i
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import IO, Any
 
 import requests
@@ -171,6 +171,18 @@ class EcrRegistry(Registry):
 
     def describe_repository(self, repository: str) -> RepositorySettings:
         return ecr_settings.describe(self, repository)
+
+    def delete_repository(
+        self, repository: str, digests: Iterable[str] = (), blobs: Iterable[str] = ()
+    ) -> None:
+        """``DeleteRepository`` with ``force``: the images go with it (ECR keeps no blobs apart)."""
+        self.call(
+            "delete_repository",
+            repository,
+            ("RepositoryNotFoundException",),
+            repositoryName=repository,
+            force=True,
+        )
 
     def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
         return ecr_settings.apply(self, repository, settings)

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -278,6 +279,26 @@ class OciLayoutRegistry(Registry):
         with self._os("describe repository", repository):
             mtime = (self._dir(repository) / LAYOUT_FILE).stat().st_mtime
         return RepositorySettings(created_at=datetime.fromtimestamp(mtime, UTC))
+
+    def delete_repository(
+        self, repository: str, digests: Iterable[str] = (), blobs: Iterable[str] = ()
+    ) -> None:
+        """The repository's layout directory removed, and the empty folders above it up to (never
+        including) the root."""
+        path = self._dir(repository).resolve()
+        root = self.root.resolve()
+        if root not in path.parents:
+            raise self.error(f"{path} is not inside the layout root {root}", repository, Invalid)
+        if path.exists():
+            shutil.rmtree(path)
+        for parent in path.parents:
+            if parent == root:
+                break
+            if not parent.is_dir():  # absent already (a second cleanup)
+                continue
+            if any(parent.iterdir()):
+                break
+            parent.rmdir()
 
     def apply_repository_settings(self, repository: str, settings: RepositorySettings) -> list[str]:
         self._read_index(repository)
