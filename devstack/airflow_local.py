@@ -9,6 +9,7 @@ it gets a few; the API server gets one worker. Every user is admin: a local demo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -203,6 +204,17 @@ class AirflowApi:
         return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
             "task_instances"
         ]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """A task's XCom value (JSON as stored); None when the task pushed none."""
+        try:
+            body = self.call(
+                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+            )
+        except RuntimeError:
+            return None
+        value = body.get("value")
+        return json.loads(value) if isinstance(value, str) else value
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
         """The task's log as the UI shows it, one line per event."""

@@ -7,8 +7,12 @@ Steps: start moto, the distribution registry and the SMTP sink on 127.0.0.1; see
 ``airflow standalone`` on a fresh SQLite DB under ``.demo/airflow`` (bound to 127.0.0.1, every
 user admin: a local demo only; DAGs start paused); then, through the REST API, unpause the DAGs
 in order and wait for each run: the scheduler's own run of ``registry_inventory`` and
-``registry_scan``, a triggered ``registry_retention`` with ``dry_run: false`` and a triggered
-``registry_restore`` of one archived image. Each run's task log is read back through the API.
+``registry_scan``, a triggered ``registry_retention`` with ``dry_run: false``, a triggered
+``registry_restore`` of one archived image, a ``registry_backup`` (the first one is full) and a
+``registry_dr_drill`` that restores the backup into the stack's second registry (``oci-dr``),
+checks every digest and cleans up. Each run's task log is read back through the API; the
+backup's and the drill's results (their tasks' return values) go into the summary as
+``backup`` and ``dr_drill``, and ``--once`` fails unless every digest came back equal.
 Then a summary (with the inventory copied to ``.demo/out/``). ``--once`` stops Airflow and the
 stack there, exiting 0 only when every run went as expected; otherwise the UI stays up, every
 DAG unpaused so the schedules go on, until Ctrl-C (or SIGTERM), which stops Airflow and the
@@ -40,6 +44,8 @@ RUNS = (
     ("registry_scan", "schedule"),
     ("registry_retention", "trigger"),
     ("registry_restore", "trigger"),
+    ("registry_backup", "trigger"),  # the first backup is full: there is no full one yet
+    ("registry_dr_drill", "trigger"),  # into the second registry (oci-dr), then cleaned up
 )
 # A failed gate is the scan working (the seeded reports hold critical CVEs), not a demo failure.
 EXPECTED_FAILURES = {"registry_scan": {"gate"}}
@@ -49,7 +55,11 @@ LOG_PROBES = {
     "registry_scan": ("plan", "unique digests"),
     "registry_retention": ("plan", "planned on s3://"),
     "registry_restore": ("restore", "restored (tags"),
+    "registry_backup": ("publish", "backup: snapshot "),
+    "registry_dr_drill": ("drill", "drill: "),
 }
+# The task whose return value (XCom) the summary reports, per DAG.
+RESULTS = {"registry_backup": "publish", "registry_dr_drill": "drill"}
 RUN_TIMEOUT = 1800.0
 
 
@@ -184,6 +194,8 @@ def run_dags(api: AirflowApi) -> tuple[dict[str, dict], bool]:
         if expected:
             state += " - expected: the gate found violations, see the email"
         logs = check_log(api, dag_id, run_id, tis)
+        if dag_id in RESULTS:
+            results[dag_id + ":result"] = api.xcom(dag_id, run_id, RESULTS[dag_id])
         results[dag_id] = {
             "run_id": run_id,
             "logical_date": run.get("logical_date"),
@@ -194,6 +206,52 @@ def run_dags(api: AirflowApi) -> tuple[dict[str, dict], bool]:
         _log(f"{dag_id}: {state} in {results[dag_id]['seconds']}s; task log: {logs}")
         ok = ok and (run["state"] == "success" or expected) and logs.startswith("ok")
     return results, ok
+
+
+def demo_config(work: Path) -> Path:
+    """The config the demo runs on: the shipped one (or ``$REGISTRY_OPS_CONFIG``) plus the second
+    registry the DR drill restores into (``oci-dr``, the stack's ``oci_dr`` connection), left out
+    of backups; paths made absolute since the copy lives elsewhere."""
+    import yaml
+
+    source = Path(os.environ.get("REGISTRY_OPS_CONFIG") or ROOT / "config" / "registry-ops.yaml")
+    doc = yaml.safe_load(source.read_text())
+    retention = doc.get("retention") or {}
+    if retention.get("policy_file"):
+        retention["policy_file"] = str((source.parent / retention["policy_file"]).resolve())
+    names = [r["name"] for r in doc["registries"]]
+    if not (doc.get("dr") or {}).get("target"):
+        if "oci-dr" not in names:
+            doc["registries"].append({"name": "oci-dr", "kind": "oci", "conn_id": "oci_dr"})
+        doc.setdefault("backup", {}).setdefault("registries", names)
+        doc.setdefault("dr", {})["target"] = "oci-dr"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "registry-ops.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def backup_and_drill(runs: dict[str, dict]) -> dict:
+    """The summary's ``backup`` and ``dr_drill``: the publish and drill tasks' return values."""
+    backup = runs.pop("registry_backup:result", None) or {}
+    drill = runs.pop("registry_dr_drill:result", None) or {}
+    return {
+        "backup": {
+            k: backup.get(k) for k in ("snapshot", "mode", "manifests", "blobs", "bytes", "puts", "latest")
+        },
+        "dr_drill": {
+            k: drill.get(k)
+            for k in (
+                "passed",
+                "digests_checked",
+                "digests_equal",
+                "blobs_checked",
+                "rto_s",
+                "rpo_s",
+                "target",
+            )
+        },
+    }
 
 
 def check_log(api: AirflowApi, dag_id: str, run_id: str, tis: list[dict]) -> str:
@@ -244,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     airflow_logging = os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")  # tasks log at INFO
     # this process only: no INFO chatter (the SMTP sink's dialogue, connection lookups) on the terminal
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
-    os.environ.setdefault("REGISTRY_OPS_CONFIG", str(ROOT / "config" / "registry-ops.yaml"))
+    os.environ["REGISTRY_OPS_CONFIG"] = str(demo_config(WORK))
     signal.signal(signal.SIGINT, _raise_stopped)
     signal.signal(signal.SIGTERM, _raise_stopped)
 
@@ -268,15 +326,19 @@ def main(argv: list[str] | None = None) -> int:
         api.wait_dags([dag_id for dag_id, _ in RUNS], timeout=300)
         runs, runs_ok = run_dags(api)
         time.sleep(5)  # the last task processes exit; then Airflow idles
+        drilled = backup_and_drill(runs)
         summary = {
             "dag_runs": runs,
             **summarize(stack, WORK / "out"),
+            **drilled,
             "airflow_idle_memory": standalone.memory(),
             "seconds": round(time.monotonic() - started, 1),
         }
         print("\n=== registry-ops demo summary ===")
         print(json.dumps(summary, indent=2, default=str), flush=True)
-        ok = runs_ok and summary["images"] > 0
+        dr = summary["dr_drill"]
+        every_digest_back = bool(dr["digests_checked"]) and dr["digests_equal"] == dr["digests_checked"]
+        ok = runs_ok and summary["images"] > 0 and every_digest_back and bool(summary["backup"]["latest"])
         if args.once:
             return 0 if ok else 1
         _log(f"Airflow UI: http://127.0.0.1:{args.port}  (every DAG unpaused: the schedules go on)")
