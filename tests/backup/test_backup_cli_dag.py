@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -136,3 +137,26 @@ def test_the_dag_backs_up_every_registry_then_fails_naming_a_broken_repository(
     newest = store.list_snapshots()[0]
     assert not newest["latest"]
     assert failing in store.resolve(newest["snapshot"])["failures"]
+
+
+def test_the_dag_publishes_after_a_registry_step_failed_and_fails_naming_it(
+    airflow_db, env, backup_dag, monkeypatch, tmp_path
+):
+    from airflow.sdk import DagRunState
+
+    doc = yaml.safe_load(Path(env["config"]).read_text())
+    doc["registries"][2]["path"] = str(tmp_path / "not-mounted")  # the layout cannot be listed
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(path))
+    monkeypatch.setattr(backup_dag.get_task("back_up"), "retries", 0)  # no retry wait in the test
+    dr = backup_dag.test()
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dr.get_task_instances()}
+    assert dr.state == DagRunState.FAILED
+    assert states[("back_up", 2)] == "failed" and states[("back_up", 0)] == "success"
+    assert states[("publish", -1)] == "success" and states[("check", -1)] == "failed"
+    store = SnapshotStore.from_config(load_config(path), env["s3"])
+    assert store.layout.read_pointer(env["s3"]) is None
+    published = store.resolve(store.list_snapshots()[0]["snapshot"])
+    assert published["failures"] == {"layout": "no result from its backup step"}
+    assert set(published["registries"]) == {"ecr-local", "oci-local"}

@@ -110,17 +110,24 @@ def test_a_new_image_costs_its_pack_its_catalog_and_the_snapshot(stack, puts):  
     assert set(store.resolve("latest")["registries"]) == {"ecr-local", "oci-local", "layout"}
 
 
+@pytest.mark.parametrize(
+    ("where", "after"),
+    [("/packs/", 3), ("/blobs/", 5), ("/backup-catalogs/", 1), ("/manifest.json", 0)],
+    ids=["packs", "layers", "catalog", "snapshot-manifest"],
+)
 def test_a_crash_between_uploads_never_becomes_latest_and_the_rerun_sends_nothing_twice(
     stack,
     puts,  # noqa: F811
+    where,
+    after,
 ):
     config, s3, regs = stack["config"], stack["s3"], stack["regs"]
     store = SnapshotStore.from_config(config, s3)
-    puts.crash_on, puts.crash_after = "/packs/", 3
+    puts.crash_on, puts.crash_after = where, after
     with pytest.raises(Crash):
         run_backup(config, s3, regs, NOW)
     landed = puts.take()
-    assert sum("/packs/" in k for k in landed) == 3
+    assert sum(where in k for k in landed) == after
     assert store.layout.read_pointer(s3) is None
     assert store.list_snapshots() == []
     puts.crash_on = None
@@ -128,6 +135,8 @@ def test_a_crash_between_uploads_never_becomes_latest_and_the_rerun_sends_nothin
     assert rerun["latest"] and rerun["failures"] == {}
     again = puts.take()
     assert set(again) & set(landed) == set()
+    if where == "/manifest.json":  # everything had landed: only the snapshot is left to write
+        assert sorted(again) == sorted([store.manifest_key(rerun["snapshot"]), store.layout.latest_key])
     objects = keys_under(s3, stack["bucket"])
     assert all(k in objects for k in store.resolve("latest")["objects"])
 
@@ -199,3 +208,14 @@ def test_an_upload_that_does_not_read_back_as_sent_keeps_the_snapshot_from_lates
 
 def hex_of_key(key: str) -> str:
     return key.rsplit("/", 1)[-1].split(".")[0]
+
+
+def test_a_registry_whose_step_left_no_result_is_a_failure_not_an_absence(stack):
+    from include.registry_ops.backup.run import backup_registry, plan_backup, publish_snapshot
+
+    config, s3, regs = stack["config"], stack["s3"], stack["regs"]
+    plan = plan_backup(config, s3, NOW, "full", ["layout", "oci-local"])
+    parts = [backup_registry(config, s3, regs["layout"], plan)]  # oci-local's task died
+    summary = publish_snapshot(config, s3, plan, parts)
+    assert not summary["latest"] and summary["failures"] == {"oci-local": "no result from its backup step"}
+    assert summary["registries"] == ["layout"]
