@@ -154,6 +154,11 @@ class NotificationConfig(_Strict):
     smtp_conn_id: str = "smtp_default"
     sender: str | None = None
     recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    security_recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] | None = Field(
+        None,
+        min_length=1,
+        description="who gets security reports (the access audit's); default: recipients",
+    )
     slack_webhook_conn_id: str | None = Field(
         None,
         description="Slack incoming-webhook connection for every capability (replaces the "

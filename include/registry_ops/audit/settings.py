@@ -6,6 +6,8 @@ access model (no ``model-*`` findings) and the 90-day key limits of the issue.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
@@ -35,4 +37,9 @@ class AuditConfig(_Strict):
     workers: int = Field(8, ge=1, le=64, description="parallel ECR reads")
     report_wait_seconds: float = Field(
         120.0, ge=0, description="how long to wait for IAM to generate the credential report"
+    )
+    fail_severity: Literal["critical", "high", "medium", "low"] = Field(
+        "high",
+        description="registry_iam_audit (and audit run) fail on a finding this severe or worse that "
+        "is new or stands unacknowledged",
     )

@@ -1,0 +1,181 @@
+"""The audit's history on moto: two audits with a change in between (a grant added, a policy
+removed, a finding fixed) and the diff naming exactly those; the Parquet tables read back with
+the documented schema; the email in the SMTP sink (security recipients, new findings first, the
+matrix attached as CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pyarrow as pa
+
+from include.registry_ops.audit import history, jobs
+from include.registry_ops.config import load_config
+from include.registry_ops.store import objects
+from include.registry_ops.store.clients import s3_client
+
+from . import test_audit_history_support as support
+
+PARTNER_ROOT = f"arn:aws:iam::{support.PARTNER}:root"
+CAPS = ("pull", "push", "delete", "admin")
+
+
+def _table(config, key: str) -> pa.Table:
+    return objects.get_table(s3_client(config), config.storage.bucket, key)
+
+
+def _matrix(rows) -> set[tuple]:
+    return {(r["principal"].rsplit(":", 1)[-1], r["repository"], *(r[c] for c in CAPS)) for r in rows}
+
+
+def _mine(smtp_server, before: int, to: str):
+    msgs = [m for m in smtp_server.messages[before:] if m["To"] == to]
+    assert len(msgs) == 1, [m["To"] for m in smtp_server.messages[before:]]
+    return msgs[0]
+
+
+def test_two_audits_the_diff_names_exactly_the_changes(aws_account, tmp_path, smtp_server):
+    acct = aws_account
+    support.build(acct)
+    config = load_config(support.write_config(acct, tmp_path, security=["secops@example.com"]))
+    s3, bucket = s3_client(config), config.storage.bucket
+    before = len(smtp_server.messages)
+
+    first = jobs.run(config, notify=True)
+    assert first["complete"] and first["gate"]["passed"] and first["published"]["latest"]
+    assert first["baseline"] is None
+    (mutable,) = _table(config, first["keys"]["findings"]).to_pylist()
+    assert (mutable["id"], mutable["repository"], mutable["change"]) == ("mutable-tags", "prod/web", "new")
+    pointer, _ = history.layout(config).latest(s3)
+    assert (
+        pointer["manifest"] == first["published"]["manifest"]
+        and pointer["findings"] == first["keys"]["findings"]
+    )
+    _mine(smtp_server, before, "secops@example.com")  # security_recipients, not recipients
+
+    support.grant_reader_web(acct)
+    support.remove_partner_policy(acct)
+    support.fix_mutable_tags(acct)
+    before = len(smtp_server.messages)
+    second = jobs.run(config, notify=True)
+
+    changes = objects.get_json(s3, bucket, second["keys"]["changes"])
+    assert changes["baseline"]["manifest"] == first["published"]["manifest"]
+    assert changes["compared"] == ["ecr-audit"] and changes["not_compared"] == []
+    reader = acct.arn("role", "reader")
+    assert changes["grants"] == {
+        "gained": [
+            {
+                "registry": "ecr-audit",
+                "principal": reader,
+                "principal_type": "role",
+                "repository": "prod/web",
+                "capability": "pull",
+                "state": "allow",
+            }
+        ],
+        "lost": [
+            {
+                "registry": "ecr-audit",
+                "principal": PARTNER_ROOT,
+                "principal_type": "external",
+                "repository": "prod/api",
+                "capability": "pull",
+                "state": "allow",
+            }
+        ],
+        "changed": [],
+    }
+    assert changes["findings"]["new"] == [] and changes["findings"]["escalated"] == []
+    (resolved,) = changes["findings"]["resolved"]
+    assert (resolved["key"], resolved["id"], resolved["repository"]) == (
+        mutable["key"],
+        "mutable-tags",
+        "prod/web",
+    )
+    assert second["counts"] | {"by_severity": None} == {
+        "access_rows": 6,
+        "findings": 0,
+        "by_severity": None,
+        "grants_gained": 1,
+        "grants_lost": 1,
+        "grants_changed": 0,
+        "findings_new": 0,
+        "findings_escalated": 0,
+        "findings_resolved": 1,
+    }
+
+    # the tables, read back: the documented schema, the matrix as the account grants it
+    access = _table(config, second["keys"]["access"])
+    findings = _table(config, second["keys"]["findings"])
+    assert access.schema.equals(history.ACCESS_SCHEMA, check_metadata=False), access.schema
+    assert findings.schema.equals(history.FINDINGS_SCHEMA, check_metadata=False), findings.schema
+    assert findings.num_rows == 0
+    assert _matrix(access.to_pylist()) == {
+        ("role/deployer", "prod/api", "allow", "allow", None, None),
+        ("role/deployer", "prod/web", "allow", "allow", None, None),
+        ("role/reader", "prod/api", "allow", None, None, None),
+        ("role/reader", "prod/web", "allow", None, None, None),
+        ("user/ci", "prod/api", "allow", "allow", None, None),
+        ("user/ci", "prod/web", "allow", "allow", None, None),
+    }
+    assert {r["account"] for r in access.to_pylist()} == {acct.id}
+
+    # the email: the change summary, the matrix attached as CSV (the same rows)
+    msg = _mine(smtp_server, before, "secops@example.com")
+    assert "0 new finding(s), 1 resolved; grants +1/-1" in msg["Subject"]
+    got = support.parts(msg)
+    html = got["html"]
+    gained, lost = html.index("Grants gained"), html.index("Grants lost")
+    resolved_at = html.index("Findings resolved")
+    assert gained < html.index("role/reader", gained) < html.index("prod/web", gained) < lost
+    assert lost < html.index(PARTNER_ROOT, lost) < resolved_at
+    assert "mutable-tags" in html[resolved_at:]
+    assert f"+ ecr-audit {reader} prod/web pull (allow)" in got["text"]
+    assert f"- ecr-audit {PARTNER_ROOT} prod/api pull (allow)" in got["text"]
+    (name,) = got["attachments"]
+    assert name == f"access-matrix-{second['run_at'][:10]}.csv"
+    rows = list(csv.DictReader(io.StringIO(got["attachments"][name].decode())))
+    assert _matrix([{k: (v or None) for k, v in r.items()} for r in rows]) == _matrix(access.to_pylist())
+
+
+def test_new_findings_come_first_in_the_email(aws_account, tmp_path, smtp_server):
+    """Without security_recipients the report goes to recipients; the new findings come before
+    the change summary, in the HTML and in the text."""
+    acct = aws_account
+    support.build(acct)
+    config = load_config(support.write_config(acct, tmp_path, recipients=("ops-sec@example.com",)))
+    jobs.run(config, notify=True)
+    support.scan_off(acct)
+    support.grant_reader_web(acct)
+    before = len(smtp_server.messages)
+    out = jobs.run(config, notify=True)
+    assert not out["gate"]["passed"]
+    [failing] = out["gate"]["failing"]
+    assert (failing["id"], failing["repository"], failing["gate"]) == ("scan-on-push-off", "prod/api", "new")
+
+    got = support.parts(_mine(smtp_server, before, "ops-sec@example.com"))
+    for body, new_head, change_head in ((got["html"], "New findings (1)", "Change since"),
+                                        (got["text"], "NEW FINDINGS (1)", "CHANGE since")):  # fmt: skip
+        new_at, change_at = body.index(new_head), body.index(change_head)
+        assert new_at < body.index("scan-on-push-off") < change_at
+        assert failing["key"] in body[new_at:change_at]
+        assert change_at < body.index("role/reader", change_at)
+
+
+def test_an_unreadable_baseline_makes_every_finding_new(aws_account, tmp_path, smtp_server):
+    """Nothing is hidden: the last audit's findings table gone, the run says so and counts every
+    finding as new (and resolves nothing)."""
+    acct = aws_account
+    support.build(acct)
+    config = load_config(support.write_config(acct, tmp_path))
+    first = jobs.run(config, notify=True)
+    s3_client(config).delete_object(Bucket=config.storage.bucket, Key=first["keys"]["findings"])
+    support.fix_mutable_tags(acct)
+    support.scan_off(acct)
+    out = jobs.run(config, notify=True)
+    changes = objects.get_json(s3_client(config), config.storage.bucket, out["keys"]["changes"])
+    assert changes["baseline"] is None and first["keys"]["findings"] in changes["baseline_error"]
+    assert [f["id"] for f in changes["findings"]["new"]] == ["scan-on-push-off"]
+    assert changes["findings"]["resolved"] == [] and changes["grants"]["lost"] == []
