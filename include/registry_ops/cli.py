@@ -33,6 +33,7 @@ COMMANDS = (
     "restore",
     "restore_registry",
     "retention",
+    "rotate",
     "scan",
     "tag",
 )
