@@ -157,10 +157,14 @@ def _doc(user: str, key: dict[str, str]) -> dict[str, str]:
 
 
 def make_config(
-    accounts: list[ServiceAccount] = (), directory: Path | None = None, **rotation: Any
+    accounts: list[ServiceAccount] = (),
+    directory: Path | None = None,
+    registries: list[dict[str, Any]] = (),
+    **rotation: Any,
 ) -> Config:
+    """A config with ``accounts`` (and ``rotation`` settings); written to ``directory`` if given."""
     data = {
-        "registries": [{"name": "layout", "kind": "ocilayout", "path": "/nonexistent"}],
+        "registries": [{"name": "layout", "kind": "ocilayout", "path": "/nonexistent"}, *registries],
         "storage": {"conn_id": "aws_default", "bucket": "registry-ops-test"},
         "rotation": {
             "conn_id": CONN_ID,
