@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..registries.base import INDEX_TYPES, Manifest, Registry, RegistryError
 from .catalog import ManifestEntry, RepositoryEntry
@@ -248,13 +247,3 @@ def _fetch_configs(
         if e.config in failed:
             out.problems[e.digest] = f"config blob {e.config}: {failed[e.config]}"
             del entries[e.digest]
-
-
-def needed_layers(entries: list[ManifestEntry]) -> list[str]:
-    """Layer digests the manifests name, each once, sorted."""
-    return sorted({layer for e in entries for layer in e.layers})
-
-
-def describe_settings(registry: Registry) -> dict[str, Any]:
-    """The registry-level settings (``Registry.describe_registry_settings``)."""
-    return registry.describe_registry_settings()
