@@ -196,6 +196,10 @@ def test_deleted_ecr_repositories_come_back_with_images_tags_and_settings(moto_s
     dry = restore_catalog(catalog, source, reg, dry_run=True)
     assert writes.calls == [] and reg.describe_repository(repos[0]) == changed
     assert dry["settings"][repos[0]]["applied"] == ["resource_tags", "scan_on_push"]
+    deaf = ecr_reg(moto_server)
+    deaf.apply_repository_settings = lambda repository, settings: []  # acknowledged, nothing changed
+    ignored = restore_catalog(catalog, source, deaf)
+    assert "settings did not take: resource_tags, scan_on_push" in ignored["failures"][repos[0]]
     fixed = restore_catalog(catalog, source, reg)
     assert [c[0] for c in writes.calls] == ["apply_repository_settings"] and fixed["failures"] == {}
     assert settings_change(settings[repos[0]], reg.describe_repository(repos[0])) is None
@@ -361,6 +365,9 @@ def test_a_manifest_the_target_acknowledges_but_does_not_keep_is_a_named_failure
     index = next(m for m in repo.manifests if m.children and m.digest in repo.tags.values())
     lost = index.children[0]
     lied_tag, tagged = sorted(other.tags.items())[0]
+    renamed = next(
+        m.digest for m in other.manifests if m.digest != tagged and m.digest in other.tags.values()
+    )
     target = oci_reg(registry_server)
     put = target.put_manifest
 
@@ -369,6 +376,9 @@ def test_a_manifest_the_target_acknowledges_but_does_not_keep_is_a_named_failure
             return manifest.digest  # acknowledged, never stored
         if tag == lied_tag:
             return put(repository, manifest)  # stored, but the tag never set
+        if manifest.digest == renamed:
+            put(repository, manifest, tag)
+            return "sha256:" + "0" * 64  # stored, but the registry says it stored something else
         return put(repository, manifest, tag)
 
     target.put_manifest = lying_put
@@ -385,6 +395,7 @@ def test_a_manifest_the_target_acknowledges_but_does_not_keep_is_a_named_failure
     assert all(target.head_manifest(to + repo.name, t) is None for t in tags)
     assert all(target.head_manifest(to + other.name, m.digest) for m in other.manifests)
     assert f"tag {lied_tag!r} reads back None" in result["failures"][tagged]
+    assert f"stored {renamed} as sha256:{'0' * 64}" in result["failures"][renamed]
 
 
 def test_a_corrupt_or_missing_backup_object_is_named_and_the_other_images_go_on(registry_server):
@@ -407,14 +418,25 @@ def test_a_corrupt_or_missing_backup_object_is_named_and_the_other_images_go_on(
             config_gone, config_user = m.config, m.digest
             break
     del source.data[config_gone]
+    rotten = next(
+        m
+        for m in rest.manifests
+        if m.digest in rest.tags.values() and config_user not in (m.digest, m.subject, *m.children)
+    )
+    rotten_tags = sorted(t for t, d in rest.tags.items() if d == rotten.digest)
+    source.data[rotten.digest] = source.data[rotten.digest].replace(b"}", b" }", 1)  # still JSON
 
     target = oci_reg(registry_server)
     to = unique("rr-rotted")
     result = restore_catalog(catalog, source, target, rename=lambda n: to + n)
-    assert set(result["failures"]) >= {layer, victim.digest, config_gone, config_user}
+    assert set(result["failures"]) >= {layer, victim.digest, config_gone, config_user, rotten.digest}
     assert f"{to}{repo.name}@{victim.digest}" in result["failures"][layer]
     assert "hashes to" in result["failures"][layer] or "digest" in result["failures"][layer].lower()
+    assert f"needs {layer}" in result["failures"][victim.digest]  # not sent to the registry at all
     assert "missing" in result["failures"][config_gone]
+    # a manifest whose stored bytes do not hash to its digest is never sent, not even under a tag
+    assert "the stored bytes hash to" in result["failures"][rotten.digest]
+    assert all(target.head_manifest(to + rest.name, t) is None for t in rotten_tags)
     assert target.head_blob(to + repo.name, layer) is None  # damage is never copied
     ok = [m for m in repo.manifests if victim.digest not in (m.digest, m.subject) and layer not in m.blobs()]
     assert ok and all(target.head_manifest(to + repo.name, m.digest) for m in ok)

@@ -375,12 +375,15 @@ def test_damaged_store_objects_are_named_with_their_images_and_the_rest_comes_ba
     store, bucket = SnapshotStore.from_config(stack["config"], s3), stack["bucket"]
     catalog = store.read_catalog(store.resolve("latest"), "oci-dr")
     everywhere = [m for r in catalog.repositories for m in r.manifests]
-    repo, image_ = next(
-        (r, m) for r in catalog.repositories for m in r.manifests if m.layers and m.digest in r.tags.values()
-    )
+    plain = [  # tagged images (no index, no referrer): the first wave, many members of one pack
+        (r, m)
+        for r in catalog.repositories
+        for m in r.manifests
+        if m.layers and not m.subject and m.digest in r.tags.values()
+    ]
+    repo, image_ = plain[0]
     layer = next(d for d in reversed(image_.layers) if sum(d in m.layers for m in everywhere) == 1)
-    other_repo = next(r for r in catalog.repositories if r is not repo)
-    victim = next(m for m in other_repo.manifests if m.digest in other_repo.tags.values())
+    other_repo, victim = next((r, m) for r, m in plain if r is not repo)
     damage = {catalog.objects[layer]["key"]: -1}  # the layer's last byte
     loc = catalog.objects[victim.digest]
     damage[loc["pack"]] = int(loc["offset"]) + int(loc["size"]) // 2  # a byte inside the member
