@@ -135,9 +135,9 @@ def html_body(summary: dict[str, Any], findings: list[dict[str, Any]], changes: 
     else:
         parts.append("<p>None.</p>")
     parts += _changes_html(changes, summary)
-    standing = [f for f in findings if f["change"] == "known" and f.get("gate")]
+    standing = [f for f in findings if f["change"] == "known"]
     if standing:
-        parts.append(f"<h3>Known findings at the gate ({len(standing)})</h3>")
+        parts.append(f"<h3>Open findings reported before ({len(standing)})</h3>")
         rows = [[*_finding_cells(f), _gate_text(f), f["key"]] for f in standing]
         parts.append(_table((*_FINDING_HEAD, "Gate", "Key"), rows, where))
     if summary["errors"]:
@@ -232,9 +232,9 @@ def text_body(summary: dict[str, Any], findings: list[dict[str, Any]], changes: 
         for x in g["changed"][:MAX_ROWS]
     ]
     lines += [_finding_line(x, " (resolved)") for x in fc["resolved"][:MAX_ROWS]]
-    standing = [f for f in findings if f["change"] == "known" and f.get("gate")]
+    standing = [f for f in findings if f["change"] == "known"]
     if standing:
-        lines += ["", f"KNOWN FINDINGS AT THE GATE ({len(standing)})"]
+        lines += ["", f"OPEN FINDINGS REPORTED BEFORE ({len(standing)})"]
         lines += [_finding_line(f, f" (gate: {_gate_text(f)}; key {f['key']})") for f in standing[:MAX_ROWS]]
     if summary["errors"]:
         lines += [
