@@ -53,6 +53,7 @@ import boto3  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
 from devstack.fleet import make_fleet  # noqa: E402
+from devstack.moto_ecr_extras import enable_pull_through_cache_rules  # noqa: E402
 from devstack.seed import seed_ecr  # noqa: E402
 from devstack.services import MotoService  # noqa: E402
 from include.registry_ops.backup.run import run_backup  # noqa: E402
@@ -61,7 +62,6 @@ from include.registry_ops.backup.verify import verify_snapshot  # noqa: E402
 from include.registry_ops.clients import RETRIES  # noqa: E402
 from include.registry_ops.config import parse_config  # noqa: E402
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
-from tests.backup.test_backup_support import enable_pull_through_cache_rules  # noqa: E402
 
 REGION = "us-east-1"
 BUCKET = "backup-bench"
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     out(f"  fleet: {repos} repositories x ~{per_repo} images (make_fleet seed=7, layer_scale=0.0001)")
     out(f"  first backup: {args.mode}; second: auto one day later (metadata); workers {args.workers}")
 
-    enable_pull_through_cache_rules()  # moto 5 lacks them (test-only shim, see tests/backup)
+    enable_pull_through_cache_rules()  # moto 5 lacks them (test-only shim, devstack/moto_ecr_extras.py)
     moto = MotoService().start()
     try:
         note(f"seeding {repos} x ~{per_repo} ...")

@@ -55,8 +55,11 @@ class MotoService:
     def __init__(self, paging: bool = True, layers: bool = True) -> None:
         from moto.server import ThreadedMotoServer
 
+        from devstack.moto_ecr_extras import enable_pull_through_cache_rules
         from devstack.moto_layers import LayerServer, enable_layer_downloads
         from devstack.moto_paging import enable_aws_paging
+
+        enable_pull_through_cache_rules()  # ECR registry settings read by backups (moto lacks them)
 
         if paging:
             enable_aws_paging()

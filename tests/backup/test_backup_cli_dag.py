@@ -114,7 +114,7 @@ def backup_dag():
 
 
 def test_the_dag_backs_up_every_registry_then_fails_naming_a_broken_repository(
-    airflow_db, env, backup_dag, monkeypatch
+    airflow_db, env, backup_dag, monkeypatch, caplog
 ):
     from airflow.sdk import DagRunState
 
@@ -127,6 +127,8 @@ def test_the_dag_backs_up_every_registry_then_fails_naming_a_broken_repository(
     manifest = store.resolve("latest")
     assert set(manifest["registries"]) == {"ecr-local", "oci-local", "layout"} and manifest["complete"]
     first = manifest["snapshot"]
+    # what ops read in the publish task's log (module loggers reach the task log)
+    assert any(m.startswith(f"backup: snapshot {first} (full) is latest:") for m in caplog.messages)
 
     failing = _break(env)
     dr = backup_dag.test()

@@ -440,7 +440,20 @@ def publish_snapshot(
         key = store.manifest_key(plan["snapshot"])
         last_full = plan["taken_at"] if plan["mode"] == "full" else plan.get("last_full_at")
         write_snapshot(store, key, manifest, complete, last_full)
-    return summarize(manifest, parts, puts.count, key, complete)
+    summary = summarize(manifest, parts, puts.count, key, complete)
+    log.info(
+        "backup: snapshot %s (%s) %s: %d repositories, %d manifests, %d blobs, %d bytes, %d S3 PUTs%s",
+        summary["snapshot"],
+        summary["mode"],
+        "is latest" if complete else "published WITHOUT becoming latest",
+        summary["repositories"],
+        summary["manifests"],
+        summary["blobs"],
+        summary["bytes"],
+        summary["puts"],
+        f"; failures: {summary['failures']}" if summary["failures"] else "",
+    )
+    return summary
 
 
 def write_snapshot(
