@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,12 +21,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import boto3
 import pytest
 import requests
 import yaml
 from botocore.exceptions import ClientError
 
+from devstack.services import RegistryService
 from include.registry_ops.config import Config, parse_config
 from include.registry_ops.rotation import keys
 from include.registry_ops.rotation.settings import ServiceAccount
@@ -180,6 +183,17 @@ def make_config(
     return parse_config(data, str(path))
 
 
+@pytest.fixture(autouse=True)
+def _moto_logs_quiet() -> Iterator[None]:
+    """moto runs in this process and logs whole requests at DEBUG (a PutSecretValue's secret
+    string): under ``-vv`` that would be moto's log, not ours; it is kept at WARNING."""
+    logger = logging.getLogger("moto")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)
+
+
 @pytest.fixture
 def aws(moto_server) -> Iterator[Aws]:
     """An admin user (allowed everything) signs the rotation's requests; moto enforces IAM."""
@@ -198,3 +212,49 @@ def aws(moto_server) -> Iterator[Aws]:
     )
     with moto_enforces_iam(moto_server.endpoint):
         yield Aws(moto_server.endpoint, admin)
+
+
+# -- an OCI registry of its own, with htpasswd basic auth ------------------------------------------
+OTHER_LINE = "other:" + bcrypt.hashpw(b"other-pass", bcrypt.gensalt(4)).decode()
+
+
+@dataclass
+class Reg:
+    server: RegistryService
+    user: str
+    secret_id: str
+    first: str  # the password the registry starts with
+
+    @property
+    def path(self) -> Path:
+        return self.server.root / "htpasswd"
+
+    def entry(self, **over: Any) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "user": self.user,
+            "secret_id": self.secret_id,
+            "url": self.server.url,
+            **over,
+        }
+
+    def status(self, password: str, user: str | None = None) -> int:
+        return requests.get(
+            f"{self.server.url}/v2/", auth=(user or self.user, password), timeout=10
+        ).status_code
+
+
+@pytest.fixture
+def reg(aws: Aws) -> Iterator[Reg]:
+    """A registry this test starts (user ``ci-pull``), its password in a new secret shaped as the
+    registry's Airflow connection."""
+    user, first = "ci-pull", "first-" + uuid.uuid4().hex
+    server = RegistryService(username=user, password=first).start()
+    path = server.root / "htpasswd"
+    path.write_text(OTHER_LINE + "\n" + path.read_text())  # another user's line, to be kept
+    os.chmod(path, 0o640)
+    secret_id = unique("registry/oci-rot")
+    connection = json.loads(server.conn_json())  # the secret is the registry's Airflow connection
+    aws.sm.create_secret(Name=secret_id, SecretString=json.dumps(connection))
+    yield Reg(server, user, secret_id, first)
+    server.stop()

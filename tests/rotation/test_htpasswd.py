@@ -7,62 +7,16 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
-import requests
 
-from devstack.services import RegistryService
 from include.registry_ops.config import ConfigError
 from include.registry_ops.rotation import htpasswd, run
 
-from .conftest import Aws, make_config, unique
-
-OTHER_LINE = "other:" + bcrypt.hashpw(b"other-pass", bcrypt.gensalt(4)).decode()
-
-
-@dataclass
-class Reg:
-    server: RegistryService
-    user: str
-    secret_id: str
-    first: str  # the password the registry starts with
-
-    @property
-    def path(self) -> Path:
-        return self.server.root / "htpasswd"
-
-    def entry(self, **over: Any) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "user": self.user,
-            "secret_id": self.secret_id,
-            "url": self.server.url,
-            **over,
-        }
-
-    def status(self, password: str, user: str | None = None) -> int:
-        return requests.get(
-            f"{self.server.url}/v2/", auth=(user or self.user, password), timeout=10
-        ).status_code
-
-
-@pytest.fixture
-def reg(aws: Aws) -> Reg:
-    user, first = "ci-pull", "first-" + uuid.uuid4().hex
-    server = RegistryService(username=user, password=first).start()
-    path = server.root / "htpasswd"
-    path.write_text(OTHER_LINE + "\n" + path.read_text())  # another user's line, to be kept
-    os.chmod(path, 0o640)
-    secret_id = unique("registry/oci-rot")
-    connection = json.loads(server.conn_json())  # the secret is the registry's Airflow connection
-    aws.sm.create_secret(Name=secret_id, SecretString=json.dumps(connection))
-    yield Reg(server, user, secret_id, first)
-    server.stop()
+from .conftest import OTHER_LINE, Aws, Reg, make_config
 
 
 def password(aws: Aws, reg: Reg, label: str = "AWSCURRENT") -> str | None:
