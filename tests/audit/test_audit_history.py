@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+from datetime import timedelta
 
 import pyarrow as pa
 
+from devstack.services import free_port
 from include.registry_ops.audit import history, jobs
 from include.registry_ops.config import load_config
 from include.registry_ops.store import objects
@@ -179,3 +183,68 @@ def test_an_unreadable_baseline_makes_every_finding_new(aws_account, tmp_path, s
     assert changes["baseline"] is None and first["keys"]["findings"] in changes["baseline_error"]
     assert [f["id"] for f in changes["findings"]["new"]] == ["scan-on-push-off"]
     assert changes["findings"]["resolved"] == [] and changes["grants"]["lost"] == []
+
+
+def test_a_condition_added_is_a_changed_grant_and_a_registry_not_audited_resolves_nothing(
+    aws_account, tmp_path, smtp_server, monkeypatch
+):
+    acct = aws_account
+    support.build(acct)
+    config = load_config(support.write_config(acct, tmp_path))
+    s3, bucket = s3_client(config), config.storage.bucket
+    first = jobs.run(config, notify=True)
+
+    # deployer's push on prod/* now only from a VPC: changed, neither gained nor lost
+    acct.client("iam").put_role_policy(
+        RoleName="deployer",
+        PolicyName="deployer",
+        PolicyDocument=support.policy(
+            {"Sid": "Pull", "Effect": "Allow", "Action": support.PULL, "Resource": acct.repo_arn("prod/*")},
+            {
+                "Sid": "PushFromVpc",
+                "Effect": "Allow",
+                "Action": support.PUSH,
+                "Resource": acct.repo_arn("prod/*"),
+                "Condition": {"StringEquals": {"aws:SourceVpc": "vpc-0123"}},
+            },
+            support.TOKEN,
+        ),
+    )
+    second = jobs.run(config, notify=True)
+    changes = objects.get_json(s3, bucket, second["keys"]["changes"])
+    deployer = acct.arn("role", "deployer")
+    assert changes["grants"]["gained"] == [] and changes["grants"]["lost"] == []
+    assert [
+        (c["principal"], c["repository"], c["capability"], c["from"], c["to"])
+        for c in changes["grants"]["changed"]
+    ] == [
+        (deployer, "prod/api", "push", "allow", "conditional"),
+        (deployer, "prod/web", "push", "allow", "conditional"),
+    ]
+    assert changes["baseline"]["manifest"] == first["published"]["manifest"]
+
+    # the registry cannot be read now: none of its grants is lost, none of its findings resolved
+    down = json.loads(os.environ[f"AIRFLOW_CONN_{acct.conn_id.upper()}"])
+    down["extra"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{acct.conn_id.upper()}", json.dumps(down))
+    third = jobs.run(config, notify=True)
+    assert not third["complete"] and third["registries_audited"] == []
+    changes = objects.get_json(s3, bucket, third["keys"]["changes"])
+    assert changes["compared"] == [] and changes["not_compared"] == ["ecr-audit"]
+    assert changes["grants"] == {"gained": [], "lost": [], "changed": []}
+    assert changes["findings"] == {"new": [], "escalated": [], "resolved": []}
+    assert third["published"]["latest"] is False
+
+
+def test_two_stale_keys_of_one_user_are_two_findings(aws_account, tmp_path, smtp_server):
+    acct = aws_account
+    secrets = support.build(acct)
+    second_key = acct.client("iam").create_access_key(UserName="ci")["AccessKey"]["AccessKeyId"]
+    for key, days in zip(acct.iam_backend().users["ci"].access_keys, (120, 100), strict=True):
+        key.create_date = key.create_date - timedelta(days=days)  # keys are told apart by creation time
+    config = load_config(support.write_config(acct, tmp_path))
+    out = jobs.run(config)
+    rows = _table(config, out["keys"]["findings"]).to_pylist()
+    stale = sorted((f["subject"], f["key"]) for f in rows if f["id"] == "stale-access-key")
+    assert [s for s, _ in stale] == sorted([secrets["ci_key_id"], second_key])
+    assert len({k for _, k in stale}) == 2
