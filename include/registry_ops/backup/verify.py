@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
+from ..store import objects
 from ..store.blobs import digest_of, sha256_hex
 from .catalog import Catalog
 from .store import BackupError, SnapshotStore, images_needing
@@ -107,3 +109,34 @@ def verify_snapshot(store: SnapshotStore, snapshot: str = "latest") -> dict[str,
         "damaged": damaged,
         "ok": not damaged,
     }
+
+
+QUARANTINE = "quarantine/"
+
+
+def quarantine(store: SnapshotStore, damaged: list[dict[str, Any]], now: datetime) -> list[dict[str, str]]:
+    """Move each damaged object out of the store (``registry-ops backup verify --quarantine``).
+
+    Why: the store is write-once and a backup reuses what is present, so a damaged object would
+    be reused by every later snapshot and the next drill would fail the same way. Moved (copied
+    under ``<backup prefix>quarantine/<UTC stamp>/<key>``, the copy confirmed, then the original
+    deleted), the next backup finds it missing and stores it again from the registry, while a
+    person can still look at the bytes. Nothing of value is lost: a restore cannot use bytes
+    that do not match their digest. Returns ``{key, moved_to}`` per object moved."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    moved: list[dict[str, str]] = []
+    for entry in damaged:
+        key = entry["key"]
+        if not objects.exists(store.s3, store.bucket, key):
+            continue  # missing: nothing to move, the next backup stores it again
+        target = f"{store.layout.root}{QUARANTINE}{stamp}/{key}"
+        store.s3.copy_object(
+            Bucket=store.bucket, Key=target, CopySource={"Bucket": store.bucket, "Key": key}, **store.sse
+        )
+        if not objects.exists(store.s3, store.bucket, target):
+            raise BackupError(f"{store.url(key)} not quarantined: its copy {store.url(target)} is missing")
+        errors = objects.delete_keys(store.s3, store.bucket, [key])
+        if errors:
+            raise BackupError(f"{store.url(key)} copied to {store.url(target)} but not deleted: {errors}")
+        moved.append({"key": key, "moved_to": target})
+    return moved

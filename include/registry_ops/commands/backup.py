@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Config, load_config
@@ -87,9 +88,16 @@ def run_verify(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, 
     from ..backup.store import SnapshotStore
     from ..backup.verify import verify_snapshot
 
-    summary = verify_snapshot(SnapshotStore.from_config(config, s3), args.snapshot)
+    store = SnapshotStore.from_config(config, s3)
+    summary = verify_snapshot(store, args.snapshot)
     for d in summary["damaged"]:
         print(f"damaged: {d['problem']} ({d['images_total']} images need it)", file=sys.stderr)
+    if args.quarantine and summary["damaged"]:
+        from ..backup.verify import quarantine
+
+        summary["quarantined"] = quarantine(store, summary["damaged"], datetime.now(UTC))
+        for q in summary["quarantined"]:
+            print(f"quarantined: {store.url(q['key'])} -> {store.url(q['moved_to'])}", file=sys.stderr)
     return (0 if summary["ok"] else 1), summary
 
 
@@ -123,6 +131,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     verify = bsub.add_parser("verify", help="read and hash every object of a snapshot; exit 1 when damaged")
     verify.add_argument("snapshot", nargs="?", default="latest", help="snapshot id or 'latest' (default)")
+    verify.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="move each damaged object to <backup prefix>quarantine/ so the next backup stores it "
+        "again from the registry (a damaged object is otherwise reused: the store is write-once)",
+    )
     prune = bsub.add_parser("prune", help="delete snapshots and objects backup retention no longer keeps")
     prune.add_argument("--dry-run", action="store_true", help="report what would be deleted; delete nothing")
     for q in (run, prune):
