@@ -4,6 +4,7 @@ by a rerun that finishes, a user already at two keys, a new key that does not wo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from include.registry_ops.rotation import keys, run
+from include.registry_ops.rotation.common import RotationError
 
 from .conftest import Aws, make_config, unique
 
@@ -300,3 +302,57 @@ def test_secret_that_is_not_json_is_named(aws):
         f"secret {account.secret_id!r} version" in record["error"] and "not a JSON object" in record["error"]
     )
     assert "not json" not in record["error"]
+
+
+# -- the steps hold the rules themselves, whatever the plan says ---------------------------------
+def _ctx(aws: Aws, account, now: datetime | None = None) -> keys.Context:
+    return keys.Context(aws.clients(), account, now or datetime.now(UTC), 1, lambda _: None)
+
+
+def test_a_step_refuses_to_break_a_rule_the_plan_would_never_ask_for(aws):
+    account = aws.service_account()
+    other = aws.extra_key(account.user, active=True)["AccessKeyId"]
+    ctx = _ctx(aws, account)
+    state = keys.read_state(ctx.clients, account, ctx.on_secret)
+    current = state.current
+    before = aws.snapshot(account)
+    for action in (
+        keys.Action("deactivate", current),  # the key the secret hands out
+        keys.Action("delete", current),
+        keys.Action("delete", other),  # active
+    ):
+        with pytest.raises(RotationError, match="refusing to"):
+            keys.execute(ctx, state, action)
+    broken = dataclasses.replace(state, current_works=False)  # the current key not proven
+    with pytest.raises(RotationError, match="the current key is not proven"):
+        keys.execute(ctx, broken, keys.Action("deactivate", other))
+    assert aws.snapshot(account) == before
+
+
+def test_a_key_answering_as_someone_else_does_not_prove_itself():
+    from include.registry_ops.rotation.common import Secret
+    from include.registry_ops.rotation.verify import key_works
+
+    def identity(key_id, secret):
+        return "arn:aws:iam::123456789012:user/someone-else"
+
+    works, why = key_works(identity, "AKIAEXAMPLE", Secret("s" * 40), "arn:aws:iam::123456789012:user/ci", 0)
+    assert not works and "someone-else" in why
+
+
+def test_crash_while_repairing_keeps_the_key_that_was_there(aws):
+    """The secret's key was deleted; the user's other key X is not in the secret. A crash right
+    after the new key is created: the rerun deletes only the key the crashed run made (X was in
+    the rotating tag's list), proves and promotes a new one, then deactivates X."""
+    account = aws.service_account()
+    current = aws.labelled(account.secret_id, "AWSCURRENT")["AccessKeyId"]
+    other = aws.extra_key(account.user, active=True)["AccessKeyId"]
+    aws.iam.delete_access_key(UserName=account.user, AccessKeyId=current)
+    with pytest.raises(Crash):
+        rotate(aws, account, clients=crash_after(aws.clients(), "iam", "CreateAccessKey", 1))
+    assert len(aws.keys(account.user)) == 2 and other in aws.keys(account.user)
+    record = rotate(aws, account)
+    steps = [s["step"] for s in record["steps"]]
+    assert steps[0] == "delete-orphan" and record["steps"][0]["target"] != other
+    new = aws.labelled(account.secret_id, "AWSCURRENT")["AccessKeyId"]
+    assert aws.keys(account.user) == {new: True, other: False} and aws.works(account)
