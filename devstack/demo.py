@@ -54,9 +54,16 @@ LOG_PROBES = {
     "registry_inventory": ("publish", "inventory: snapshot s3://"),
     "registry_scan": ("plan", "unique digests"),
     "registry_retention": ("plan", "planned on s3://"),
-    "registry_restore": ("restore", "restored (tags"),
+    "registry_restore": ("restore", " restored from "),
     "registry_backup": ("publish", "backup: snapshot "),
     "registry_dr_drill": ("drill", "drill: "),
+}
+# The conf each triggered DAG gets (Params; the others run on their defaults).
+TRIGGER_CONF = {
+    "registry_retention": lambda: {"dry_run": False},
+    "registry_restore": lambda: _restore_conf(),
+    "registry_backup": dict,
+    "registry_dr_drill": dict,  # latest snapshot, dr.target, every repository
 }
 # The task whose return value (XCom) the summary reports, per DAG.
 RESULTS = {"registry_backup": "publish", "registry_dr_drill": "drill"}
@@ -182,7 +189,7 @@ def run_dags(api: AirflowApi) -> tuple[dict[str, dict], bool]:
             run_id = api.first_run(dag_id, timeout=180)["dag_run_id"]
             _log(f"{dag_id}: unpaused; the scheduler started run {run_id}")
         else:
-            conf = {"dry_run": False} if dag_id == "registry_retention" else _restore_conf()
+            conf = TRIGGER_CONF[dag_id]()
             run_id = api.trigger(dag_id, conf)
             _log(f"{dag_id}: unpaused; triggered run {run_id} {json.dumps(conf)}")
         started = time.monotonic()
