@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, Any, Protocol
 
-from ..registries.base import Manifest, Registry, RegistryError, RepositorySettings, digest_of
+from ..registries.base import Manifest, NotFound, Registry, RegistryError, RepositorySettings, digest_of
 from .catalog import Catalog, ManifestEntry, RepositoryEntry
 
 log = logging.getLogger(__name__)
@@ -161,13 +161,20 @@ def prepare(
     existing: set[str] | None = None,
 ) -> list[RepoPlan]:
     """Read the target's state of every selected repository (no write). ``existing``: the
-    target's repositories, when the caller listed them already."""
+    target's repositories, when the caller listed them already. Only where repositories are
+    created explicitly (ECR) is one missing from the listing surely empty; elsewhere (a catalog
+    that lags or lists nothing) its tags are read all the same."""
     existing = set(target.list_repositories()) if existing is None else existing
     plans = []
     for entry, name in select(catalog, repos, rename):
-        plan = RepoPlan(entry, name, name in existing)
-        if plan.exists:
-            state, complete = target.tag_map(name)
+        listed = name in existing
+        plan = RepoPlan(entry, name, listed)
+        if listed or not target.capabilities.explicit_repositories:
+            try:
+                state, complete = target.tag_map(name)
+            except NotFound:
+                state, complete = {}, False
+            plan.exists = listed or bool(state)
             ours = {m.digest for m in entry.manifests}
             plan.tags_now = {t: d for d, tags in state.items() for t in tags}
             plan.present, plan.complete = set(state) & ours, complete
