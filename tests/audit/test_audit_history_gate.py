@@ -61,7 +61,7 @@ def test_new_high_fails_acknowledged_passes_expired_fails_again(aws_account, tmp
         "prod/api",
         "new",
     )
-    key = failing["key"]
+    key, found_at = failing["key"], datetime.fromisoformat(out["run_at"])
     assert _findings(config, out)["mutable-tags"]["gate"] is None  # medium: below the gate
 
     # known and still unacknowledged: the gate keeps failing, naming it as such
@@ -84,6 +84,7 @@ def test_new_high_fails_acknowledged_passes_expired_fails_again(aws_account, tmp
     code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
     assert code == 0 and out["gate"]["passed"] and out["gate"]["acknowledged"] == 1
     row = _findings(config, out)["scan-on-push-off"]
+    assert (row["change"], row["first_seen"]) == ("known", found_at)  # first seen two runs ago
     assert (row["gate"], row["ack_reason"], row["ack_until"], row["ack_by"]) == (
         "acknowledged",
         "scanner migration this week",
