@@ -112,6 +112,8 @@ def registry_credential_rotation():
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=2)
     def report(key_users: list[str], htpasswd_users: list[str]) -> dict:
         """Email what was done; fail naming each account whose rotation failed."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from include.registry_ops.notify.send import notify
         from include.registry_ops.rotation import report as rotation_report
 
@@ -138,8 +140,8 @@ def registry_credential_rotation():
         if not context["params"]["dry_run"]:  # a plan is for whoever asked for it, in the log
             sent = notify(rotation_report.message(config, results), config)["email"]
         log.info("%s", rotation_report.subject(results))
-        if failed:
-            raise RuntimeError(f"rotation failed for: {', '.join(failed)}")
+        if failed:  # no retry: the email is out, and the accounts' own tasks were retried
+            raise AirflowFailException(f"rotation failed for: {', '.join(failed)}")
         return {"subject": rotation_report.subject(results), "email": sent}
 
     key_users, htpasswd_users = key_accounts(), htpasswd_accounts()

@@ -356,3 +356,18 @@ def test_crash_while_repairing_keeps_the_key_that_was_there(aws):
     assert steps[0] == "delete-orphan" and record["steps"][0]["target"] != other
     new = aws.labelled(account.secret_id, "AWSCURRENT")["AccessKeyId"]
     assert aws.keys(account.user) == {new: True, other: False} and aws.works(account)
+
+
+def test_pending_key_made_inactive_is_dropped_never_promoted(aws):
+    """Someone deactivated the pending key (a leak during the rotation): its version loses
+    AWSPENDING, and AWSCURRENT never points at the inactive key (a new key is made once that
+    key, now at two keys with the current one, is past its grace)."""
+    account = aws.service_account()
+    with pytest.raises(Crash):  # stop right after AWSPENDING is stored
+        rotate(aws, account, clients=crash_after(aws.clients(), "secretsmanager", "PutSecretValue", 1))
+    pending = aws.labelled(account.secret_id, "AWSPENDING")["AccessKeyId"]
+    aws.iam.update_access_key(UserName=account.user, AccessKeyId=pending, Status="Inactive")
+    record = rotate(aws, account)
+    assert "drop-pending" in [s["step"] for s in record["steps"]]
+    assert aws.labelled(account.secret_id, "AWSCURRENT")["AccessKeyId"] != pending
+    assert aws.works(account)
