@@ -7,32 +7,18 @@ import argparse
 import sys
 from typing import Any
 
-from ..config import Config, load_config
-from .options import CONFIG_HELP
+from ..config import Config
+from .options import CONFIG_HELP, with_s3
 
 
 def _with_store(func: Any) -> Any:
-    """Run ``func(args, config, store)``; S3 failures become a clear error: a missing bucket is
-    the user's (exit 2), the rest exit 1 with the reason."""
+    """Run ``func(args, config, store)`` over the archive (S3 errors as :func:`options.with_s3`)."""
 
-    def run(args: argparse.Namespace) -> tuple[int, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from ..clients import s3_client
-        from ..registries.ecr import aws_problem
+    @with_s3
+    def run(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, Any]:
         from ..retention.archive import ArchiveStore
-        from ..store.objects import error_code
 
-        config = load_config(args.config)
-        bucket = config.storage.bucket
-        store = ArchiveStore(s3_client(config), bucket, config.storage.prefixes.archive)
-        try:
-            return func(args, config, store)
-        except (ClientError, BotoCoreError) as exc:
-            if isinstance(exc, ClientError) and error_code(exc) == "NoSuchBucket":
-                raise ValueError(f"{config.source}: storage.bucket {bucket!r} does not exist") from None
-            print(f"error: S3 bucket {bucket}: {aws_problem(exc)}", file=sys.stderr)
-            return 1, {"error": f"S3 bucket {bucket}: {aws_problem(exc)}"}
+        return func(args, config, ArchiveStore(s3, config.storage.bucket, config.storage.prefixes.archive))
 
     return run
 

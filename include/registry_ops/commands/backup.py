@@ -9,35 +9,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ..config import Config, load_config
-from .options import CONFIG_HELP, parse_now
+from ..config import Config
+from .options import CONFIG_HELP, parse_now, with_s3
 
 
-def _with_s3(func: Any) -> Any:
-    """Run ``func(args, config, s3)``; S3 failures become a clear error: a missing bucket is the
-    user's (exit 2), the rest exit 1 with the reason."""
-
-    def run(args: argparse.Namespace) -> tuple[int, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from ..clients import s3_client
-        from ..registries.ecr import aws_problem
-        from ..store.objects import error_code
-
-        config = load_config(args.config)
-        bucket = config.storage.bucket
-        try:
-            return func(args, config, s3_client(config))
-        except (ClientError, BotoCoreError) as exc:
-            if isinstance(exc, ClientError) and error_code(exc) == "NoSuchBucket":
-                raise ValueError(f"{config.source}: storage.bucket {bucket!r} does not exist") from None
-            print(f"error: S3 bucket {bucket}: {aws_problem(exc)}", file=sys.stderr)
-            return 1, {"error": f"S3 bucket {bucket}: {aws_problem(exc)}"}
-
-    return run
-
-
-@_with_s3
+@with_s3
 def run_run(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, dict]:
     from ..backup.run import backup_set, plan_backup, run_backup
     from ..clients import build_registry
@@ -58,7 +34,7 @@ def run_run(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, dic
     return (0 if summary["latest"] else 1), summary
 
 
-@_with_s3
+@with_s3
 def run_list(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, list]:
     from ..backup.store import SnapshotStore
 
@@ -83,7 +59,7 @@ def run_list(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, li
     return 0, out
 
 
-@_with_s3
+@with_s3
 def run_verify(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, dict]:
     from ..backup.store import SnapshotStore
     from ..backup.verify import verify_snapshot
@@ -101,7 +77,7 @@ def run_verify(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, 
     return (0 if summary["ok"] else 1), summary
 
 
-@_with_s3
+@with_s3
 def run_prune(args: argparse.Namespace, config: Config, s3: Any) -> tuple[int, dict]:
     from ..backup.prune import PruneRefused, prune
 
