@@ -12,6 +12,7 @@ import os
 from datetime import timedelta
 
 import pyarrow as pa
+import pytest
 
 from devstack.services import free_port
 from include.registry_ops.audit import history, jobs
@@ -248,3 +249,22 @@ def test_two_stale_keys_of_one_user_are_two_findings(aws_account, tmp_path, smtp
     stale = sorted((f["subject"], f["key"]) for f in rows if f["id"] == "stale-access-key")
     assert [s for s, _ in stale] == sorted([secrets["ci_key_id"], second_key])
     assert len({k for _, k in stale}) == 2
+
+
+def test_an_empty_security_list_is_refused_naming_the_key(tmp_path):
+    """None (absent) means the normal recipients; an empty list would silently mean them too."""
+    from include.registry_ops.config import ConfigError
+
+    path = tmp_path / "registry-ops.yaml"
+    path.write_text(
+        "registries: [{name: ecr, kind: ecr, conn_id: aws_default}]\n"
+        "storage: {bucket: registry-ops-test}\n"
+        "notifications: {recipients: [ops@example.com], security_recipients: []}\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "notifications.security_recipients" in str(exc.value) and str(path) in str(exc.value)
+    path.write_text(
+        path.read_text().replace("security_recipients: []", "security_recipients: [sec@example.com]")
+    )
+    assert load_config(path).notifications.security_recipients == ["sec@example.com"]
