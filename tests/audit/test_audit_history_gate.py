@@ -247,8 +247,9 @@ def test_a_registry_not_audited_keeps_latest_and_its_url_credentials_out(
     path = support.write_config(acct, tmp_path, security=["secops@example.com"], extra_registries=(broken,))
     config, cfg = load_config(path), ["--config", str(path)]
     before = len(smtp_server.messages)
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, err = cli(capfd, "audit", "run", *cfg, "--notify")
     assert code == 1 and not out["complete"] and out["gate"]["passed"]
+    assert secret not in err  # the log line naming the broken registry is redacted too
     [error] = out["errors"]
     assert error["registry"] == "ecr-broken" and "http://***@127.0.0.1:" in error["error"]
     assert out["registries_audited"] == ["ecr-audit"] and out["counts"]["access_rows"] == 6

@@ -188,8 +188,11 @@ def audit(
                 c.ecr, reg.registry_id, reg.wants, settings.repository_settings, settings.workers
             )
         except (AuditError, ValueError) as exc:
-            log.error("audit: %s: %s", reg.name, exc)
-            result.errors.append({"registry": reg.name, "error": str(exc)})
+            from .report import redact  # an endpoint's user:secret@ must not reach the log
+
+            problem = redact(str(exc))
+            log.error("audit: %s: %s", reg.name, problem)
+            result.errors.append({"registry": reg.name, "error": problem})
             continue
         consoles = {u.arn for u in state.users or [] if u.password_enabled}
         rows = [replace(r, console=r.arn in consoles) for r in account.rows]
