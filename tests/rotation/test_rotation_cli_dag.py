@@ -29,6 +29,11 @@ def cli(capfd, *argv: str) -> tuple[int, Any, str]:
     return code, json.loads("\n".join(lines[starts[-1] :])), "\n".join(lines[: starts[-1]]) + err
 
 
+def logged_since(caplog, start: int) -> str:
+    """The log records since ``start``: the command's own, not the test's later reads."""
+    return "\n".join(caplog.handler.format(r) for r in caplog.records[start:])
+
+
 def secrets_of(aws: Aws, secret_id: str, field: str) -> list[str]:
     """Every value ``field`` has had in any version of the secret."""
     values = []
@@ -52,30 +57,34 @@ def test_cli_rotates_keys_and_never_prints_a_secret(aws, tmp_path, capfd, caplog
     config = make_config([account], directory=tmp_path).source
     with caplog.at_level(logging.DEBUG):
         code, planned, err_dry = cli(capfd, "-vv", "rotate", "keys", "--config", config, "--dry-run")
+        logs_dry = logged_since(caplog, 0)
         assert code == 0 and planned["accounts"][0]["status"] == "planned" and planned["summary"]["dry_run"]
         assert len(secrets_of(aws, account.secret_id, "SecretAccessKey")) == 1  # nothing written
+        start = len(caplog.records)
         code, result, err = cli(capfd, "-vv", "rotate", "keys", "--config", config)
+        logs = logged_since(caplog, start)
     assert code == 0, err
     (record,) = result["accounts"]
     assert (
         record["status"] == "rotated"
         and record["current_key"] == aws.labelled(account.secret_id, "AWSCURRENT")["AccessKeyId"]
     )
-    assert f"rotate {account.user}: promote: proven" in err  # the logs are in what is searched
+    assert f"rotate {account.user}: promote: proven" in err + logs  # the logs are searched
     secrets = secrets_of(aws, account.secret_id, "SecretAccessKey")
     assert len(secrets) == 2
-    assert_absent(secrets, json.dumps(planned), json.dumps(result), err_dry, err, caplog.text)
+    assert_absent(secrets, json.dumps(planned), json.dumps(result), err_dry, err, logs_dry, logs)
 
 
 def test_cli_rotates_htpasswd_and_never_prints_a_password(aws, reg, tmp_path, capfd, caplog):
     config = make_config(directory=tmp_path, htpasswd=[reg.entry()]).source
     with caplog.at_level(logging.DEBUG):  # --force: moto dates every secret version "now"
         code, result, err = cli(capfd, "-vv", "rotate", "htpasswd", "--config", config, "--force")
+        logs = logged_since(caplog, 0)
     assert code == 0, err
     assert result["accounts"][0]["status"] == "rotated"
     passwords = secrets_of(aws, reg.secret_id, "password")
     assert len(passwords) == 2 and reg.status(aws.labelled(reg.secret_id, "AWSCURRENT")["password"]) == 200
-    assert_absent(passwords, json.dumps(result), err, caplog.text)
+    assert_absent(passwords, json.dumps(result), err, logs)
 
 
 def test_cli_exit_codes(aws, tmp_path, capfd):
@@ -140,6 +149,7 @@ def test_dag_rotates_emails_and_never_logs_a_secret(
     sent_before = len(smtp_server.messages)
     with caplog.at_level(logging.DEBUG):
         run = rotation_dag().test(run_conf={"force": True})  # moto dates secret versions "now"
+        logged = logged_since(caplog, 0)
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
     assert run.state == DagRunState.SUCCESS, states
     assert states[("rotate_key", 0)] == states[("rotate_htpasswd", 0)] == states[("report", -1)] == "success"
@@ -154,11 +164,11 @@ def test_dag_rotates_emails_and_never_logs_a_secret(
     assert account.user in body and aws.labelled(account.secret_id, "AWSCURRENT")["AccessKeyId"] in body
     out, err = capfd.readouterr()
     logs = _task_logs()
-    where = {"out": out, "err": err, "caplog": caplog.text, "files": logs}
+    where = {"out": out, "err": err, "caplog": logged, "files": logs}
     found = {k for k, v in where.items() if f"rotate keys {account.user}: rotated" in v}
     assert found, "task logs not captured"
     keys = secrets_of(aws, account.secret_id, "SecretAccessKey")
-    assert_absent(keys + passwords, body, out, err, caplog.text, logs)
+    assert_absent(keys + passwords, body, out, err, logged, logs)
 
 
 def test_dag_fails_naming_the_account_that_failed_and_rotates_the_others(
