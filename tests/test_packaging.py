@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_DIRS = ("include", "dags", "plugins")
-DEV_ONLY = {"devstack", "tests", "bench", "moto", "aiosmtpd", "bcrypt", "pytest", "_pytest", "ruff"}
+DEV_ONLY = {"devstack", "tests", "bench", "moto", "aiosmtpd", "pytest", "_pytest", "ruff"}
 
 
 def _top_imports(path: Path) -> set[str]:
@@ -46,7 +46,7 @@ def test_runtime_code_imports_nothing_of_the_test_rig():
 def test_runtime_and_development_requirements_are_apart():
     runtime, dev = _pins("requirements.txt"), _pins("requirements-dev.txt")
     assert {"apache-airflow", "apache-airflow-providers-amazon", "boto3", "pandas"} <= runtime
-    assert not runtime & {"pytest", "moto", "aiosmtpd", "bcrypt", "ruff"}
+    assert not runtime & {"pytest", "moto", "aiosmtpd", "ruff"}
     assert {"pytest", "moto", "aiosmtpd", "ruff"} <= dev
     assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text(encoding="utf-8")
 
