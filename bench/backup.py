@@ -37,9 +37,7 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +45,7 @@ from importlib import metadata
 from typing import Any
 
 import _local
+from _report import S3Counter, ceil_div, note, out, row, title
 
 ROOT = _local.prepare()
 
@@ -67,53 +66,10 @@ from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa
 REGION = "us-east-1"
 BUCKET = "backup-bench"
 NOW = datetime(2026, 11, 27, 2, tzinfo=UTC)
-WIDTH = 100
-
-
-def out(line: str = "") -> None:
-    print(line, flush=True)
-
-
-def note(line: str) -> None:
-    print(f"[bench] {line}", file=sys.stderr, flush=True)
-
-
-def title(text: str) -> None:
-    out()
-    out("=" * WIDTH)
-    out(text)
-    out("=" * WIDTH)
-
-
-def row(label: str, value: Any, comment: str = "") -> None:
-    text = f"  {label:<50} {value!s:>14}"
-    out(f"{text}   {comment}" if comment else text)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def ratio(actual: int, least: int) -> str:
     return f"{actual / least:.2f}x" if least else "-"
-
-
-class S3Counter:
-    """S3 requests by operation through botocore's before-send event."""
-
-    def __init__(self, client: Any) -> None:
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        client.meta.events.register("before-send.s3.*", self._count)
-
-    def _count(self, event_name: str, **_: Any) -> None:
-        with self._lock:
-            self.counts[event_name.rsplit(".", 1)[-1]] += 1
-
-    def take(self) -> Counter[str]:
-        with self._lock:
-            got, self.counts = self.counts, Counter()
-        return got
 
 
 @dataclass

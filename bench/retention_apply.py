@@ -28,7 +28,6 @@ import argparse
 import os
 import platform
 import sys
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from importlib import metadata
 from typing import Any
 
 import _local
+from _report import S3Counter, ceil_div, note, out, row, title
 
 ROOT = _local.prepare()
 
@@ -59,7 +59,6 @@ REGION = "us-east-1"
 BUCKET = "retention-bench"
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 KEEP = 10
-WIDTH = 100
 POLICY = {
     "policies": [
         {
@@ -79,30 +78,6 @@ POLICY = {
 }
 
 
-def out(line: str = "") -> None:
-    print(line, flush=True)
-
-
-def note(line: str) -> None:
-    print(f"[bench] {line}", file=sys.stderr, flush=True)
-
-
-def title(text: str) -> None:
-    out()
-    out("=" * WIDTH)
-    out(text)
-    out("=" * WIDTH)
-
-
-def row(label: str, value: Any, comment: str = "") -> None:
-    text = f"  {label:<50} {value!s:>14}"
-    out(f"{text}   {comment}" if comment else text)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def ops_table(counts: Counter[str], least: dict[str, int], comments: dict[str, str]) -> None:
     """Requests by operation; with ``least``, the least per operation beside them."""
     head = f"{'least':>8}   " if least else ""
@@ -112,19 +87,6 @@ def ops_table(counts: Counter[str], least: dict[str, int], comments: dict[str, s
         out(f"    {op:<48} {counts.get(op, 0):>14,}   {lo}{comments.get(op, '')}")
     total = f"   {sum(least.values()):>8,}" if least else ""
     out(f"    {'total':<48} {sum(counts.values()):>14,}{total}")
-
-
-class S3Counter:
-    """Counts S3 requests by operation through botocore's before-send event."""
-
-    def __init__(self, client: Any) -> None:
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        client.meta.events.register("before-send.s3.*", self._count)
-
-    def _count(self, event_name: str, **_: Any) -> None:
-        with self._lock:
-            self.counts[event_name.rsplit(".", 1)[-1]] += 1
 
 
 def ecr_client(endpoint: str) -> Any:
