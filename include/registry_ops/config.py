@@ -31,6 +31,7 @@ from pydantic import (
 
 from .audit.settings import AuditConfig
 from .backup.settings import BackupConfig, DrConfig
+from .reports.settings import ReportsConfig
 from .retention.settings import RetentionConfig
 from .rotation.settings import RotationConfig
 from .scan.settings import ScanConfig
@@ -159,6 +160,16 @@ class NotificationConfig(_Strict):
         min_length=1,
         description="who gets security reports (the access audit's); default: recipients",
     )
+    stakeholder_recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] | None = Field(
+        None,
+        min_length=1,
+        description="who gets the storage-cost and pull reports; default: recipients",
+    )
+    ops_recipients: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] | None = Field(
+        None,
+        min_length=1,
+        description="who gets operational alerts (a report that failed validation); default: recipients",
+    )
     slack_webhook_conn_id: str | None = Field(
         None,
         description="Slack incoming-webhook connection for every capability (replaces the "
@@ -183,6 +194,7 @@ class Config(_Strict):
     dr: DrConfig = DrConfig()
     audit: AuditConfig = AuditConfig()
     rotation: RotationConfig = RotationConfig()
+    reports: ReportsConfig = ReportsConfig()
     source: str = "<memory>"
 
     @model_validator(mode="after")
