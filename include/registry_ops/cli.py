@@ -32,6 +32,7 @@ COMMANDS = (
     "inventory",
     "restore",
     "restore_registry",
+    "report",
     "retention",
     "rotate",
     "scan",

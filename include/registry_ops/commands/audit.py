@@ -18,22 +18,7 @@ from typing import Any
 
 from ..config import load_config
 from .options import CONFIG_HELP, parse_now
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    widths[-1] = 0  # the last column is not padded
-    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()  # noqa: E731
-    return [line(columns), *(line(row) for row in cells)]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
-    return str(value)
+from .options import text_table as _table
 
 
 def iam_text(result: dict[str, Any]) -> str:

@@ -54,3 +54,20 @@ def with_s3(
             return 1, {"error": f"S3 bucket {bucket}: {aws_problem(exc)}"}
 
     return run
+
+
+def text_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """Rows as aligned text columns (the ``--format table`` of every subcommand); None is ``-``."""
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    widths[-1] = 0  # the last column is not padded
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()  # noqa: E731
+    return [line(columns), *(line(row) for row in cells)]
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
