@@ -376,6 +376,8 @@ def test_sections_and_headline_carry_the_numbers() -> None:
         assert "Images not pulled in 30 days" in part
         assert "truncated gzip" in part and "unknown event file shape" in part
     assert "#fdecea" in html  # the below-target box is marked
+    assert "priced at $0.1 per GiB-month" in text
+    assert "Generated 2026-11-23 07:00 UTC from the inventory snapshot of 2026-11-22 06:00 UTC." in text
     assert "Validation: not run on this report." in text
     assert rendered.text.startswith(f"Registry report {LABEL} (weekly)\n")
 
@@ -449,10 +451,21 @@ def test_problems_past_the_body_limit_are_in_the_csv(monkeypatch: pytest.MonkeyP
 
 
 def test_headline_entries_for_week_and_month_override_the_trend() -> None:
-    report = sample_report(week_over_week=0.5, month_over_month={"previous_usd_month": 0.25, "change": 2.0})
+    month = {  # as trend.changes makes it
+        "stored_bytes_before": GIB,
+        "stored_bytes_now": 3 * GIB,
+        "usd_month_before": 0.25,
+        "usd_month_now": 0.7501,
+        "change": 2.0,
+    }
+    report = sample_report(week_over_week=0.5, month_over_month=month)
     text = render.render(report).text
     assert "week over week | - | $0.75 | +50.0 %" in text
     assert "month over month | $0.25 | $0.75 | +200.0 %" in text
+    no_change = {"stored_bytes_before": 0, "stored_bytes_now": GIB, "usd_month_before": 0.0, "change": None}
+    text = render.render(sample_report(week_over_week=None, month_over_month=no_change)).text
+    assert "week over week | - | $0.75 | no earlier data" in text
+    assert "month over month | $0.00 | $0.75 | -" in text
 
 
 def test_a_missing_headline_number_is_named() -> None:

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -216,6 +216,11 @@ def subject(report: Report) -> str:
     return f"Registry report {report.label} ({report.period}): {cost}, {pulls}"
 
 
+def _utc(when: datetime) -> str:
+    """``2026-11-23 07:00 UTC`` (a naive time is taken for UTC, as the report's times are)."""
+    return f"{when.astimezone(UTC) if when.tzinfo else when:%Y-%m-%d %H:%M} UTC"
+
+
 def _last_day(report: Report) -> date:
     return report.end - timedelta(days=1)
 
@@ -357,7 +362,7 @@ class _Section:
                     'style="display:block;border:0;max-width:100%;height:auto"></p>'
                 )
             else:
-                out.append(f"<p {_P}>{html.escape(part)}</p>")
+                out.append(_paragraph(part))
         return "\n".join(out)
 
     def text(self) -> list[str]:
@@ -370,6 +375,11 @@ class _Section:
             else:
                 out.append(part)
         return out
+
+
+def _paragraph(text: str) -> str:
+    """A sentence of the body (it may quote data: always escaped)."""
+    return f"<p {_P}>{html.escape(text)}</p>"
 
 
 def _more(shown: int, total: int, name: str, what: str = "rows") -> str:
@@ -386,13 +396,13 @@ def _cost_sections(
     repos, teams = t["cost_by_repository"], t["cost_by_team"]
     cost = _Section("Storage cost")
     if repos.empty:
-        when = f" of {report.snapshot_at:%Y-%m-%d %H:%M} UTC" if report.snapshot_at else ""
+        when = f" of {_utc(report.snapshot_at)}" if report.snapshot_at else ""
         cost.parts.append(
             f"The cost table is empty: the inventory snapshot{when} holds no image or referrer to cost."
         )
         return [cost]
     cost.parts.append(
-        f"Stored bytes are priced at {usd(report.price_per_gb_month)} per GiB-month (GiB = 2^30 bytes, "
+        f"Stored bytes are priced at ${report.price_per_gb_month:g} per GiB-month (GiB = 2^30 bytes, "
         "as AWS bills storage); an index adds nothing, its images are counted."
     )
     if "stored_bytes_by_repository" in cids:
@@ -446,35 +456,34 @@ def _bytes_alt(repos: pd.DataFrame) -> str:
     )
 
 
-def _change_entry(value: Any, now: float) -> tuple[float | None, float | None] | None:
-    """(USD/month before, change as a fraction) from a headline entry: a fraction, or a mapping
-    with the earlier cost (``previous_usd_month``/``usd_month_before``/``before``) and/or the change
-    (``usd_month_change``/``change``). None: nothing to compare with."""
+_Compared = tuple[float | None, float, float | None]  # USD/month before, now, change (fraction)
+
+
+def _change_entry(value: Any, now: float) -> _Compared | None:
+    """A headline change entry: a fraction, or a mapping as ``trend.changes`` makes it
+    (``usd_month_before``, ``usd_month_now``, ``change``; or ``previous_usd_month`` and
+    ``usd_month_change``). None: nothing to compare with."""
     if value is None:
         return None
     if isinstance(value, int | float):
-        return None, float(value)
-    if isinstance(value, dict):
-        before = next(
-            (
-                value[k]
-                for k in ("previous_usd_month", "usd_month_before", "before")
-                if value.get(k) is not None
-            ),
-            None,
-        )
-        moved = next((value[k] for k in ("usd_month_change", "change") if value.get(k) is not None), None)
-        if moved is None and before:
-            moved = (now - float(before)) / float(before)
-        if before is None and moved is None:
-            return None
-        return (None if before is None else float(before)), (None if moved is None else float(moved))
-    raise ValueError(f"headline change entry {value!r}: expected a fraction or a mapping")
+        return None, now, float(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"report headline change entry {value!r}: expected a fraction or a mapping")
+    before = _first(value, "usd_month_before", "previous_usd_month")
+    now = _first(value, "usd_month_now") if value.get("usd_month_now") is not None else now
+    moved = _first(value, "change", "usd_month_change")
+    if moved is None and before:
+        moved = (now - before) / before
+    return None if before is None and moved is None else (before, now, moved)
 
 
-def _trend_change(trend: pd.DataFrame, days: int) -> tuple[float | None, float | None, str] | None:
-    """(before, fraction, snapshot day) against the newest snapshot at least ``days`` before the
-    latest one in the trend table."""
+def _first(mapping: dict[str, Any], *keys: str) -> float | None:
+    return next((float(mapping[k]) for k in keys if mapping.get(k) is not None), None)
+
+
+def _trend_change(trend: pd.DataFrame, days: int) -> tuple[_Compared, str] | None:
+    """Against the newest snapshot at least ``days`` before the trend table's latest one, and
+    that snapshot's day."""
     if trend.empty:
         return None
     at = pd.to_datetime(trend["snapshot_at"], utc=True)
@@ -483,54 +492,43 @@ def _trend_change(trend: pd.DataFrame, days: int) -> tuple[float | None, float |
     if earlier.empty:
         return None
     before, now = float(earlier.iloc[-1]), float(totals.iloc[-1])
-    return before, ((now - before) / before if before else None), f"{earlier.index[-1]:%Y-%m-%d}"
+    return (before, now, (now - before) / before if before else None), f"{earlier.index[-1]:%Y-%m-%d}"
 
 
 def _change_section(report: Report, t: dict[str, pd.DataFrame], cids: dict[str, str]) -> _Section:
+    """The trend chart, then the cost against the previous report, a week and a month ago (the
+    headline's entries; without them, the trend table's snapshots)."""
     section = _Section("Trend")
     if "cost_trend" in cids:
         section.parts.append(("img", cids["cost_trend"], _trend_alt(t["trend"])))
     else:
         section.parts.append("Fewer than two inventory snapshots were read: no trend to draw yet.")
-    now = float(_headline(report, "total_usd_month"))
-    rows = []
-    compared = [
-        (
-            "vs previous report",
-            _change_entry(
-                {
-                    "before": report.headline.get("previous_usd_month"),
-                    "change": report.headline.get("usd_month_change"),
-                },
-                now,
-            ),
-            "",
-        )
-    ]
+    h, now = report.headline, float(_headline(report, "total_usd_month"))
+    previous = {
+        "previous_usd_month": h.get("previous_usd_month"),
+        "usd_month_change": h.get("usd_month_change"),
+    }
+    compared = [("vs previous report", _change_entry(previous, now))]
     for key, label, days in (
         ("week_over_week", "week over week", 7),
         ("month_over_month", "month over month", 30),
     ):
-        if key in report.headline:
-            compared.append((label, _change_entry(report.headline[key], now), ""))
+        if key in h:
+            compared.append((label, _change_entry(h[key], now)))
         else:
             found = _trend_change(t["trend"], days)
-            compared.append(
-                (label, found[:2] if found else None, f" (snapshot of {found[2]})" if found else "")
-            )
-    for label, entry, note in compared:
-        if entry is None:
-            rows.append([label + note, "-", usd(now), "no earlier data"])
-        else:
-            before, moved = entry
-            rows.append(
-                [
-                    label + note,
-                    "-" if before is None else usd(before),
-                    usd(now),
-                    "-" if moved is None else change(moved),
-                ]
-            )
+            compared.append((f"{label} (snapshot of {found[1]})", found[0]) if found else (label, None))
+    rows = [
+        [label, "-", usd(now), "no earlier data"]
+        if entry is None
+        else [
+            label,
+            "-" if entry[0] is None else usd(entry[0]),
+            usd(entry[1]),
+            "-" if entry[2] is None else change(entry[2]),
+        ]
+        for label, entry in compared
+    ]
     section.parts.append(
         _Grid(("Compared", "USD/month then", "USD/month now", "Change"), rows, (False, True, True, True))
     )
@@ -814,16 +812,16 @@ def _notes(report: Report) -> list[str]:
 
 
 def _footer(report: Report, attachments: Sequence[Attachment]) -> str:
-    made = f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC"
+    made = f"Generated {_utc(report.generated_at)}"
     if report.snapshot_at is not None:
-        made += f" from the inventory snapshot of {report.snapshot_at:%Y-%m-%d %H:%M} UTC"
+        made += f" from the inventory snapshot of {_utc(report.snapshot_at)}"
     names = ", ".join(a.name for a in attachments)
     return f"{made}. Attached (every row, exact values): {names or 'nothing'}."
 
 
 def _html_document(report: Report, sections: Sequence[_Section], attachments: Sequence[Attachment]) -> str:
     title = f"Registry report {report.label} ({report.period})"
-    notes = "".join(f"<p {_P}>{html.escape(n)}</p>" for n in _notes(report))
+    notes = "".join(_paragraph(n) for n in _notes(report))
     body = "\n".join(s.html() for s in sections)
     return (
         "<!DOCTYPE html>\n"
@@ -862,12 +860,11 @@ def _charts(report: Report, t: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     trend = charts.cost_trend(t["trend"])
     if trend is not None:
         out["cost_trend"] = trend
-    if not report.empty_window:
-        pulls = charts.pulls_per_day(
-            t["pulls_by_repository_day"], report.start, report.end, report.headline.get("success_target")
-        )
-        if pulls is not None:
-            out["pulls_per_day"] = pulls
+    pulls = charts.pulls_per_day(  # None for an empty window
+        t["pulls_by_repository_day"], report.start, report.end, report.headline.get("success_target")
+    )
+    if pulls is not None:
+        out["pulls_per_day"] = pulls
     return out
 
 
