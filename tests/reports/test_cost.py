@@ -209,6 +209,17 @@ def test_an_inventory_without_rows_or_layer_columns():
         cost.cost_tables(snapshot_like.drop(columns=["size_bytes"]), ReportsConfig())
 
 
+def test_layer_data_that_cannot_be_added_up_is_refused_naming_the_column():
+    text = layered().astype({"layer_digests": object})
+    text.at[0, "layer_digests"] = f"{L1},{L2}"  # a comma-joined string, never split into characters
+    with pytest.raises(ValueError, match=r"'layer_digests' is not a list of string.*row 0 holds text"):
+        cost.cost_tables(text, ReportsConfig())
+    negative = layered()
+    negative.at[0, "layer_sizes"] = [100, -200]
+    with pytest.raises(ValueError, match=r"'layer_sizes' holds a negative layer size"):
+        cost.cost_tables(negative, ReportsConfig())
+
+
 def test_a_hundred_thousand_rows_in_well_under_a_few_seconds():
     n = 100_000
     pool = np.array([digest(f"layer-{i}") for i in range(500)], dtype=object)

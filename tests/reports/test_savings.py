@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import yaml
@@ -29,22 +29,43 @@ KEEP_3 = {
 }
 
 
-def policy_file(work, name: str, globs: list[str]):
+def policy_file(work, name: str, globs: list[str], dry_globs: list[str]):
+    """A policy file: keep the newest 3 in ``globs`` (enabled), the same as a dry run in ``dry_globs``."""
     path = work / f"{name}.json"
-    policy = {"name": name, "repositories": globs, "protect_tags": [], "rules": [KEEP_3], "enabled": True}
-    path.write_text(json.dumps({"policies": [policy]}))
+    policies = [{"name": name, "repositories": globs, "protect_tags": [], "rules": [KEEP_3], "enabled": True}]
+    if dry_globs:
+        policies.append(
+            {"name": f"{name}-dry", "repositories": dry_globs, "protect_tags": [], "rules": [KEEP_3]}
+        )
+    path.write_text(json.dumps({"policies": policies}))
     return path
+
+
+def at(day: int, hour: int, offset_hours: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, 0, tzinfo=timezone(timedelta(hours=offset_hours)))
+
+
+# run -> (when, index of the repository it executes on); the window is [16, 23) in UTC days
+EXECUTED = {
+    "exec-inside": (at(18, 3), 0),
+    "exec-end-day": (at(23, 0), 1),  # the end day is excluded
+    "exec-before": (at(16, 1, +2), 2),  # 15th 23:00 UTC: before the window; audit dated the 16th
+    "exec-early-local": (at(15, 22, -5), 3),  # 16th 03:00 UTC: inside; audit dated the 15th
+    "exec-late-local": (at(23, 1, +2), 4),  # 22nd 23:00 UTC: inside; audit dated the 23rd
+}
+IN_WINDOW = ["exec-early-local", "exec-inside", "exec-late-local"]
 
 
 @pytest.fixture(scope="module")
 def runs(moto_server, registry_server, s3, tmp_path_factory):
-    """Three repositories; executed runs inside the window, on its end day and (in UTC) the day
-    before it, then a dry run inside the window that is the latest run."""
+    """Five repositories, one executed run on each (times around the window's bounds, some in
+    other offsets), then a dry run inside the window that is the latest run. The first run also
+    holds a dry-run policy: an executed run's would-deletes are not savings made."""
     work = tmp_path_factory.mktemp("savings")
     bucket = f"rep-savings-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     prefix = f"rep-sav/{uuid.uuid4().hex[:8]}/"
-    fleet = seed(oci_registry(registry_server.url), small_fleet(prefix, repositories=3, images=36, seed=9))
+    fleet = seed(oci_registry(registry_server.url), small_fleet(prefix, repositories=5, images=50, seed=9))
     path = work / "registry-ops.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -62,30 +83,20 @@ def runs(moto_server, registry_server, s3, tmp_path_factory):
     names = [r.name for r in fleet]
     inventory = table_to_frame(list_batch(registry, names, NOW).table)
 
-    def apply(run_id: str, now: datetime, globs: list[str], dry_run: bool) -> dict:
+    def apply(run_id: str, now: datetime, globs: list[str], dry_run: bool, dry_globs=()) -> dict:
+        policies = policy_file(work, run_id, globs, list(dry_globs))
         summary = jobs.apply_plan(
-            config,
-            inventory,
-            now,
-            dry_run=dry_run,
-            policy_file=policy_file(work, run_id, globs),
-            run_id=run_id,
+            config, inventory, now, dry_run=dry_run, policy_file=policies, run_id=run_id
         )
         assert summary["summary_key"] and not summary["repositories_failed"], summary
         return summary
 
-    out = {
-        "inside": apply("exec-inside", datetime(2026, 11, 18, 3, 0, tzinfo=UTC), [names[0]], False),
-        "end": apply("exec-end-day", datetime(2026, 11, 23, 0, 30, tzinfo=UTC), [names[1]], False),
-        # 01:00 at +02:00 on the 16th: audit dated the 16th, but the run is on the 15th in UTC
-        "before": apply(
-            "exec-before",
-            datetime(2026, 11, 16, 1, 0, tzinfo=timezone(timedelta(hours=2))),
-            [names[2]],
-            False,
-        ),
-        "dry": apply("dry-latest", datetime(2026, 11, 20, 3, 0, tzinfo=UTC), [prefix + "*"], True),
-    }
+    out = {}
+    for run_id, (when, n) in EXECUTED.items():
+        dry_globs = [names[1]] if run_id == "exec-inside" else []
+        out[run_id] = apply(run_id, when, [names[n]], False, dry_globs)
+        assert out[run_id]["images_removed"] > 0
+    out["dry-latest"] = apply("dry-latest", at(20, 3), [prefix + "*"], True)
     after = table_to_frame(list_batch(registry, names, NOW).table)
     return config, inventory, after, out, names
 
@@ -94,26 +105,28 @@ def test_made_is_what_executed_runs_in_the_window_deleted(runs, s3):
     config, before, after, out, names = runs
     frame = savings(config, s3, start=START, end=END, price_per_gb_month=0.10)
     assert tuple(frame.columns) == tables.SAVINGS
-    made = frame[frame["kind"] == "made"]
-    assert made[["run_id", "registry"]].values.tolist() == [["exec-inside", "oci-local"]]
-    inside = out["inside"]
-    assert inside["images_removed"] > 0
-    assert made["images"].iat[0] == inside["images_removed"]
-    assert made["bytes"].iat[0] == inside["bytes_removed"]
+    made = frame[frame["kind"] == "made"].set_index("run_id")
+    assert made.index.tolist() == IN_WINDOW and set(made["registry"]) == {"oci-local"}
+    for run_id in IN_WINDOW:
+        assert made.loc[run_id, "images"] == out[run_id]["images_removed"]
+        assert made.loc[run_id, "bytes"] == out[run_id]["bytes_removed"]
+    inside = out["exec-inside"]
+    assert inside["would_remove_images"] > 0  # its dry-run policy's: not made
     # independently: the digests gone from the first repository, at their inventory sizes
     repo = before[before["repository"] == names[0]]
     still = set(after.loc[after["repository"] == names[0], "digest"])
     gone = repo[~repo["digest"].isin(still)]
-    assert made["images"].iat[0] == len(gone) and made["bytes"].iat[0] == int(gone["size_bytes"].sum())
-    assert made["usd_month"].iat[0] == pytest.approx(made["bytes"].iat[0] / GIB * 0.10)
-    assert explained_drop_bytes(frame) == inside["bytes_removed"]
+    assert made.loc["exec-inside", "images"] == len(gone)
+    assert made.loc["exec-inside", "bytes"] == int(gone["size_bytes"].sum())
+    assert made["usd_month"].tolist() == pytest.approx((made["bytes"] / GIB * 0.10).tolist())
+    assert explained_drop_bytes(frame) == sum(out[r]["bytes_removed"] for r in IN_WINDOW)
 
 
 def test_projected_is_the_latest_runs_would_delete(runs, s3):
     config, _, _, out, _ = runs
     frame = savings(config, s3, start=START, end=END, price_per_gb_month=0.5)
     [row] = frame[frame["kind"] == "projected"].to_dict("records")
-    dry = out["dry"]
+    dry = out["dry-latest"]
     assert dry["would_remove_images"] > 0 and dry["images_removed"] == 0
     assert row["run_id"] == "dry-latest" and row["registry"] == "oci-local"
     assert row["images"] == dry["would_remove_images"] and row["bytes"] == dry["would_remove_bytes"]
@@ -123,15 +136,13 @@ def test_projected_is_the_latest_runs_would_delete(runs, s3):
 def test_the_window_bounds(runs, s3):
     config, _, _, out, _ = runs
     wide = savings(config, s3, start=date(2026, 11, 15), end=date(2026, 11, 24), price_per_gb_month=0.1)
-    made = wide[wide["kind"] == "made"]
-    assert sorted(made["run_id"]) == ["exec-before", "exec-end-day", "exec-inside"]
-    assert all(out[k]["images_removed"] > 0 for k in ("inside", "end", "before"))
-    # the run on the 15th (UTC) has its audit records under the 16th, its own offset's day
+    assert sorted(wide.loc[wide["kind"] == "made", "run_id"]) == sorted(EXECUTED)
+    assert explained_drop_bytes(wide) == sum(out[r]["bytes_removed"] for r in EXECUTED)
+    # the run before the window (in UTC) has its audit records under the 16th, its own offset's day
     listed = s3.list_objects_v2(
         Bucket=config.storage.bucket, Prefix=f"{config.retention.audit_prefix}dt=2026-11-16/run=exec-before/"
     )
     assert listed["KeyCount"] > 0
-    assert explained_drop_bytes(wide) == sum(out[k]["bytes_removed"] for k in ("inside", "end", "before"))
     last_day = savings(config, s3, start=END, end=END + timedelta(days=1), price_per_gb_month=0.1)
     assert last_day.loc[last_day["kind"] == "made", "run_id"].tolist() == ["exec-end-day"]
     nothing = savings(config, s3, start=date(2026, 10, 1), end=date(2026, 10, 8), price_per_gb_month=0.1)

@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import boto3
 import pyarrow as pa
 import pytest
 
@@ -88,9 +89,10 @@ def published(s3):
     # written after NOW (a report rerun for NOW must not see it), and one that never published
     early = NOW + timedelta(days=1)
     publish_snapshot(s3, bucket, "inventory/", snapshot(early, {("ecr-a", "x"): [GIB]}), [], early, [])
-    later = NOW + timedelta(days=2)
+    # a newer run that died before its manifest: not published, never read
+    dead = NOW - timedelta(minutes=30)
     layout = snapshot_layout(bucket, "inventory/")
-    objects.put_table(s3, bucket, layout.run_prefix(later) + SNAPSHOT_NAME, snapshot(later, {}))
+    objects.put_table(s3, bucket, layout.run_prefix(dead) + SNAPSHOT_NAME, snapshot(dead, {}))
     return parse_config(
         {
             "registries": [{"name": "ecr-a", "kind": "ecr", "conn_id": "aws_default"}],
@@ -121,6 +123,7 @@ def test_trend_is_one_row_per_registry_per_snapshot(published, s3):
     frame = trend.trend(published, s3, now=NOW, points=8)
     assert tuple(frame.columns) == tables.TREND
     got = {(r["snapshot_at"], r["registry"]): (r["images"], r["stored_bytes"]) for _, r in frame.iterrows()}
+    assert len(frame) == 6  # T1, in force at three of the points, is read and listed once
     assert got == {
         (T1, "ecr-a"): (1, GIB),  # the index adds nothing
         (T1, "oci-b"): (1, GIB // 2),
@@ -185,3 +188,13 @@ def test_a_snapshot_that_is_not_an_inventory_is_refused_naming_it(s3):
         trend.read_snapshots(config, s3, now=NOW, at=[NOW])
     with pytest.raises(ValueError, match="no time zone"):
         trend.read_snapshots(config, s3, now=NOW.replace(tzinfo=None), at=[NOW])
+
+
+def test_the_snapshot_is_found_with_one_listing_and_no_later_manifest_read(published, moto_server):
+    """The listing's folder names narrow the choice: at T2 only T2's manifest and table are read."""
+    client = boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="us-east-1")
+    calls: list[str] = []
+    client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    [frame] = trend.read_snapshots(published, client, now=NOW, at=[T2]).values()
+    assert frame["snapshot_at"].iat[0] == T2
+    assert calls == ["HeadBucket", "ListObjectsV2", "GetObject", "GetObject"]

@@ -11,10 +11,12 @@ listing per day of the window and the day either side (the folder's day is the r
 its own offset), not a listing of every journal ever written. A run that changed nothing writes
 no audit object and saved nothing.
 
-- made: runs with ``dry_run`` false whose ``now`` falls on a UTC day in [start, end); images =
-  deleted + already deleted (a rerun counts what its first attempt deleted), bytes =
-  ``bytes_deleted``. Bytes are the images' ``size_bytes`` (shared layers counted in each image),
-  as the retention summary counts them: an upper bound of the storage freed.
+- made: what runs whose ``now`` falls on a UTC day in [start, end) deleted: images = deleted +
+  already deleted (a rerun counts what its first attempt deleted), bytes = ``bytes_deleted``.
+  Only executing runs delete: a dry run, and an executing run's dry-run policies, count
+  ``would_delete`` only, so they add no made row. Bytes are the images' ``size_bytes`` (shared
+  layers counted in each image), as the retention summary counts them: an upper bound of the
+  storage freed.
 - projected: the run ``latest.json`` names, whatever its mode: what it would delete
   (``would_delete``: a dry run's actions, or an executing run's dry-run policies).
 
@@ -95,7 +97,7 @@ def _rows(kind: str, summary: dict[str, Any], where: str) -> list[dict[str, Any]
 
 
 def made(layout: RunLayout, s3: Any, audit_prefix: str, start: date, end: date) -> list[dict[str, Any]]:
-    """Rows of the executed runs of the window (a summary that is missing is logged and skipped:
+    """Rows of the runs of the window that deleted images (a summary that is missing is logged and skipped:
     its run is still going, or died before summing up; its audit records remain)."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -115,8 +117,6 @@ def made(layout: RunLayout, s3: Any, audit_prefix: str, start: date, end: date) 
                 )
                 continue
             where = layout.url(key)
-            if summary.get("dry_run") is not False:
-                continue
             if start <= _run_time(summary, where).date() < end:
                 rows.extend(_rows(MADE, summary, where))
     return rows

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("registry", "repository", "digest", "kind", "size_bytes")
 READ = tuple(dict.fromkeys((*schema.REQUIRED, "size_bytes")))
-_FOLDER = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/(\d{6})Z/$")
+_RUN = r"dt=(\d{4}-\d{2}-\d{2})/(\d{6})Z/"
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,10 @@ class _Published:
 def published(s3: Any, layout: RunLayout) -> list[_Published]:
     """Every snapshot with a manifest, oldest first (one paginated listing)."""
     found = []
+    manifest = re.compile(_RUN + re.escape(layout.manifest_name))
     for item in objects.list_keys(s3, layout.bucket, layout.root):
         key = item["Key"]
-        if not key.endswith("/" + layout.manifest_name):
-            continue
-        match = _FOLDER.fullmatch(key[len(layout.root) : -len(layout.manifest_name)])
+        match = manifest.fullmatch(key[len(layout.root) :])
         if match:
             at = datetime.strptime(f"{match[1]} {match[2]}", "%Y-%m-%d %H%M%S").replace(tzinfo=UTC)
             found.append(_Published(at, key))
