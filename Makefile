@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := docker-registry skopeo umoci
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
+# Two workers, one test file each at a time (module fixtures seed once): the suite is mostly
+# waiting on local servers, and every worker starts its own (moto, registry, SMTP, Airflow DB).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench apt install constraints clean
 
@@ -15,13 +18,13 @@ demo: install
 	$(PY) -m devstack.demo $(ARGS)
 
 test: install
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: install
-	for b in inventory retention_plan retention_apply scan; do $(PY) bench/$$b.py $(ARGS) || exit 1; done
+	for b in inventory retention_plan retention_apply scan backup audit reports; do $(PY) bench/$$b.py $(ARGS) || exit 1; done
 
 install: apt $(STAMP)
 
