@@ -176,7 +176,9 @@ def build(config: Config, s3: Any, period: Period, start: date, end: date, now: 
 
     costs = cost.cost_tables(inventory, settings, price)
     events = ingest.read_events(config, s3, start, end)
-    report.problems = ingest.read_problems(config, s3, start, end)
+    # problems are filed by the day the file was delivered: those delivered after the window
+    # (up to this run) are named too, or a bad file arriving on report day would never be shown
+    report.problems = ingest.read_problems(config, s3, start, max(end, now.date() + timedelta(days=1)))
     pull_tables = pulls.metrics(
         events,
         inventory,
@@ -230,6 +232,7 @@ def headline(
         "failed_pulls": failed,
         "pull_success_rate": (pulls_total - failed) / pulls_total if pulls_total else None,
         "success_target": config.reports.success_target,
+        "never_pulled_days": config.reports.never_pulled_days,
         "images": len(t["cost"]),
         "repositories": len(t["cost_by_repository"]),
         "savings_made_usd_month": round(float(saved.loc[saved["kind"] == "made", "usd_month"].sum()), 4),
@@ -295,7 +298,7 @@ def validate_step(config: Config, built: dict[str, Any]) -> dict[str, Any]:
         log.info("reports: %s: every expectation met", built["label"])
         return {"success": True, "failures": 0, "results": f"{prefix}validation/results.json"}
     text = quality.alert_text(result, report)
-    alert = render.quality_alert(report, text, ops_recipients(config))
+    alert = render.quality_alert(report, text, ops_recipients(config), result.failures)
     sent = send_email(alert, config.notifications.smtp_conn_id)
     log.error(
         "reports: %s NOT sent to stakeholders; ops alerted (%s):\n%s", built["label"], sent.message_id, text
@@ -331,7 +334,7 @@ def send_step(config: Config, built: dict[str, Any], validated: dict[str, Any]) 
         return already
     report = load_report(s3, bucket, prefix)
     quality = objects.get_json(s3, bucket, f"{prefix}validation/summary.json")
-    rendered = render.render(report, quality)
+    rendered = render.render(report, quality, top=config.reports.top)
     s3.put_object(
         Bucket=bucket, Key=f"{prefix}email/report.html", Body=rendered.html.encode(), ContentType="text/html"
     )
