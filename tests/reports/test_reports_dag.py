@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -252,3 +253,25 @@ def test_a_retry_after_the_email_does_not_send_it_again(env, smtp_server):
     before = len(smtp_server.messages)
     out = jobs.send_step(config, built, {"success": True})
     assert len(smtp_server.messages) == before and out["message_id"]
+
+
+def test_report_send_from_the_command_line(env, smtp_server, capsys):
+    """``report send``: the same steps outside Airflow; a manual window never becomes a baseline."""
+    from include.registry_ops import cli
+
+    config, s3 = env["config"], env["s3"]
+    latest_before = jobs.layout(config, "weekly").read_pointer(s3)
+    before = len(smtp_server.messages)
+    argv = ["report", "send", "--config", str(env["path"]), "--window", "2026-11-18..2026-11-20"]
+    code = cli.main([*argv, "--now", "2026-11-23T08:00:00Z"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    (msg,) = smtp_server.messages[before:]
+    assert "2026-11-18..2026-11-20 (manual)" in str(msg["Subject"])
+    days = {r["day"] for r in _csv(parts(msg)["attachments"]["pulls_by_repository_day.csv"])}
+    assert days == {"2026-11-18", "2026-11-19", "2026-11-20"}
+    assert out["published"]["latest"] is False
+    assert jobs.layout(config, "weekly").read_pointer(s3) == latest_before
+
+    code = cli.main([*argv[:-2], "--window", "last week"])
+    assert code == 2 and "report window 'last week'" in capsys.readouterr().err
