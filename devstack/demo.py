@@ -10,9 +10,12 @@ in order and wait for each run: the scheduler's own run of ``registry_inventory`
 ``registry_scan``, a triggered ``registry_retention`` with ``dry_run: false``, a triggered
 ``registry_restore`` of one archived image, a ``registry_backup`` (the first one is full) and a
 ``registry_dr_drill`` that restores the backup into the stack's second registry (``oci-dr``),
-checks every digest and cleans up. Each run's task log is read back through the API; the
+checks every digest and cleans up; then a week of pull events for the inventoried fleet
+(CloudTrail files and registry notifications from the documented samples, ``seed_events``) and
+a ``registry_reports`` run whose email lands in the mailbox. Each run's task log is read back through the API; the
 backup's and the drill's results (their tasks' return values) go into the summary as
-``backup`` and ``dr_drill``, and ``--once`` fails unless every digest came back equal.
+``backup``, ``dr_drill`` and ``reports``, and ``--once`` fails unless every digest came back
+equal and the report passed its checks and was sent.
 Then a summary (with the inventory copied to ``.demo/out/``). ``--once`` stops Airflow and the
 stack there, exiting 0 only when every run went as expected; otherwise the UI stays up, every
 DAG unpaused so the schedules go on, until Ctrl-C (or SIGTERM), which stops Airflow and the
@@ -31,6 +34,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from devstack.airflow_local import AirflowApi, Standalone, airflow_env
 
@@ -46,6 +50,7 @@ RUNS = (
     ("registry_restore", "trigger"),
     ("registry_backup", "trigger"),  # the first backup is full: there is no full one yet
     ("registry_dr_drill", "trigger"),  # into the second registry (oci-dr), then cleaned up
+    ("registry_reports", "trigger"),  # after pull events for the week are seeded (seed_events)
 )
 # A failed gate is the scan working (the seeded reports hold critical CVEs), not a demo failure.
 EXPECTED_FAILURES = {"registry_scan": {"gate"}}
@@ -57,6 +62,7 @@ LOG_PROBES = {
     "registry_restore": ("restore", " restored from "),
     "registry_backup": ("publish", "backup: snapshot "),
     "registry_dr_drill": ("drill", "drill: "),
+    "registry_reports": ("build", "reports: weekly report "),
 }
 # The conf each triggered DAG gets (Params; the others run on their defaults).
 TRIGGER_CONF = {
@@ -64,9 +70,14 @@ TRIGGER_CONF = {
     "registry_restore": lambda: _restore_conf(),
     "registry_backup": dict,
     "registry_dr_drill": dict,  # latest snapshot, dr.target, every repository
+    "registry_reports": lambda: {"window": "week"},
 }
 # The task whose return value (XCom) the summary reports, per DAG.
-RESULTS = {"registry_backup": "publish", "registry_dr_drill": "drill"}
+RESULTS = {
+    "registry_backup": ("publish",),
+    "registry_dr_drill": ("drill",),
+    "registry_reports": ("build", "validate", "send"),
+}
 RUN_TIMEOUT = 1800.0
 
 
@@ -179,11 +190,14 @@ def _restore_conf() -> dict:
     }
 
 
-def run_dags(api: AirflowApi) -> tuple[dict[str, dict], bool]:
-    """Each DAG in order through the scheduler; (per DAG: run, state, log check; all as expected)."""
+def run_dags(api: AirflowApi, before: dict[str, Any] | None = None) -> tuple[dict[str, dict], bool]:
+    """Each DAG in order through the scheduler; (per DAG: run, state, log check; all as expected).
+    ``before[dag_id]()`` runs first where given (the reports' pull events need the inventory)."""
     results: dict[str, dict] = {}
     ok = True
     for dag_id, start in RUNS:
+        if before and dag_id in before:
+            _log(f"{dag_id}: {before[dag_id]()}")
         api.unpause(dag_id)
         if start == "schedule":  # catchup is off: unpausing makes the latest scheduled run now
             run_id = api.first_run(dag_id, timeout=180)["dag_run_id"]
@@ -201,8 +215,8 @@ def run_dags(api: AirflowApi) -> tuple[dict[str, dict], bool]:
         if expected:
             state += " - expected: the gate found violations, see the email"
         logs = check_log(api, dag_id, run_id, tis)
-        if dag_id in RESULTS:
-            results[dag_id + ":result"] = api.xcom(dag_id, run_id, RESULTS[dag_id])
+        for task_id in RESULTS.get(dag_id, ()):
+            results[f"{dag_id}:{task_id}"] = api.xcom(dag_id, run_id, task_id)
         results[dag_id] = {
             "run_id": run_id,
             "logical_date": run.get("logical_date"),
@@ -240,8 +254,8 @@ def demo_config(work: Path) -> Path:
 
 def backup_and_drill(runs: dict[str, dict]) -> dict:
     """The summary's ``backup`` and ``dr_drill``: the publish and drill tasks' return values."""
-    backup = runs.pop("registry_backup:result", None) or {}
-    drill = runs.pop("registry_dr_drill:result", None) or {}
+    backup = runs.pop("registry_backup:publish", None) or {}
+    drill = runs.pop("registry_dr_drill:drill", None) or {}
     return {
         "backup": {
             k: backup.get(k) for k in ("snapshot", "mode", "manifests", "blobs", "bytes", "puts", "latest")
@@ -258,6 +272,61 @@ def backup_and_drill(runs: dict[str, dict]) -> dict:
                 "target",
             )
         },
+    }
+
+
+def seed_events(stack) -> str:
+    """Pull events of the 7 days before today and 5 more for the inventoried fleet: CloudTrail log
+    files for ECR and notification envelopes for the registry, rendered from the documented
+    samples (``devstack/events.py``), where ``reports.events`` of the demo config points."""
+    from datetime import timedelta
+
+    from devstack.events import S3Target, day_range, write_events
+    from include.registry_ops import snapshots
+    from include.registry_ops.clients import s3_client
+    from include.registry_ops.config import load_config
+
+    config = load_config()
+    s3 = s3_client(config)
+    inventory = snapshots.load(config, s3, []).frame
+    days = day_range(datetime.now(UTC).date() - timedelta(days=12), 12)
+    written = {"files": 0, "events": 0, "failed": 0}
+    for name, kind in (("ecr-local", "ecr"), ("oci-local", "oci")):
+        part = inventory[inventory["registry"] == name]
+        truth = write_events(
+            S3Target(s3, config.storage.bucket),
+            part,
+            days=days,
+            cloudtrail_prefix=config.reports.events.cloudtrail[0].prefix,
+            notifications_prefix=config.reports.events.notifications[0].prefix,
+            failure_rate=0.004,
+            seed=11 if kind == "ecr" else 12,
+        )
+        for key in written:
+            written[key] += len(truth["files"]) if key == "files" else truth[key]
+    return (
+        f"seeded {written['events']} pull events ({written['failed']} failed) in {written['files']} "
+        f"CloudTrail and notification files over {days[0]}..{days[-1]}"
+    )
+
+
+def reports_summary(runs: dict[str, dict], emails: list) -> dict:
+    """The summary's ``reports``: what the registry_reports run built, checked and sent."""
+    built = runs.pop("registry_reports:build", None) or {}
+    validated = runs.pop("registry_reports:validate", None) or {}
+    sent = runs.pop("registry_reports:send", None) or {}
+    headline = built.get("headline") or {}
+    subjects = [str(m["Subject"]) for m in emails if str(m["Subject"]).startswith("Registry report")]
+    return {
+        "emails": len(subjects),
+        "subject": subjects[-1] if subjects else None,
+        "recipients": sent.get("recipients"),
+        "validation": "passed" if validated.get("success") else "failed",
+        "total_usd_month": headline.get("total_usd_month"),
+        "pull_success_rate": headline.get("pull_success_rate"),
+        "pulls": headline.get("total_pulls"),
+        "input_problems": built.get("problems"),
+        "html": sent.get("html"),
     }
 
 
@@ -331,13 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"airflow standalone starting (log: {WORK / 'standalone.log'})")
         api.wait_ready(timeout=300, alive=standalone.alive)
         api.wait_dags([dag_id for dag_id, _ in RUNS], timeout=300)
-        runs, runs_ok = run_dags(api)
+        runs, runs_ok = run_dags(api, before={"registry_reports": lambda: seed_events(stack)})
         time.sleep(5)  # the last task processes exit; then Airflow idles
         drilled = backup_and_drill(runs)
+        reports = reports_summary(runs, stack.smtp.messages)
         summary = {
             "dag_runs": runs,
             **summarize(stack, WORK / "out"),
             **drilled,
+            "reports": reports,
             "airflow_idle_memory": standalone.memory(),
             "seconds": round(time.monotonic() - started, 1),
         }
@@ -345,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2, default=str), flush=True)
         dr = summary["dr_drill"]
         every_digest_back = bool(dr["digests_checked"]) and dr["digests_equal"] == dr["digests_checked"]
+        report_sent = reports["emails"] >= 1 and reports["validation"] == "passed"
         ok = runs_ok and summary["images"] > 0 and every_digest_back and bool(summary["backup"]["latest"])
+        ok = ok and report_sent
         if args.once:
             return 0 if ok else 1
         _log(f"Airflow UI: http://127.0.0.1:{args.port}  (every DAG unpaused: the schedules go on)")
