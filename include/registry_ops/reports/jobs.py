@@ -334,16 +334,15 @@ def send_step(config: Config, built: dict[str, Any], validated: dict[str, Any]) 
         return already
     report = load_report(s3, bucket, prefix)
     quality = objects.get_json(s3, bucket, f"{prefix}validation/summary.json")
-    rendered = render.render(report, quality, top=config.reports.top)
+    limit = int(config.reports.max_attachments_mb * 2**20)
+    rendered = render.render(report, quality, top=config.reports.top, max_attachment_bytes=limit)
     s3.put_object(
         Bucket=bucket, Key=f"{prefix}email/report.html", Body=rendered.html.encode(), ContentType="text/html"
     )
     for name, png in rendered.charts.items():
         s3.put_object(Bucket=bucket, Key=f"{prefix}email/{name}.png", Body=png, ContentType="image/png")
-    for att in rendered.attachments:
-        s3.put_object(
-            Bucket=bucket, Key=f"{prefix}email/{att.name}", Body=att.data, ContentType=att.mime_type
-        )
+    for name, data in rendered.csvs.items():  # every CSV in full, attached or not
+        s3.put_object(Bucket=bucket, Key=f"{prefix}email/{name}", Body=data, ContentType="text/csv")
     recipients = stakeholder_recipients(config)
     if not recipients:
         raise ReportNotSent(

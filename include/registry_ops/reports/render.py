@@ -12,6 +12,7 @@ comes from data is escaped: a repository name is text, never markup.
 from __future__ import annotations
 
 import csv
+import gzip
 import html
 import io
 import json
@@ -29,6 +30,7 @@ from . import charts, tables
 from .charts import human_bytes
 from .model import Problem, Report
 
+MAX_ATTACHMENT_BYTES = 15 * 2**20  # the CSVs of one email; base64 makes ~20 MB on the wire
 TOP = 10  # rows of the "top" and "worst" tables (the config's reports.top, when the caller passes it)
 NEVER_PULLED_ROWS = 20
 MAX_PROBLEMS = 200  # problem lines in the body; every one is in problems.csv
@@ -121,6 +123,7 @@ class Rendered:
     images: tuple[InlineImage, ...]
     attachments: tuple[Attachment, ...]
     charts: dict[str, bytes] = field(default_factory=dict)
+    csvs: dict[str, bytes] = field(default_factory=dict)  # every table's full CSV, attached or not
 
     def message(self, recipients: Sequence[str]) -> Message:
         """The email to ``recipients`` (at least one: a report is never sent to a default)."""
@@ -136,10 +139,17 @@ class Rendered:
         )
 
 
-def render(report: Report, quality: dict[str, Any] | None = None, *, top: int = TOP) -> Rendered:
+def render(
+    report: Report,
+    quality: dict[str, Any] | None = None,
+    *,
+    top: int = TOP,
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
+) -> Rendered:
     """Subject, HTML, text, inline charts and CSVs of ``report``. ``quality`` is the validation
     summary (``{"success": bool, "failures": [...]}``; None: not validated) shown in the
-    data-quality section; ``top`` is how many rows the "top" and "worst" tables show."""
+    data-quality section; ``top`` is how many rows the "top" and "worst" tables show; the CSVs
+    attached stay under ``max_attachment_bytes`` (see :func:`fit_attachments`)."""
     frames = {name: _table(report, name) for name in tables.TABLES}
     pngs = _charts(report, frames)
     cids = {name: f"{name.replace('_', '-')}.{report.start:%Y%m%d}@registry-ops" for name in pngs}
@@ -159,14 +169,38 @@ def render(report: Report, quality: dict[str, Any] | None = None, *, top: int = 
     ]
     if report.problems:
         attachments.append(Attachment("problems.csv", problems_csv(report.problems), "text/csv"))
+    csvs = {a.name: a.data for a in attachments}
+    attachments, left_out = fit_attachments(attachments, max_attachment_bytes)
     return Rendered(
         subject=subject(report),
-        text=_text_document(report, sections, attachments),
-        html=_html_document(report, sections, attachments),
+        text=_text_document(report, sections, attachments, left_out),
+        html=_html_document(report, sections, attachments, left_out),
         images=tuple(InlineImage(cids[name], png, f"{name}.png") for name, png in pngs.items()),
         attachments=tuple(attachments),
         charts=pngs,
+        csvs=csvs,
     )
+
+
+def fit_attachments(attachments: Sequence[Attachment], limit: int) -> tuple[list[Attachment], list[str]]:
+    """The attachments, fitted under ``limit`` bytes in all: above it the largest CSVs are gzipped
+    (``<name>.gz``) one by one, and when even that is not enough the largest are left out (their
+    names returned: the email says they are stored beside the report). Why: a fleet of 100,000
+    images makes ~70 MB of CSV, and mail servers commonly refuse messages above 20-25 MB
+    (base64 adds a third on the wire)."""
+    out = list(attachments)
+    left_out: list[str] = []
+    for att in sorted(attachments, key=lambda a: len(a.data), reverse=True):
+        if sum(len(a.data) for a in out) <= limit:
+            return out, left_out
+        packed = Attachment(att.name + ".gz", gzip.compress(att.data, mtime=0), "application/gzip")
+        out[out.index(att)] = packed
+    for att in sorted(out, key=lambda a: len(a.data), reverse=True):
+        if sum(len(a.data) for a in out) <= limit:
+            break
+        out.remove(att)
+        left_out.append(att.name.removesuffix(".gz"))
+    return out, left_out
 
 
 def quality_alert(
@@ -811,15 +845,23 @@ def _notes(report: Report) -> list[str]:
     return [n for n in report.notes if n not in said]
 
 
-def _footer(report: Report, attachments: Sequence[Attachment]) -> str:
+def _footer(report: Report, attachments: Sequence[Attachment], left_out: Sequence[str] = ()) -> str:
     made = f"Generated {_utc(report.generated_at)}"
     if report.snapshot_at is not None:
         made += f" from the inventory snapshot of {_utc(report.snapshot_at)}"
     names = ", ".join(a.name for a in attachments)
-    return f"{made}. Attached (every row, exact values): {names or 'nothing'}."
+    out = f"{made}. Attached (every row, exact values): {names or 'nothing'}."
+    if left_out:
+        out += f" Too large to attach, stored beside the report in S3 (email/): {', '.join(left_out)}."
+    return out
 
 
-def _html_document(report: Report, sections: Sequence[_Section], attachments: Sequence[Attachment]) -> str:
+def _html_document(
+    report: Report,
+    sections: Sequence[_Section],
+    attachments: Sequence[Attachment],
+    left_out: Sequence[str] = (),
+) -> str:
     title = f"Registry report {report.label} ({report.period})"
     notes = "".join(_paragraph(n) for n in _notes(report))
     body = "\n".join(s.html() for s in sections)
@@ -836,17 +878,22 @@ def _html_document(report: Report, sections: Sequence[_Section], attachments: Se
         '<tr><td style="padding:16px" align="left">\n'
         f"<h2 {_H2}>{html.escape(title)}</h2>\n"
         f"{_headline_html(report)}\n{notes}\n{body}\n"
-        f"<p {_SMALL}>{html.escape(_footer(report, attachments))}</p>\n"
+        f"<p {_SMALL}>{html.escape(_footer(report, attachments, left_out))}</p>\n"
         "</td></tr></table>\n</td></tr></table>\n</body></html>\n"
     )
 
 
-def _text_document(report: Report, sections: Sequence[_Section], attachments: Sequence[Attachment]) -> str:
+def _text_document(
+    report: Report,
+    sections: Sequence[_Section],
+    attachments: Sequence[Attachment],
+    left_out: Sequence[str] = (),
+) -> str:
     lines = [f"Registry report {report.label} ({report.period})", "", *_headline_text(report)]
     lines += ["", *_notes(report)] if _notes(report) else []
     for section in sections:
         lines += section.text()
-    lines += ["", _footer(report, attachments)]
+    lines += ["", _footer(report, attachments, left_out)]
     return "\n".join(lines) + "\n"
 
 

@@ -80,6 +80,13 @@ class ReportsConfig(_Strict):
         0.5, gt=0, description="stored bytes may move this fraction against the previous report"
     )
     top: int = Field(10, ge=1, le=100, description="rows in the 'top' and 'worst' lists")
+    max_attachments_mb: float = Field(
+        15,
+        gt=0,
+        le=100,
+        description="CSV bytes one email may carry: above it the largest are gzipped, then left out "
+        "(every CSV is stored beside the report in S3 either way)",
+    )
 
     @field_validator("teams")
     @classmethod
