@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from devstack import events as gen
@@ -196,9 +198,15 @@ def test_state_stays_small_and_forgets_old_day_folders(env):
     assert trail["read"] == {}  # the files read were all in older day folders
 
 
+def problem_files(env: dict) -> list[str]:
+    return sorted(o["Key"] for o in objects.list_keys(env["s3"], env["bucket"], f"{env['base']}problems/"))
+
+
 def test_a_crash_after_the_parts_stores_nothing_twice(env, monkeypatch):
     truth = write(env, DAYS, seed=5)
     config = env["config"]()
+    bad = f"{env['trail']}{REGION}/2026/11/17/{ACCOUNT}_CloudTrail_bad.json.gz"
+    env["s3"].put_object(Bucket=env["bucket"], Key=bad, Body=b"not gzip, not json")
 
     def crash(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("killed before the state was written")
@@ -206,15 +214,17 @@ def test_a_crash_after_the_parts_stores_nothing_twice(env, monkeypatch):
     monkeypatch.setattr(ingest, "_save_state", crash)
     with pytest.raises(RuntimeError, match="killed"):
         ingest.ingest(config, env["s3"], now=NOW)
-    written = parts(env)
-    assert len(written) == len(DAYS)
+    written, problems_written = parts(env), problem_files(env)
+    assert len(written) == len(DAYS) and len(problems_written) == 1
     monkeypatch.undo()
 
     # a file arrives meanwhile: the rerun reads it and the crashed run's files again
     extra = write(env, [DAYS[-1]], seed=6)
     out = ingest.ingest(config, env["s3"], now=NOW)
-    assert out["files_read"] == len(truth["files"]) + len(extra["files"])
+    assert out["files_read"] == len(truth["files"]) + len(extra["files"]) + 1
     assert out["events"] == extra["events"]  # the crashed run's events are not stored again
+    assert [p["source"] for p in out["problems"]] == [objects.url(env["bucket"], bad)]
+    assert problem_files(env) == problems_written  # the same problems: the same write-once object
     assert set(written) <= set(parts(env)) and len(parts(env)) == len(DAYS) + 1
     frame = ingest.read_events(config, env["s3"], DAYS[0], DAYS[-1] + timedelta(days=1))
     pd.testing.assert_frame_equal(counts(frame), truth_counts(truth, extra))
@@ -228,6 +238,46 @@ def test_a_crash_after_the_parts_stores_nothing_twice(env, monkeypatch):
 
     rerun = ingest.ingest(config, env["s3"], now=NOW)
     assert rerun["files_read"] == 0 and rerun["events"] == 0
+
+
+def test_two_runs_racing_on_the_same_files_write_each_part_once(env, monkeypatch):
+    """Two runs that both found nothing stored (neither had written yet) write the same part
+    names: the second write is refused (If-None-Match) and counts no event."""
+    truth = write(env, DAYS, seed=14)
+    config = env["config"]()
+    first = ingest.ingest(config, env["s3"], now=NOW)
+    written = parts(env)
+    env["s3"].delete_object(Bucket=env["bucket"], Key=f"{env['base']}_state.json")  # the racer's view
+    monkeypatch.setattr(ingest, "_stored_ids", lambda *_a: pa.array([], pa.string()))
+    second = ingest.ingest(config, env["s3"], now=NOW)
+    assert first["events"] == truth["events"] and second["events"] == 0
+    assert second["files_read"] == first["files_read"]
+    assert parts(env) == written
+
+
+def test_a_state_changed_by_another_run_is_not_overwritten(env, monkeypatch):
+    write(env, DAYS[:1], seed=15)
+    config = env["config"]()
+    key = f"{env['base']}_state.json"
+    ingest.ingest(config, env["s3"], now=NOW)
+    real = ingest._write_parts
+
+    def meanwhile(*args: Any) -> Any:
+        env["s3"].put_object(Bucket=env["bucket"], Key=key, Body=b'{"version": 1, "sources": {}, "other": 1}')
+        return real(*args)
+
+    monkeypatch.setattr(ingest, "_write_parts", meanwhile)
+    with pytest.raises(RuntimeError, match=f"s3://{env['bucket']}/{key} changed while this ingest ran"):
+        ingest.ingest(config, env["s3"], now=NOW)
+    assert objects.get_json(env["s3"], env["bucket"], key)["other"] == 1
+
+
+def test_part_names_depend_on_the_event_ids_only():
+    table = pa.table({"event_id": ["b", "a", "c"], "x": [1, 2, 3]})
+    same = pa.table({"event_id": ["c", "b", "a"], "x": [9, 9, 9]})
+    assert ingest.part_name(table) == ingest.part_name(same)
+    assert ingest.part_name(table) != ingest.part_name(pa.table({"event_id": ["a", "b"], "x": [1, 2]}))
+    assert re.fullmatch(r"part-[0-9a-f]{32}\.parquet", ingest.part_name(table))
 
 
 def test_a_crash_before_the_parts_leaves_the_state_untouched(env, monkeypatch):
@@ -331,13 +381,14 @@ def test_a_file_that_cannot_be_fetched_is_a_problem_and_read_next_time(env):
     config = env["config"]()
     victim = truth["cloudtrail_files"][0]
     flaky = _Flaky(env["s3"], victim)
-    out = ingest.ingest(config, flaky, now=NOW)
+    # read three days after the victim's day folder: past late_days, which that folder stays listed for
+    out = ingest.ingest(config, flaky, now=NOW + timedelta(days=3))
     assert [p["source"] for p in out["problems"]] == [objects.url(env["bucket"], victim)]
     assert "SlowDown" in out["problems"][0]["problem"]
     assert out["files_read"] == len(truth["files"]) - 1
     flaky.fail = False
-    later = NOW + timedelta(days=5)  # past late_days: the state did not move past the failed file
-    again = ingest.ingest(config, flaky, now=later)
+    again = ingest.ingest(config, flaky, now=NOW + timedelta(days=4))  # the state did not move past it
+    assert victim.split("/")[-4:-1] == ["2026", "11", "16"]
     assert again["files_read"] == 1 and again["problems"] == []
     frame = ingest.read_events(config, env["s3"], DAYS[0], DAYS[-1] + timedelta(days=1))
     pd.testing.assert_frame_equal(counts(frame), truth_counts(truth))

@@ -333,7 +333,8 @@ def _write_parts(s3: Any, bucket: str, base: str, table: pa.Table) -> tuple[int,
         buf = io.BytesIO()
         pq.write_table(rows, buf, compression="zstd")
         key = f"{base}day={day.isoformat()}/{part_name(rows)}"
-        objects.put_once(s3, bucket, key, buf.getvalue(), "application/vnd.apache.parquet")
+        if not objects.put_once(s3, bucket, key, buf.getvalue(), "application/vnd.apache.parquet"):
+            return 0  # another run stored these very events meanwhile
         return rows.num_rows
 
     with ThreadPoolExecutor(min(READERS, max(1, len(days)))) as pool:
