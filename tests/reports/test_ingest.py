@@ -141,7 +141,9 @@ def parts(env: dict) -> list[str]:
 
 
 # -- the happy path and reruns ---------------------------------------------------------------------
-def test_ingest_reads_every_file_once_into_day_partitions(env):
+@pytest.mark.parametrize("batch", [ingest.BATCH, 1])
+def test_ingest_reads_every_file_once_into_day_partitions(env, batch, monkeypatch):
+    monkeypatch.setattr(ingest, "BATCH", batch)  # 1: a redelivered record is in another batch
     truth = write(env, DAYS, seed=1)
     config = env["config"]()
     out = ingest.ingest(config, env["s3"], now=NOW)

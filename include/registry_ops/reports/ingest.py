@@ -42,6 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 
 LATE_DAYS = 2
 READERS = 16
+BATCH = 256  # files parsed together (memory: one batch's records at a time)
 STATE_VERSION = 1
 _DAY_FOLDER = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/[^/]+$")
 _SKIPPED_FOLDERS = ("CloudTrail-Digest", "CloudTrail-Insight")  # other files of a trail's bucket
@@ -290,14 +292,39 @@ def _fetch(s3: Any, bucket: str, key: str, name: str) -> Raw:
     return read_raw(data, name)
 
 
-def _read_all(config: Config, s3: Any, plans: list[_Plan]) -> list[tuple[_File, Raw]]:
-    files = [f for plan in plans for f in plan.todo]
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
-    def one(f: _File) -> tuple[_File, Raw]:
-        return f, _fetch(_client(config, s3, f.source), f.source.bucket, f.key, f.name)
+
+def _read_events(
+    config: Config, s3: Any, plans: list[_Plan], attribution: Attribution
+) -> tuple[pa.Table, list[tuple[_File | None, Problem]], set[str]]:
+    """Every new file read and turned into events, ``BATCH`` files at a time (only one batch's
+    parsed records are in memory): the events (unique ids), each file's problems, and the keys
+    that could not be fetched."""
+    todo = [(plan, f) for plan in plans for f in plan.todo]
+    only = {p.source: attribution.only(p.source.registries, _reg_kind(p.source)) for p in plans}
+    tables, problems, failed = [], [], set()
+
+    def one(item: tuple[_Plan, _File]) -> Raw:
+        f = item[1]
+        return _fetch(_client(config, s3, f.source), f.source.bucket, f.key, f.name)
 
     with ThreadPoolExecutor(READERS) as pool:
-        return list(pool.map(one, files))
+        for batch in _batches(todo, BATCH):
+            raws = list(pool.map(one, batch))
+            failed |= {f.key for (_, f), raw in zip(batch, raws, strict=True) if not raw.fetched}
+            by_file = {f.name: f for _, f in batch}
+            for plan in plans:
+                mine = [raw for (p, _), raw in zip(batch, raws, strict=True) if p is plan]
+                if not mine:
+                    continue
+                table, found = events_table(mine, only[plan.source])
+                tables.append(table)
+                problems += [(by_file.get(p.source), p) for p in found]
+    table = dedupe(pa.concat_tables(tables)) if tables else EVENTS_SCHEMA.empty_table()
+    return table, problems, failed
 
 
 def _stored_ids(s3: Any, bucket: str, base: str, day: date) -> pa.Array:
@@ -319,17 +346,22 @@ def part_name(table: pa.Table) -> str:
 
 
 def _write_parts(s3: Any, bucket: str, base: str, table: pa.Table) -> tuple[int, list[str]]:
-    """New events (not yet stored for their day) as one part per day; (events, days)."""
-    days = sorted(pc.unique(table["day"]).to_pylist())
+    """New events (not yet stored for their day) as one part per day; (events, days). The
+    table is sorted once by day and time; each day's part is a slice of it (no copy per day)."""
+    table = table.take(
+        pc.sort_indices(table, [("day", "ascending"), ("event_time", "ascending"), ("event_id", "ascending")])
+    )
+    counts = pc.value_counts(table["day"]).to_pylist()  # in order of first appearance: by day
+    days = [c["values"] for c in counts]
+    starts = np.concatenate([[0], np.cumsum([c["counts"] for c in counts])]).tolist()
 
-    def one(day: date) -> int:
-        rows = table.filter(pc.equal(table["day"], pa.scalar(day, pa.date32())))
+    def one(n: int) -> int:
+        day, rows = days[n], table.slice(starts[n], starts[n + 1] - starts[n])
         stored = _stored_ids(s3, bucket, base, day)
         if len(stored):
             rows = rows.filter(pc.invert(pc.is_in(rows["event_id"], value_set=stored)))
         if not rows.num_rows:
             return 0
-        rows = rows.sort_by([("event_time", "ascending"), ("event_id", "ascending")])
         buf = io.BytesIO()
         pq.write_table(rows, buf, compression="zstd")
         key = f"{base}day={day.isoformat()}/{part_name(rows)}"
@@ -337,9 +369,9 @@ def _write_parts(s3: Any, bucket: str, base: str, table: pa.Table) -> tuple[int,
             return 0  # another run stored these very events meanwhile
         return rows.num_rows
 
-    with ThreadPoolExecutor(min(READERS, max(1, len(days)))) as pool:
-        counts = list(pool.map(one, days))
-    return sum(counts), [d.isoformat() for d, n in zip(days, counts, strict=True) if n]
+    with ThreadPoolExecutor(min(4, max(1, len(days)))) as pool:
+        written = list(pool.map(one, range(len(days))))
+    return sum(written), [d.isoformat() for d, n in zip(days, written, strict=True) if n]
 
 
 def _write_problems(s3: Any, bucket: str, base: str, by_day: dict[date, list[Problem]]) -> None:
@@ -380,18 +412,10 @@ def ingest(config: Config, s3: Any, *, now: datetime, late_days: int = LATE_DAYS
             continue
         plans.append(plan)
 
-    fetched = _read_all(config, s3, plans)
-    day_of = {f.name: f.day for f, _ in fetched}
-    failed = {f.key for f, raw in fetched if not raw.fetched}
-    tables = []
-    for plan in plans:
-        raws = [raw for f, raw in fetched if f.source == plan.source]
-        table, found = events_table(raws, attribution.only(plan.source.registries, _reg_kind(plan.source)))
-        tables.append(table)
-        problems += found
-        for p in found:
-            problem_days.setdefault(day_of.get(p.source, today), []).append(p)
-    table = dedupe(pa.concat_tables(tables)) if tables else EVENTS_SCHEMA.empty_table()
+    table, file_problems, failed = _read_events(config, s3, plans, attribution)
+    for f, problem in file_problems:
+        problems.append(problem)
+        problem_days.setdefault(f.day if f else today, []).append(problem)
     events, days = _write_parts(s3, bucket, base, table)
     _write_problems(s3, bucket, base, problem_days)
 
@@ -404,7 +428,7 @@ def ingest(config: Config, s3: Any, *, now: datetime, late_days: int = LATE_DAYS
         next_state["sources"][plan.source.id] = plan.keep(failed)
     _save_state(s3, bucket, state_key, next_state, etag)
     out = {
-        "files_read": len(fetched) - len(failed),
+        "files_read": sum(len(p.todo) for p in plans) - len(failed),
         "files_skipped": sum(p.skipped for p in plans),
         "events": events,
         "problems": [p.as_dict() for p in problems],
@@ -518,8 +542,12 @@ def read_paths(
             found = len(files)
         if not found:
             problems.append(Problem(path, "no event file found there"))
+    tables = [EVENTS_SCHEMA.empty_table()]
     with ThreadPoolExecutor(READERS) as pool:
-        raws = list(pool.map(lambda job: job(), jobs))
-    table, found_problems = events_table(raws, attribution)
+        for batch in _batches(jobs, BATCH):
+            table, found = events_table(list(pool.map(lambda job: job(), batch)), attribution)
+            tables.append(table)
+            problems += found
+    table = dedupe(pa.concat_tables(tables))
     table = table.sort_by([("event_time", "ascending"), ("event_id", "ascending")])
-    return to_frame(table), problems + found_problems
+    return to_frame(table), problems
