@@ -427,3 +427,12 @@ def test_the_generator_is_deterministic_and_handles_one_kind(tmp_path):
             {p.relative_to(tmp_path / run): p.read_bytes() for p in (tmp_path / run).rglob("*.gz")}
         )
     assert written[0] == written[1]
+
+
+def test_records_of_the_wrong_type_are_named_by_the_first_and_counted():
+    wrong = pull_record(eventID="wrong-1", awsRegion=["us-east-2"])
+    also = pull_record(eventID="wrong-2", userIdentity="Mary")
+    frame, problems = parse(json.dumps({"Records": [7, wrong, also, sample(PULL)]}).encode(), "mixed.json")
+    assert frame["event_id"].tolist() == ["c84f5880-c2f9-4585-9757-28fa5c1065df"]
+    assert [(p.source, p.count) for p in problems] == [("mixed.json", 3)]
+    assert "(e.g. item 0: the record is a JSON int, expected an object)" in problems[0].problem

@@ -163,7 +163,6 @@ class Attribution:
     oci: tuple[tuple[str, str], ...] = ()  # (host, registry name)
     fixed_oci: str | None = None  # a notification source naming its one registry
     by_address: bool = False  # default(): registry names from account/region and host
-    _cache: dict[tuple[str | None, ...], str | None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def default(cls) -> Attribution:
@@ -194,17 +193,12 @@ class Attribution:
             return self
         wanted = set(names)
         if kind == "ecr":
-            return replace(self, ecr=tuple(t for t in self.ecr if t.name in wanted), _cache={})
+            return replace(self, ecr=tuple(t for t in self.ecr if t.name in wanted))
         oci = tuple((h, n) for h, n in self.oci if n in wanted)
-        return replace(self, oci=oci, fixed_oci=names[0] if len(names) == 1 else None, _cache={})
+        return replace(self, oci=oci, fixed_oci=names[0] if len(names) == 1 else None)
 
     def ecr_registry(self, account: str | None, region: str | None, repository: str) -> str | None:
-        key = ("ecr", account, region, repository)
-        if key not in self._cache:
-            self._cache[key] = self._ecr(account, region, repository)
-        return self._cache[key]
-
-    def _ecr(self, account: str | None, region: str | None, repository: str) -> str | None:
+        """The registry of a CloudTrail record's account, region and repository, or None."""
         if self.by_address:
             return f"{account}.dkr.ecr.{region}.amazonaws.com" if account and region else None
         found = [t for t in self.ecr if t.matches(account, region)]
@@ -216,6 +210,7 @@ class Attribution:
         return (wanting or found)[0].name
 
     def oci_registry(self, host: str | None) -> str | None:
+        """The registry of a notification's ``request.host``, or None."""
         if self.fixed_oci:
             return self.fixed_oci
         if self.by_address:
@@ -300,21 +295,19 @@ def _structs(items: list[Any], kind: pa.DataType, raw: Raw, what: str, id_key: s
         return pa.array(items, type=kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
-    good, bad = [], []
+    good, bad, first = [], 0, ""
     for n, item in enumerate(items):
         try:
             good.append(pa.array([item], type=kind))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            ident = item.get(id_key) if isinstance(item, dict) else None
-            bad.append(f"{id_key} {ident}" if isinstance(ident, str) else f"item {n}")
-            problem = _bad_field(item, kind) or str(exc)
+            bad += 1
+            if bad == 1:
+                ident = item.get(id_key) if isinstance(item, dict) else None
+                which = f"{id_key} {ident}" if isinstance(ident, str) else f"item {n}"
+                first = f"{which}: {_bad_field(item, kind) or exc}"
     if bad:
         raw.problems.append(
-            Problem(
-                raw.file,
-                f"{len(bad)} {what}(s) with a field of an unexpected type (e.g. {bad[0]}: {problem})",
-                len(bad),
-            )
+            Problem(raw.file, f"{bad} {what}(s) with a field of an unexpected type (e.g. {first})", bad)
         )
     return pa.concat_arrays(good) if good else pa.array([], type=kind)
 
@@ -356,18 +349,29 @@ def _gather(raws: Sequence[Raw], attr: str) -> tuple[pa.StructArray, pa.Array] |
 
 
 def _single(ids: pa.Array, name: str) -> pa.Array:
-    """Per record, the one distinct non-null ``name`` of its ``imageIds`` entries, else null."""
-    n = len(ids)
-    entries = ids.flatten()
-    if not len(entries):
-        return pa.nulls(n, _S)
-    values = dict(zip(_IMAGE_ID.names, entries.flatten(), strict=True))[name]
-    pairs = pa.table({"p": pc.list_parent_indices(ids), "v": values}).filter(pc.is_valid(values))
+    """Per record, the one distinct non-null ``name`` of its ``imageIds`` entries, else null.
+    One entry (the usual ``BatchGetImage``) is read off the offsets; several are grouped."""
+    lengths = pc.fill_null(pc.list_value_length(ids), 0).to_numpy(zero_copy_only=False)
+    field = _fields(ids.values)[name]
+    one = lengths == 1
+    starts = ids.offsets.to_numpy()[:-1]
+    out = field.take(pa.array(np.where(one, starts, 0), mask=~one))
+    several = np.flatnonzero(lengths > 1)
+    if not len(several):
+        return out
+    multi = ids.take(pa.array(several))
+    values = _fields(multi.flatten())[name]
+    pairs = pa.table({"p": pc.list_parent_indices(multi), "v": values}).filter(pc.is_valid(values))
     grouped = pairs.group_by("p", use_threads=False).aggregate([("v", "count_distinct"), ("v", "min")])
-    one = grouped.filter(pc.equal(grouped["v_count_distinct"], 1))
-    where = np.full(n, -1, dtype=np.int64)
-    where[one["p"].to_numpy()] = np.arange(one.num_rows)
-    return one["v_min"].take(pa.array(where, mask=where < 0)).combine_chunks()
+    alone = grouped.filter(pc.equal(grouped["v_count_distinct"], 1))
+    found = np.full(len(several), -1, dtype=np.int64)
+    found[alone["p"].to_numpy()] = np.arange(alone.num_rows)
+    chosen = alone["v_min"].combine_chunks().take(pa.array(found, mask=found < 0))
+    where = np.full(len(ids), -1, dtype=np.int64)
+    where[several] = np.arange(len(several))
+    mixed = pa.concat_arrays([out, chosen])
+    pick = np.where(where >= 0, len(out) + where, np.arange(len(ids)))
+    return mixed.take(pa.array(pick))
 
 
 def _times(text: pa.Array) -> pa.Array:

@@ -297,23 +297,32 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def _parsed(pool: ThreadPoolExecutor, jobs: list[Callable[[], Raw]], size: int) -> Iterator[list[Raw]]:
+    """The jobs' results in order, ``size`` at a time, the next batch already running while the
+    caller works on this one (at most two batches in memory)."""
+    pending: list[Any] = [pool.submit(job) for job in jobs[:size]]
+    for start in range(0, len(jobs), size):
+        ahead = [pool.submit(job) for job in jobs[start + size : start + 2 * size]]
+        yield [f.result() for f in pending]
+        pending = ahead
+
+
 def _read_events(
     config: Config, s3: Any, plans: list[_Plan], attribution: Attribution
 ) -> tuple[pa.Table, list[tuple[_File | None, Problem]], set[str]]:
-    """Every new file read and turned into events, ``BATCH`` files at a time (only one batch's
+    """Every new file read and turned into events, ``BATCH`` files at a time (only two batches'
     parsed records are in memory): the events (unique ids), each file's problems, and the keys
     that could not be fetched."""
     todo = [(plan, f) for plan in plans for f in plan.todo]
     only = {p.source: attribution.only(p.source.registries, _reg_kind(p.source)) for p in plans}
     tables, problems, failed = [], [], set()
 
-    def one(item: tuple[_Plan, _File]) -> Raw:
-        f = item[1]
-        return _fetch(_client(config, s3, f.source), f.source.bucket, f.key, f.name)
+    def job(f: _File) -> Callable[[], Raw]:
+        return lambda: _fetch(_client(config, s3, f.source), f.source.bucket, f.key, f.name)
 
     with ThreadPoolExecutor(READERS) as pool:
-        for batch in _batches(todo, BATCH):
-            raws = list(pool.map(one, batch))
+        parsed = _parsed(pool, [job(f) for _, f in todo], BATCH)
+        for batch, raws in zip(_batches(todo, BATCH), parsed, strict=True):
             failed |= {f.key for (_, f), raw in zip(batch, raws, strict=True) if not raw.fetched}
             by_file = {f.name: f for _, f in batch}
             for plan in plans:
@@ -544,8 +553,8 @@ def read_paths(
             problems.append(Problem(path, "no event file found there"))
     tables = [EVENTS_SCHEMA.empty_table()]
     with ThreadPoolExecutor(READERS) as pool:
-        for batch in _batches(jobs, BATCH):
-            table, found = events_table(list(pool.map(lambda job: job(), batch)), attribution)
+        for raws in _parsed(pool, jobs, BATCH):
+            table, found = events_table(raws, attribution)
             tables.append(table)
             problems += found
     table = dedupe(pa.concat_tables(tables))
