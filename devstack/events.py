@@ -22,10 +22,12 @@
   ``request.id``/``addr``/``host`` and ``actor`` changed; blob pulls (``action`` pull of a
   layer) and the documented push events are mixed in and must be ignored.
 
-Records are rendered from the templates by string formatting (vectorised choices with numpy),
-so a million events take seconds. Everything is deterministic by ``seed``. The returned truth
-(pulls, failed, principals per registry/repository/day and per image/day, last successful pull
-per digest) is computed from the generator's own arrays, never by parsing what it wrote.
+Choices are drawn with numpy; records are rendered by splicing Arrow string columns into the
+templates' text (Arrow's C++), one file at a time in the writer threads, so a million events
+take seconds of CPU and one file's text of memory per thread. Everything is deterministic by
+``seed`` (gzip with mtime 0: the same bytes). The returned truth (pulls, failed, principals per
+registry/repository/day and per image/day, last successful pull per digest) is computed from
+the generator's own choices, never by parsing what it wrote.
 """
 
 from __future__ import annotations
@@ -213,15 +215,39 @@ def _noise_rows(chunks: Sequence[np.ndarray], rate: float, rng: np.random.Genera
     return np.split(rows, np.cumsum(extras)[:-1])
 
 
-def _pullable(inventory: pd.DataFrame, kind: str) -> pd.DataFrame:
+def _pullable(inventory: pd.DataFrame, kind: str) -> pa.Table:
     """Images a client pulls directly: kind image or index, not the child of an index."""
     frame = inventory[(inventory["registry_kind"] == kind) & inventory["kind"].isin(["image", "index"])]
     parents = frame["parent_digests"].map(lambda v: v is not None and len(v) > 0).to_numpy(dtype=bool)
-    return frame[~parents].reset_index(drop=True)
+    frame = frame[~parents]
+    columns = {c: _raw(frame[c]) for c in ("registry", "repository", "digest", "media_type", "kind")}
+    columns["tags"] = pa.array(
+        frame["tags"].map(lambda v: list(v) if v is not None else []).tolist(), pa.list_(pa.string())
+    )
+    return pa.table(columns)
+
+
+@dataclass
+class _Pulls:
+    """One entry per pull, in time order: which image (row of ``images``), by which tag (null:
+    by digest), when, whether it fails, and a number choosing its principal."""
+
+    images: pa.Table
+    image: np.ndarray
+    time: np.ndarray  # datetime64[ns], UTC
+    tag: pa.Array
+    failed: np.ndarray
+    who: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def column(self, name: str) -> pa.Array:
+        return self.images[name].combine_chunks().take(pa.array(self.image))
 
 
 def _choose(
-    images: pd.DataFrame,
+    images: pa.Table,
     days: Sequence[date],
     rng: np.random.Generator,
     *,
@@ -229,10 +255,8 @@ def _choose(
     idle_fraction: float,
     by_digest_fraction: float,
     failure_rate: float,
-) -> pd.DataFrame:
-    """One row per pull, in time order: which image, by which tag (None: by digest), when
-    (ns), whether it fails, and a number choosing its principal."""
-    n, d = len(images), len(days)
+) -> _Pulls:
+    n, d = images.num_rows, len(days)
     counts = rng.poisson(per_image_per_day, size=(n, d))
     counts[rng.random(n) < idle_fraction] = 0
     flat = counts.ravel()
@@ -242,28 +266,21 @@ def _choose(
     starts = np.array([np.datetime64(x, "D") for x in days], dtype="datetime64[ns]")
     offsets = rng.integers(0, 86_400 * 10**9, size=total).astype("timedelta64[ns]")
     times = (starts[day] if total else np.array([], "datetime64[ns]")) + offsets
-    tag_lists = images["tags"].map(lambda v: list(v) if v is not None else []).tolist()
-    ntags = np.array([len(t) for t in tag_lists], dtype=np.int64)
-    flat_tags = np.array([t for ts in tag_lists for t in ts] + [None], dtype=object)
-    first = np.concatenate([[0], np.cumsum(ntags)[:-1]]) if n else np.array([], np.int64)
+    tags = images["tags"].combine_chunks()
+    ntags = pc.list_value_length(tags).to_numpy(zero_copy_only=False).astype(np.int64)
+    first = tags.offsets.to_numpy()[:-1].astype(np.int64)
     pick = rng.integers(0, 1 << 30, size=total)
     by_tag = (rng.random(total) >= by_digest_fraction) & (ntags[image] > 0)
-    where = np.where(by_tag, first[image] + pick % np.maximum(ntags[image], 1), len(flat_tags) - 1)
-    chosen = flat_tags[where]
-    frame = pd.DataFrame(
-        {
-            "registry": images["registry"].to_numpy(dtype=object)[image],
-            "repository": images["repository"].to_numpy(dtype=object)[image],
-            "digest": images["digest"].to_numpy(dtype=object)[image],
-            "media_type": images["media_type"].to_numpy(dtype=object)[image],
-            "kind": images["kind"].to_numpy(dtype=object)[image],
-            "tag": chosen,
-            "time": times,
-            "failed": rng.random(total) < failure_rate,
-            "who": rng.integers(0, 1 << 30, size=total),
-        }
+    where = first[image] + pick % np.maximum(ntags[image], 1)
+    chosen = (
+        tags.values.take(pa.array(np.where(by_tag, where, 0), mask=~by_tag))
+        if total
+        else pa.array([], pa.string())
     )
-    return frame.sort_values("time", kind="stable").reset_index(drop=True)
+    failed = rng.random(total) < failure_rate
+    who = rng.integers(0, 1 << 30, size=total)
+    order = np.argsort(times, kind="stable")
+    return _Pulls(images, image[order], times[order], chosen.take(pa.array(order)), failed[order], who[order])
 
 
 @dataclass
@@ -275,13 +292,26 @@ class _File:
     body: Callable[[], bytes]
 
 
+@dataclass
+class _Written:
+    """What a kind's files hold, for the truth: each pull's event id, principal (and its
+    number, for counting distinct principals fast), the files and the non-pulls written."""
+
+    pulls: _Pulls
+    event_id: pa.Array
+    principal: pa.Array
+    principal_code: np.ndarray
+    files: list[_File]
+    ignored: dict[str, int]
+
+
 def _chunks(n: int, size: int) -> list[np.ndarray]:
     return [c for c in np.array_split(np.arange(n), max(1, -(-n // size))) if len(c)]
 
 
 # -- CloudTrail ------------------------------------------------------------------------------------
 def _cloudtrail_files(
-    pulls: pd.DataFrame,
+    pulls: _Pulls,
     rng: np.random.Generator,
     *,
     account: str,
@@ -291,41 +321,40 @@ def _cloudtrail_files(
     records_per_file: int,
     layers_per_pull: float,
     compresslevel: int,
-) -> tuple[list[_File], pd.DataFrame, dict[str, int]]:
-    """The files, and the pulls with their event ids and principals."""
+) -> _Written:
     tpl = _cloudtrail_templates(account, region)
     n = len(pulls)
     ids = _uuids(rng, n)
-    choice = pulls["who"].to_numpy() % len(principals)
-    who = np.asarray(principals, dtype=object)[choice]
-    repos = _raw(pulls["repository"])
-    tags = pulls["tag"].to_numpy(dtype=object)
-    tag_ids = pc.binary_join_element_wise('[{"imageTag":"', _raw(tags), '"}]', "")
-    digest_ids = pc.binary_join_element_wise('[{"imageDigest":"', _raw(pulls["digest"]), '"}]', "")
-    err = pulls["who"].to_numpy() % len(ERRORS)
+    choice = pulls.who % len(principals)
+    who = _raw(principals).take(pa.array(choice))
+    repos = pulls.column("repository")
+    tag_ids = pc.binary_join_element_wise('[{"imageTag":"', pulls.tag, '"}]', "")
+    digest_ids = pc.binary_join_element_wise('[{"imageDigest":"', pulls.column("digest"), '"}]', "")
+    err = pa.array(pulls.who % len(ERRORS))
     values = {
         "ID": _q(ids),
         "REQ": _q(_uuids(rng, n)),
-        "TIME": _q(np.char.add(np.datetime_as_string(pulls["time"].to_numpy(), unit="s"), "Z")),
+        "TIME": _q(np.char.add(np.datetime_as_string(pulls.time, unit="s"), "Z")),
         "ARN": _q(who),
-        "PID": _q(np.array([f"AROA{account}EXAMPLE:{w.rsplit('/', 1)[-1]}" for w in principals])[choice]),
+        "PID": _q([f"AROA{account}EXAMPLE:{w.rsplit('/', 1)[-1]}" for w in principals]).take(
+            pa.array(choice)
+        ),
         "REPO": _q(repos),
         "IDS": pc.coalesce(tag_ids, digest_ids),
         "RES": pc.binary_join_element_wise(f'"arn:aws:ecr:{region}:{account}:repository/', repos, '"', ""),
-        "ERR": _q(np.array([e[0] for e in ERRORS])[err]),
-        "MSG": _q(np.array([e[1] for e in ERRORS])[err]),
+        "ERR": _q([e[0] for e in ERRORS]).take(err),
+        "MSG": _q([e[1] for e in ERRORS]).take(err),
     }
-    failed = pulls["failed"].to_numpy()
-    pulls = pulls.assign(event_id=ids.to_numpy(zero_copy_only=False), principal=who)
+    failed = pulls.failed
 
-    day = pulls["time"].to_numpy().astype("datetime64[D]")
+    day = pulls.time.astype("datetime64[D]")
     chunks = []
     for d in np.unique(day):
         rows = np.flatnonzero(day == d)
         chunks += [rows[c] for c in _chunks(len(rows), records_per_file)]
     noise_rng = np.random.default_rng(rng.integers(1 << 62))
-    picks = _noise_rows(chunks, layers_per_pull, noise_rng)
-    at = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
+    picks = _noise_rows(chunks, layers_per_pull, noise_rng) if chunks else []
+    at = np.concatenate([[0], np.cumsum([len(p) for p in picks])]).astype(np.int64)
     layer_ids = _q(_uuids(noise_rng, int(at[-1])))
     layers = _q(_hexes(noise_rng, int(at[-1]), 64, "sha256:"))
     other_ids = _q(_uuids(noise_rng, 3 * len(chunks)))
@@ -356,7 +385,7 @@ def _cloudtrail_files(
 
     files = []
     for k, (chunk, suffix) in enumerate(zip(chunks, suffixes, strict=True)):
-        stamp = pd.Timestamp(pulls["time"].iloc[int(chunk[-1])]).ceil("5min")
+        stamp = pd.Timestamp(pulls.time[int(chunk[-1])]).ceil("5min")
         folder = pd.Timestamp(day[chunk[0]]).strftime("%Y/%m/%d")
         name = f"{account}_CloudTrail_{region}_{stamp:%Y%m%dT%H%MZ}_{suffix}.json.gz"
         files.append(_File(f"{prefix}{region}/{folder}/{name}", lambda k=k: body(k)))
@@ -366,12 +395,12 @@ def _cloudtrail_files(
         "ecr-public": 2 * len(chunks),
         "redelivered": len(again),
     }
-    return files, pulls, ignored
+    return _Written(pulls, ids, who, choice, files, ignored)
 
 
 # -- notifications ---------------------------------------------------------------------------------
 def _distribution_files(
-    pulls: pd.DataFrame,
+    pulls: _Pulls,
     rng: np.random.Generator,
     *,
     host: str,
@@ -381,46 +410,49 @@ def _distribution_files(
     blobs_per_pull: float,
     compress: bool,
     compresslevel: int,
-) -> tuple[list[_File], pd.DataFrame, dict[str, int]]:
-    """The envelopes, and the pulls with their event ids and principals."""
+) -> _Written:
     tpl = _distribution_templates()
     n = len(pulls)
     ids = _uuids(rng, n)
-    times = pulls["time"].to_numpy()
-    local = np.datetime_as_string(times - np.timedelta64(8, "h"), unit="ns")
-    who = pulls["who"].to_numpy()
-    actor_of = np.asarray(actors, dtype=object)[who % len(actors)]
-    client = np.char.add("10.0.0.", (who % 7 + 10).astype(str))
-    addr = np.char.add(np.char.add(client, ":"), rng.integers(30000, 60000, size=n).astype(str))
-    principal = np.where(pd.notna(actor_of), actor_of, client.astype(object))
-    repos = _raw(pulls["repository"])
-    digests = _raw(pulls["digest"])
-    tags = pulls["tag"].to_numpy(dtype=object)
-    by_tag = pd.notna(tags)
-    media = pulls["media_type"].to_numpy(dtype=object)
-    kinds = pulls["kind"].to_numpy(dtype=object)
-    known = np.isin(media, list(MANIFEST_TYPES | INDEX_TYPES))
-    types = np.where(known, media, np.where(kinds == "index", OCI_INDEX, OCI_MANIFEST))
-    reference = pc.coalesce(_raw(tags), digests)
-    actor_json = np.array([json.dumps({"name": a}) if a else "{}" for a in actors], dtype=object)
+    local = np.datetime_as_string(pulls.time - np.timedelta64(8, "h"), unit="ns")
+    actor = pulls.who % len(actors)
+    client = pulls.who % 7
+    anonymous = np.array([a is None for a in actors])[actor]
+    clients = [f"10.0.0.{c + 10}" for c in range(7)]
+    principal = _raw(
+        np.where(anonymous, np.array(clients, dtype=object)[client], np.array(actors, dtype=object)[actor])
+    )
+    code = np.where(anonymous, len(actors) + client, actor)
+    ports = rng.integers(30000, 60000, size=n)
+    addr = pc.binary_join_element_wise(
+        _raw(np.array(clients, dtype=object)[client]), _raw(ports.astype(str)), ":"
+    )
+    repos = pulls.column("repository")
+    digests = pulls.column("digest")
+    by_tag = pc.is_valid(pulls.tag).to_numpy(zero_copy_only=False)
+    media = pulls.column("media_type")
+    known = pc.fill_null(pc.is_in(media, value_set=pa.array(sorted(MANIFEST_TYPES | INDEX_TYPES))), False)
+    fallback = pc.if_else(pc.equal(pulls.column("kind"), "index"), OCI_INDEX, OCI_MANIFEST)
+    actor_json = _raw([json.dumps({"name": a}) if a else "{}" for a in actors])
     values = {
         "ID": _q(ids),
         "REQ": _q(_uuids(rng, n)),
         "TIME": _q(np.char.add(local, "-08:00")),
-        "ACTOR": _raw(actor_json[who % len(actors)]),
-        "TYPE": _q(types),
+        "ACTOR": actor_json.take(pa.array(actor)),
+        "TYPE": _q(pc.if_else(known, media, fallback)),
         "DIGEST": _q(digests),
         "REPO": _q(repos),
-        "URL": pc.binary_join_element_wise(f'"http://{host}/v2/', repos, "/manifests/", reference, '"', ""),
-        "TAG": _q(pc.fill_null(_raw(tags), "")),
+        "URL": pc.binary_join_element_wise(
+            f'"http://{host}/v2/', repos, "/manifests/", pc.coalesce(pulls.tag, digests), '"', ""
+        ),
+        "TAG": _q(pc.fill_null(pulls.tag, "")),
         "ADDR": _q(addr),
-        "HOST": _q(np.full(n, host, dtype=object)),
+        "HOST": _q(pa.array([host] * n, pa.string())),
     }
-    pulls = pulls.assign(event_id=ids.to_numpy(zero_copy_only=False), principal=principal)
     noise_rng = np.random.default_rng(rng.integers(1 << 62))
-    chunks = _chunks(n, events_per_envelope)
-    picks = _noise_rows(chunks, blobs_per_pull, noise_rng) if n else []
-    at = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
+    chunks = _chunks(n, events_per_envelope) if n else []
+    picks = _noise_rows(chunks, blobs_per_pull, noise_rng) if chunks else []
+    at = np.concatenate([[0], np.cumsum([len(p) for p in picks])]).astype(np.int64)
     blob_ids = _q(_uuids(noise_rng, int(at[-1])))
     blob_digests = _hexes(noise_rng, int(at[-1]), 64, "sha256:")
     push_ids = _q(_uuids(noise_rng, len(chunks)))
@@ -433,7 +465,7 @@ def _distribution_files(
         blob = {n: values[n].take(pick) for n in tpl["digest"].names}
         blob.update(
             ID=blob_ids.slice(at[k], len(pick)),
-            TYPE=_q(np.full(len(pick), LAYER_TYPE, dtype=object)),
+            TYPE=_q(pa.array([LAYER_TYPE] * len(pick), pa.string())),
             DIGEST=_q(blobs),
             URL=pc.binary_join_element_wise(
                 f'"http://{host}/v2/', repos.take(pick), "/blobs/", blobs, '"', ""
@@ -452,38 +484,91 @@ def _distribution_files(
 
     files = []
     for k, chunk in enumerate(chunks):
-        stamp = pd.Timestamp(times[int(chunk[-1])])
+        stamp = pd.Timestamp(pulls.time[int(chunk[-1])])
         name = f"{prefix}{stamp:%Y/%m/%d/%H%M%S}-{k:06d}.json" + (".gz" if compress else "")
         files.append(_File(name, lambda k=k: body(k)))
     ignored = {"blob pulls": int(at[-1]), "pushes": len(chunks)}
-    return files, pulls, ignored
+    return _Written(pulls, ids, principal, code, files, ignored)
 
 
-# -- the entry point -------------------------------------------------------------------------------
-def _truth(pulls: pd.DataFrame) -> dict[str, Any]:
-    pulls = pulls.assign(day=pd.to_datetime(pulls["time"]).dt.date)
-    keys = ["registry", "repository", "day"]
-    per_repo = (
-        pulls.groupby(keys)
-        .agg(pulls=("event_id", "size"), failed=("failed", "sum"), principals=("principal", "nunique"))
-        .reset_index()
-    )
-    per_image = (
-        pulls.rename(columns={"digest": "image"})
-        .groupby(["registry", "repository", "image", "day"])
-        .agg(pulls=("event_id", "size"), failed=("failed", "sum"), principals=("principal", "nunique"))
-        .reset_index()
-    )
-    ok = pulls[~pulls["failed"]]
-    last = ok.groupby(["registry", "repository", "digest"])["time"].max().dt.tz_localize(UTC).reset_index()
+# -- the truth -------------------------------------------------------------------------------------
+def _truth(written: Sequence[_Written]) -> dict[str, Any]:
+    """Counts from the generator's own choices, grouped on integer codes (fast for millions)."""
+    per_repo, per_image, last, tables = [], [], [], []
+    for w in written:
+        p = w.pulls
+        if not len(p):
+            continue
+        images = p.images.select(["registry", "repository", "digest"]).to_pandas()
+        repo_code, repos = pd.factorize(pd.MultiIndex.from_frame(images[["registry", "repository"]]))
+        frame = pd.DataFrame(
+            {
+                "image": p.image,
+                "repo": repo_code[p.image],
+                "day": p.time.astype("datetime64[D]").astype(np.int64),
+                "failed": p.failed,
+                "who": w.principal_code,
+            }
+        )
+        aggs = {"pulls": ("failed", "size"), "failed": ("failed", "sum"), "principals": ("who", "nunique")}
+        r = frame.groupby(["repo", "day"]).agg(**aggs).reset_index()
+        r[["registry", "repository"]] = pd.DataFrame(list(repos[r["repo"].to_numpy()]), index=r.index)
+        per_repo.append(r)
+        i = frame.groupby(["image", "day"]).agg(**aggs).reset_index()
+        i[["registry", "repository", "image_digest"]] = images.iloc[i["image"].to_numpy()].to_numpy()
+        per_image.append(i)
+        ok = frame.assign(time=p.time)[~p.failed]
+        latest = ok.groupby("image")["time"].max()
+        last.append(
+            images.iloc[latest.index.to_numpy()].assign(
+                last_pull=pd.to_datetime(latest.to_numpy()).tz_localize(UTC)
+            )
+        )
+        tables.append(
+            pa.table(
+                {
+                    "registry": p.column("registry"),
+                    "repository": p.column("repository"),
+                    "digest": p.column("digest"),
+                    "tag": p.tag,
+                    "event_time": pa.array(p.time, pa.timestamp("ns")).cast(pa.timestamp("ns", tz="UTC")),
+                    "failed": pa.array(p.failed),
+                    "principal": w.principal,
+                    "event_id": w.event_id,
+                }
+            )
+        )
+
+    def days(frame: pd.DataFrame) -> pd.Series:
+        ordinals = frame["day"].to_numpy(dtype=np.int64) + EPOCH
+        return pd.Series([date.fromordinal(int(d)) for d in ordinals], index=frame.index, dtype=object)
+
+    columns = ["registry", "repository", "day", "pulls", "failed", "principals"]
+    image_columns = ["registry", "repository", "image", *columns[2:]]
+    if not per_repo:
+        return {
+            "by_repository_day": pd.DataFrame(columns=columns),
+            "by_image_day": pd.DataFrame(columns=image_columns),
+            "last_pull": pd.DataFrame(columns=["registry", "repository", "digest", "last_pull"]),
+            "pulls": None,
+        }
+    repo = pd.concat(per_repo, ignore_index=True)
+    repo["day"] = days(repo)
+    image = pd.concat(per_image, ignore_index=True)
+    image["day"] = days(image)
+    image = image.drop(columns=["image"]).rename(columns={"image_digest": "image"})
     return {
-        "by_repository_day": per_repo,
-        "by_image_day": per_image,
-        "last_pull": last.rename(columns={"time": "last_pull"}),
-        "pulls": pulls,
+        "by_repository_day": repo[columns].sort_values(columns[:3]).reset_index(drop=True),
+        "by_image_day": image[image_columns].sort_values(image_columns[:4]).reset_index(drop=True),
+        "last_pull": pd.concat(last, ignore_index=True),
+        "pulls": pa.concat_tables(tables),
     }
 
 
+EPOCH = date(1970, 1, 1).toordinal()
+
+
+# -- the entry point -------------------------------------------------------------------------------
 def write_events(
     target: Target,
     inventory: pd.DataFrame,
@@ -511,13 +596,14 @@ def write_events(
     index, not children of an index): ``ecr`` registries' as CloudTrail files of ``account`` and
     ``region``, ``oci`` registries' as notification envelopes whose ``request.host`` is
     ``oci_host`` (plain JSON as the registry POSTs them; gzip with ``compress_envelopes``,
-    as a sink may store them). Each image gets Poisson(``per_image_per_day``) pulls a day, except an
-    ``idle_fraction`` that gets none; ``failure_rate`` of the ECR pulls fail.
+    as a sink may store them). Each image gets Poisson(``per_image_per_day``) pulls a day,
+    except an ``idle_fraction`` that gets none; ``failure_rate`` of the ECR pulls fail.
 
-    Returns the truth: ``by_repository_day`` and ``by_image_day`` (pulls, failed, principals),
-    ``last_pull`` (latest successful pull per digest), ``pulls`` (one row per unique pull),
-    ``files`` (keys written), ``events`` (unique pulls), ``failed``, ``ignored`` (the non-pull
-    records and redeliveries written, by kind)."""
+    Returns the truth: ``by_repository_day`` and ``by_image_day`` (pulls, failed, principals;
+    ``day`` a ``datetime.date``), ``last_pull`` (latest successful pull per digest), ``pulls``
+    (an Arrow table, one row per unique pull), ``files`` / ``cloudtrail_files`` /
+    ``notification_files`` (keys written), ``events`` (unique pulls), ``failed``, ``ignored``
+    (the non-pull records and redeliveries written, by kind)."""
     rng = np.random.default_rng(seed)
     prefix = cloudtrail_prefix or f"AWSLogs/{account}/CloudTrail/"
     for kind in ("ecr", "oci"):
@@ -538,9 +624,8 @@ def write_events(
         f"arn:aws:iam::{account}:user/deployer",
         f"arn:aws:sts::{account}:assumed-role/ecsTaskRole/task",
     ]
-    ecr_pulls = _choose(_pullable(inventory, "ecr"), days, rng, **choose)
-    ct_files, ecr_pulls, ct_ignored = _cloudtrail_files(
-        ecr_pulls,
+    ecr = _cloudtrail_files(
+        _choose(_pullable(inventory, "ecr"), days, rng, **choose),
         rng,
         account=account,
         region=region,
@@ -550,9 +635,8 @@ def write_events(
         layers_per_pull=layers_per_pull,
         compresslevel=compresslevel,
     )
-    oci_pulls = _choose(_pullable(inventory, "oci"), days, rng, **{**choose, "failure_rate": 0.0})
-    dist_files, oci_pulls, dist_ignored = _distribution_files(
-        oci_pulls,
+    oci = _distribution_files(
+        _choose(_pullable(inventory, "oci"), days, rng, **{**choose, "failure_rate": 0.0}),
         rng,
         host=oci_host,
         prefix=notifications_prefix,
@@ -563,17 +647,16 @@ def write_events(
         compresslevel=compresslevel,
     )
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda f: target.put(f.key, f.body()), [*ct_files, *dist_files]))
+        list(pool.map(lambda f: target.put(f.key, f.body()), [*ecr.files, *oci.files]))
 
-    pulls = pd.concat([p for p in (ecr_pulls, oci_pulls) if not p.empty] or [ecr_pulls], ignore_index=True)
-    out = _truth(pulls.drop(columns=["who"]))
+    out = _truth([ecr, oci])
     out.update(
-        files=[f.key for f in (*ct_files, *dist_files)],
-        cloudtrail_files=[f.key for f in ct_files],
-        notification_files=[f.key for f in dist_files],
-        events=len(pulls),
-        failed=int(pulls["failed"].sum()),
-        ignored={**ct_ignored, **dist_ignored},
+        files=[f.key for f in (*ecr.files, *oci.files)],
+        cloudtrail_files=[f.key for f in ecr.files],
+        notification_files=[f.key for f in oci.files],
+        events=len(ecr.pulls) + len(oci.pulls),
+        failed=int(ecr.pulls.failed.sum() + oci.pulls.failed.sum()),
+        ignored={**ecr.ignored, **oci.ignored},
     )
     return out
 
