@@ -33,54 +33,79 @@ from . import tables
 UNKNOWN_IMAGE = "unknown"
 
 
+def _text(series: pd.Series) -> pd.Series:
+    """A string column as pandas' Arrow-backed strings (fast to group and merge; not objects)."""
+    return series if isinstance(series.dtype, pd.StringDtype) else series.astype("str")
+
+
+def _prepared(events: pd.DataFrame) -> pd.DataFrame:
+    """The columns the metrics group on, in fast types: strings Arrow-backed and ``_day`` the
+    UTC day as datetime64 (``day`` holds Python dates, slow to group a million of)."""
+    out = pd.DataFrame(
+        {c: _text(events[c]) for c in ("registry", "repository", "digest", "tag", "principal", "event_id")},
+        index=events.index,
+    )
+    times = pd.to_datetime(events["event_time"], utc=True)
+    out["event_time"] = times
+    out["_day"] = times.dt.floor("D").dt.tz_localize(None)
+    out["failed"] = events["failed"].astype(bool)
+    return out
+
+
 def _window(events: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
     if events.empty:
         return events
-    day = events["day"]
-    return events[(day >= start) & (day < end)]
+    day = events["_day"]
+    return events[(day >= pd.Timestamp(start)) & (day < pd.Timestamp(end))]
 
 
 def _resolved(events: pd.DataFrame, inventory: pd.DataFrame | None) -> pd.Series:
     """The digest of each event: its own, else its tag's in the inventory, else null."""
-    digest = events["digest"].astype(object).where(events["digest"].notna(), None)
+    digest = events["digest"]
     if inventory is None or inventory.empty or events.empty:
         return digest
     tagged = inventory[["registry", "repository", "digest", "tags"]].explode("tags").dropna(subset=["tags"])
     tagged = tagged.drop_duplicates(["registry", "repository", "tags"], keep=False)  # a tag is one digest
+    tagged = pd.DataFrame({c: _text(tagged[c]) for c in ("registry", "repository", "tags", "digest")})
     lookup = events[["registry", "repository", "tag"]].merge(
         tagged.rename(columns={"tags": "tag", "digest": "resolved"}),
         on=["registry", "repository", "tag"],
         how="left",
     )
-    resolved = pd.Series(lookup["resolved"].to_numpy(dtype=object), index=events.index)
+    resolved = pd.Series(lookup["resolved"].array, index=events.index)
     return digest.where(digest.notna(), resolved)
 
 
 def _images(events: pd.DataFrame, digest: pd.Series) -> pd.Series:
-    tag = events["tag"].astype(object)
-    by_tag = ("tag:" + tag.where(tag.notna(), "")).where(tag.notna(), UNKNOWN_IMAGE)
+    tag = events["tag"]
+    by_tag = ("tag:" + tag.fillna("")).where(tag.notna(), UNKNOWN_IMAGE)
     return digest.where(digest.notna(), by_tag)
 
 
-def _counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    grouped = frame.groupby(keys, sort=True, dropna=False)
+def _counts(frame: pd.DataFrame, keys: list[str], name: str) -> pd.DataFrame:
+    grouped = frame.groupby([*keys, "_day"], sort=True, dropna=False)
     out = grouped.agg(
         pulls=("event_id", "size"), failed=("failed", "sum"), principals=("principal", "nunique")
     ).reset_index()
-    return out.astype({"pulls": "int64", "failed": "int64", "principals": "int64"})
+    out["day"] = out["_day"].dt.date.astype(object)
+    out = out.astype({"pulls": "int64", "failed": "int64", "principals": "int64"})
+    return tables.conform(out, name)
 
 
 def _by_repository_day(events: pd.DataFrame) -> pd.DataFrame:
     if events.empty:
         return _typed_empty("pulls_by_repository_day")
-    return tables.conform(_counts(events, ["registry", "repository", "day"]), "pulls_by_repository_day")
+    return _counts(events, ["registry", "repository"], "pulls_by_repository_day")
 
 
 def _by_image_day(events: pd.DataFrame, digest: pd.Series) -> pd.DataFrame:
     if events.empty:
         return _typed_empty("pulls_by_image_day")
-    frame = events.assign(image=_images(events, digest))
-    return tables.conform(_counts(frame, ["registry", "repository", "image", "day"]), "pulls_by_image_day")
+    return _counts(
+        events.assign(image=_images(events, digest)),
+        ["registry", "repository", "image"],
+        "pulls_by_image_day",
+    )
 
 
 def _success(by_repo_day: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -94,11 +119,11 @@ def _success(by_repo_day: pd.DataFrame, target: float) -> pd.DataFrame:
 
 
 def _excluded(principal: pd.Series, globs: Sequence[str]) -> np.ndarray:
+    """Rows whose principal matches one of the globs (each distinct principal matched once)."""
     if not globs:
         return np.zeros(len(principal), dtype=bool)
-    names = principal.astype(object)
-    hit = {name: any(fnmatch.fnmatchcase(name, g) for g in globs) for name in names.dropna().unique()}
-    return names.map(lambda n: hit.get(n, False) if isinstance(n, str) else False).to_numpy(dtype=bool)
+    names = [n for n in principal.dropna().unique() if any(fnmatch.fnmatchcase(str(n), g) for g in globs)]
+    return principal.isin(names).to_numpy(dtype=bool)
 
 
 def _never_pulled(
@@ -113,8 +138,9 @@ def _never_pulled(
     if inventory is None or inventory.empty:
         return _typed_empty("never_pulled")
     cutoff = pd.Timestamp(now - timedelta(days=days)).tz_convert("UTC")
-    inv = inventory[inventory["kind"].isin(["image", "index"])].copy()
     keys = ["registry", "repository", "digest"]
+    inventory = inventory.assign(**{k: _text(inventory[k]) for k in keys})
+    inv = inventory[inventory["kind"].isin(["image", "index"]).to_numpy(dtype=bool)]
 
     # last successful pull per digest from the events (a child's pull counts for its indexes)
     ok = ~events["failed"].to_numpy(dtype=bool) & ~_excluded(events["principal"], exclude_principals)
@@ -122,7 +148,7 @@ def _never_pulled(
     pulled = events.loc[ok, ["registry", "repository", "event_time"]].assign(digest=digest[ok])
     pulled = pulled.dropna(subset=["digest"])
     parents = inventory[["registry", "repository", "digest", "parent_digests"]].explode("parent_digests")
-    parents = parents.dropna(subset=["parent_digests"])
+    parents = parents.dropna(subset=["parent_digests"]).astype({"parent_digests": "str"})
     via_child = pulled.merge(parents, on=keys).drop(columns=["digest"])
     via_child = via_child.rename(columns={"parent_digests": "digest"})
     pulled = pd.concat([pulled, via_child], ignore_index=True)
@@ -167,6 +193,7 @@ def metrics(
 ) -> dict[str, pd.DataFrame]:
     """The pull tables of the window ``start`` <= day < ``end`` (see the module docstring):
     ``pulls_by_repository_day``, ``pulls_by_image_day``, ``pull_success``, ``never_pulled``."""
+    events = _prepared(events)
     digest = _resolved(events, inventory)
     window = _window(events, start, end)
     by_repo = _by_repository_day(window)
@@ -188,7 +215,9 @@ def metrics(
 def pulls_json(tables_: dict[str, pd.DataFrame], *, start: date, end: date) -> dict[str, Any]:
     """The ``report pulls`` JSON: ``by_repository_day`` rows (day as ISO text), ``total_pulls``,
     ``failed_pulls``, ``success_rate`` (None when there was no pull)."""
-    frame = _window(tables_["pulls_by_repository_day"], start, end)
+    frame = tables_["pulls_by_repository_day"]
+    if not frame.empty:
+        frame = frame[(frame["day"] >= start) & (frame["day"] < end)]
     frame = frame.sort_values(["registry", "repository", "day"])
     rows = [
         {
