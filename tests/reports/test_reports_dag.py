@@ -106,6 +106,28 @@ def env(moto_server, registry_server, smtp_server, s3, tmp_path_factory):
         events_per_envelope=25,
         seed=5,
     )
+    # one image nobody pulled, pulled on the 12th only: before the window, inside never_pulled_days
+    pulled = set(truth["last_pull"]["digest"])
+    idle = inventory[
+        (inventory["registry"] == "ecr-local")
+        & (inventory["kind"] == "image")
+        & (inventory["parent_digests"].map(len) == 0)
+        & ~inventory["digest"].isin(pulled)
+        & (inventory["pushed_at"] < NOW - timedelta(days=60))
+        & ~(inventory["last_pulled_at"] >= NOW - timedelta(days=60))  # none, or long ago
+    ].head(1)
+    assert len(idle) == 1
+    write_events(
+        S3Target(s3, bucket),
+        idle,
+        days=[date(2026, 11, 12)],
+        cloudtrail_prefix=CLOUDTRAIL,
+        notifications_prefix=NOTIFICATIONS,
+        idle_fraction=0.0,
+        per_image_per_day=3.0,
+        failure_rate=0.0,
+        seed=9,
+    )
     broken = {
         f"{CLOUDTRAIL}us-east-1/2026/11/18/{CUT}": gzip.compress(b'{"Records": [{"eventSource": "ecr')[:-6],
         f"{NOTIFICATIONS}2026-11-19-garbage.json": b"this is not JSON",
@@ -113,7 +135,8 @@ def env(moto_server, registry_server, smtp_server, s3, tmp_path_factory):
     for key, body in broken.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     return {"path": path, "config": config, "s3": s3, "bucket": bucket, "inventory": inventory,
-            "truth": truth, "broken": broken, "prefix": prefix}  # fmt: skip
+            "truth": truth, "broken": broken, "prefix": prefix,
+            "pulled_before_window": idle["digest"].iloc[0]}  # fmt: skip
 
 
 def _states(dr) -> dict[str, str]:
@@ -195,6 +218,10 @@ def test_the_weekly_report_reaches_the_stakeholders(airflow_db, env, reports_dag
     assert {r["day"] for r in rows} <= {str(WINDOW[0] + timedelta(days=i)) for i in range(7)}
     rate = 1 - truth["failed"].sum() / truth["pulls"].sum()
     assert f"{rate * 100:.1f}" in subject
+
+    # never pulled in 30 days: not an image last pulled 11 days ago, before the window
+    never = {r["digest"] for r in _csv(got["attachments"]["never_pulled.csv"])}
+    assert never and env["pulled_before_window"] not in never
 
     # the broken files are named in the data-quality section, not dropped, and did not stop the run
     for key in env["broken"]:

@@ -175,7 +175,10 @@ def build(config: Config, s3: Any, period: Period, start: date, end: date, now: 
     report = Report(period, start, end, now.astimezone(UTC), price, snapshot_at=current.snapshot_at)
 
     costs = cost.cost_tables(inventory, settings, price)
-    events = ingest.read_events(config, s3, start, end)
+    # never_pulled looks back N days, often further than the window: read from there (the pull
+    # tables keep to the window; metrics filters them)
+    since = min(start, now.date() - timedelta(days=settings.never_pulled_days))
+    events = ingest.read_events(config, s3, since, max(end, now.date() + timedelta(days=1)))
     # problems are filed by the day the file was delivered: those delivered after the window
     # (up to this run) are named too, or a bad file arriving on report day would never be shown
     report.problems = ingest.read_problems(config, s3, start, max(end, now.date() + timedelta(days=1)))
@@ -187,6 +190,7 @@ def build(config: Config, s3: Any, period: Period, start: date, end: date, now: 
         success_target=settings.success_target,
         never_pulled_days=settings.never_pulled_days,
         now=now,
+        exclude_principals=config.retention.pulls.exclude_principals,  # scanners' pulls keep nothing alive
     )
     week_ago, month_ago = now - timedelta(days=7), now - timedelta(days=30)
     earlier = trend.read_snapshots(config, s3, now=now, at=[week_ago, month_ago])
