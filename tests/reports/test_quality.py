@@ -235,6 +235,20 @@ def test_samples_are_the_offending_rows_whatever_the_frame_index():
     assert [s["size_bytes"] for s in unique["samples"]] == [3 * GIB, -9]
 
 
+def test_at_most_five_samples_and_the_full_count():
+    cost = valid_tables()["cost"]
+    cost = pd.concat([cost.iloc[[2]]] * 8, ignore_index=True)
+    cost["digest"] = [f"sha256:{i:064x}" for i in range(8)]
+    cost[["size_bytes", "usd_month"]] = [-1, usd(-1)]
+    failure = only(
+        quality.validate(report("cost", cost=cost), previous_stored_bytes=None),
+        "cost",
+        "expect_column_values_to_be_between",
+    )
+    assert failure["observed"]["unexpected_count"] == 8
+    assert [s["digest"] for s in failure["samples"]] == [f"sha256:{i:064x}" for i in range(5)]
+
+
 def test_a_duplicated_repository_day_fails_compound_uniqueness():
     pulls = valid_tables()["pulls_by_repository_day"]
     pulls.loc[1, "day"] = date(2026, 11, 16)
