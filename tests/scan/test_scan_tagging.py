@@ -108,8 +108,9 @@ def test_tag_command_on_the_oci_registry(registry_server, scan_config):
     path, _ = scan_config()
     reg = OciRegistry("oci", registry_server.url, OCI_USER, OCI_PASSWORD)
     old, new = image("tag-oci-old", ["pushed-old"]), image("tag-oci-new", ["pushed-new"])
-    seed_oci(reg, [RepoSpec("scan/tag-oci", [old, new])])
-    base = ["tag", "--config", str(path), "--registry", "oci-local", "--repository", "scan/tag-oci"]
+    # outside the scan/* fleet the other scan tests count (test files may run in any order)
+    seed_oci(reg, [RepoSpec("scan-tagging/tag-oci", [old, new])])
+    base = ["tag", "--config", str(path), "--registry", "oci-local", "--repository", "scan-tagging/tag-oci"]
     proc = run_cli(
         *base,
         "--source",
@@ -125,24 +126,24 @@ def test_tag_command_on_the_oci_registry(registry_server, scan_config):
     result = json.loads(proc.stdout)
     assert result["applied"] == ["2.0.0", "aaaaaaa", "20261127-100000", "latest"]
     for tag in result["applied"]:
-        assert reg.head_manifest("scan/tag-oci", tag) == new.digest
+        assert reg.head_manifest("scan-tagging/tag-oci", tag) == new.digest
     # an older release afterwards: tagged, but latest stays on 2.0.0
     proc = run_cli(*base, "--source", "pushed-old", "--version", "1.9.1", "--commit", "bbbbbbb")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["latest"] == "kept on 2.0.0: 1.9.1 is older" and "latest" not in result["applied"]
-    assert reg.head_manifest("scan/tag-oci", "1.9.1") == old.digest
-    assert reg.head_manifest("scan/tag-oci", "latest") == new.digest
+    assert reg.head_manifest("scan-tagging/tag-oci", "1.9.1") == old.digest
+    assert reg.head_manifest("scan-tagging/tag-oci", "latest") == new.digest
     assert tagging.is_timestamp(result["tags"][-1])
     assert OCI_PASSWORD not in proc.stdout + proc.stderr
 
 
 def test_tag_command_on_ecr(ecr, scan_config):
     path, _ = scan_config()
-    ecr.create_repository(repositoryName="scan/tag-ecr")
+    ecr.create_repository(repositoryName="scan-tagging/tag-ecr")
     spec = image("tag-ecr", [])
     reg = EcrRegistry("ecr", ecr)
-    reg.put_manifest("scan/tag-ecr", Manifest(spec.digest, spec.media_type, spec.raw))  # pushed untagged
+    reg.put_manifest("scan-tagging/tag-ecr", Manifest(spec.digest, spec.media_type, spec.raw))  # pushed untagged
     proc = run_cli(
         "tag",
         "--config",
@@ -150,7 +151,7 @@ def test_tag_command_on_ecr(ecr, scan_config):
         "--registry",
         "ecr-local",
         "--repository",
-        "scan/tag-ecr",
+        "scan-tagging/tag-ecr",
         "--source",
         spec.digest,
         "--version",
@@ -161,10 +162,10 @@ def test_tag_command_on_ecr(ecr, scan_config):
         "20261127-110000",
     )
     assert proc.returncode == 0, proc.stderr
-    (detail,) = ecr.describe_images(repositoryName="scan/tag-ecr")["imageDetails"]
+    (detail,) = ecr.describe_images(repositoryName="scan-tagging/tag-ecr")["imageDetails"]
     assert detail["imageDigest"] == spec.digest
     assert sorted(detail["imageTags"]) == ["1.0.0", "20261127-110000", "ccccccc", "latest"]
-    again = retag.apply(reg, "scan/tag-ecr", "latest", "ccccccc", "1.0.0", "20261127-110000")
+    again = retag.apply(reg, "scan-tagging/tag-ecr", "latest", "ccccccc", "1.0.0", "20261127-110000")
     assert again["applied"] == ["1.0.0", "ccccccc", "20261127-110000", "latest"]  # re-applying is harmless
     proc = run_cli(
         "tag",
@@ -173,7 +174,7 @@ def test_tag_command_on_ecr(ecr, scan_config):
         "--registry",
         "ecr-local",
         "--repository",
-        "scan/tag-ecr",
+        "scan-tagging/tag-ecr",
         "--source",
         spec.digest,
         "--commit",
