@@ -143,7 +143,8 @@ def test_tag_command_on_ecr(ecr, scan_config):
     ecr.create_repository(repositoryName="scan-tagging/tag-ecr")
     spec = image("tag-ecr", [])
     reg = EcrRegistry("ecr", ecr)
-    reg.put_manifest("scan-tagging/tag-ecr", Manifest(spec.digest, spec.media_type, spec.raw))  # pushed untagged
+    # pushed untagged
+    reg.put_manifest("scan-tagging/tag-ecr", Manifest(spec.digest, spec.media_type, spec.raw))
     proc = run_cli(
         "tag",
         "--config",
