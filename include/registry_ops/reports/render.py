@@ -193,7 +193,8 @@ def fit_attachments(attachments: Sequence[Attachment], limit: int) -> tuple[list
     for att in sorted(attachments, key=lambda a: len(a.data), reverse=True):
         if sum(len(a.data) for a in out) <= limit:
             return out, left_out
-        packed = Attachment(att.name + ".gz", gzip.compress(att.data, mtime=0), "application/gzip")
+        data = gzip.compress(att.data, compresslevel=6, mtime=0)
+        packed = Attachment(att.name + ".gz", data, "application/gzip")
         out[out.index(att)] = packed
     for att in sorted(out, key=lambda a: len(a.data), reverse=True):
         if sum(len(a.data) for a in out) <= limit:
@@ -952,6 +953,8 @@ def _column_text(series: pd.Series, name: str) -> list[str]:
         return series.astype(str).tolist()
     if kind == "b":
         return np.where(series.to_numpy(), "true", "false").tolist()
+    if isinstance(series.dtype, pd.StringDtype):  # text as it is, missing as empty: no per-cell test
+        return series.fillna("").tolist()
     values = series.tolist()
     if kind == "O" and all(type(v) is str for v in values):
         return values
