@@ -95,10 +95,20 @@ def env(moto_server, registry_server, smtp_server, s3, tmp_path_factory):
         ["ecr-local", "oci-local"],
     )
     inventory = schema.table_to_frame(listing.table, "the listing")
+    # one image pulled on the 12th only (before the window, inside never_pulled_days): it must
+    # not be listed as never pulled; the other images get the generated traffic
+    idle = inventory[
+        (inventory["registry"] == "ecr-local")
+        & (inventory["kind"] == "image")
+        & (inventory["parent_digests"].map(len) == 0)
+        & (inventory["pushed_at"] < NOW - timedelta(days=60))
+        & ~(inventory["last_pulled_at"] >= NOW - timedelta(days=60))  # none, or long ago
+    ].head(1)
+    assert len(idle) == 1, "the seeded fleet has no old, unpulled ECR image to plant"
     # the five days before the window too: read by the first run, outside this report
     truth = write_events(
         S3Target(s3, bucket),
-        inventory,
+        inventory.drop(index=idle.index),  # the same digest in oci-local keeps its traffic
         days=day_range(date(2026, 11, 11), 12),
         cloudtrail_prefix=CLOUDTRAIL,
         notifications_prefix=NOTIFICATIONS,
@@ -106,28 +116,18 @@ def env(moto_server, registry_server, smtp_server, s3, tmp_path_factory):
         events_per_envelope=25,
         seed=5,
     )
-    # one image nobody pulled, pulled on the 12th only: before the window, inside never_pulled_days
-    pulled = set(truth["last_pull"]["digest"])
-    idle = inventory[
-        (inventory["registry"] == "ecr-local")
-        & (inventory["kind"] == "image")
-        & (inventory["parent_digests"].map(len) == 0)
-        & ~inventory["digest"].isin(pulled)
-        & (inventory["pushed_at"] < NOW - timedelta(days=60))
-        & ~(inventory["last_pulled_at"] >= NOW - timedelta(days=60))  # none, or long ago
-    ].head(1)
-    assert len(idle) == 1
-    write_events(
+    planted = write_events(
         S3Target(s3, bucket),
         idle,
         days=[date(2026, 11, 12)],
         cloudtrail_prefix=CLOUDTRAIL,
         notifications_prefix=NOTIFICATIONS,
         idle_fraction=0.0,
-        per_image_per_day=3.0,
+        per_image_per_day=20.0,  # Poisson: at 3 a day it went unpulled 5 % of the time
         failure_rate=0.0,
         seed=9,
     )
+    assert planted["events"] > 0
     broken = {
         f"{CLOUDTRAIL}us-east-1/2026/11/18/{CUT}": gzip.compress(b'{"Records": [{"eventSource": "ecr')[:-6],
         f"{NOTIFICATIONS}2026-11-19-garbage.json": b"this is not JSON",
@@ -136,7 +136,7 @@ def env(moto_server, registry_server, smtp_server, s3, tmp_path_factory):
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     return {"path": path, "config": config, "s3": s3, "bucket": bucket, "inventory": inventory,
             "truth": truth, "broken": broken, "prefix": prefix,
-            "pulled_before_window": idle["digest"].iloc[0]}  # fmt: skip
+            "pulled_before_window": ("ecr-local", idle["digest"].iloc[0])}  # fmt: skip
 
 
 def _states(dr) -> dict[str, str]:
@@ -220,7 +220,7 @@ def test_the_weekly_report_reaches_the_stakeholders(airflow_db, env, reports_dag
     assert f"{rate * 100:.1f}" in subject
 
     # never pulled in 30 days: not an image last pulled 11 days ago, before the window
-    never = {r["digest"] for r in _csv(got["attachments"]["never_pulled.csv"])}
+    never = {(r["registry"], r["digest"]) for r in _csv(got["attachments"]["never_pulled.csv"])}
     assert never and env["pulled_before_window"] not in never
 
     # the broken files are named in the data-quality section, not dropped, and did not stop the run

@@ -36,9 +36,9 @@ def counting(client) -> list[str]:
 def test_ecr_basic_scan_once_a_day_then_reused(moto_server, ecr, scan_config):
     _, config = scan_config()
     spec = image("ecr-direct", ["1.0.0"])
-    seed_ecr(ecr, [RepoSpec("scan/ecr-direct", [spec])])
-    seed_ecr_findings(moto_server.endpoint, "scan/ecr-direct", spec.digest, BASIC)
-    target = Target(spec.digest, "ecr-local", "scan/ecr-direct")
+    seed_ecr(ecr, [RepoSpec("scan-direct/ecr-direct", [spec])])
+    seed_ecr_findings(moto_server.endpoint, "scan-direct/ecr-direct", spec.digest, BASIC)
+    target = Target(spec.digest, "ecr-local", "scan-direct/ecr-direct")
 
     scanner = build_scanner(config, "ecr-local")
     (first,) = scanner.scan([target])
@@ -56,10 +56,10 @@ def test_ecr_basic_scan_once_a_day_then_reused(moto_server, ecr, scan_config):
 def test_ecr_enhanced_scanning_starts_nothing(moto_server, ecr):
     spec = image("ecr-enhanced", ["1.0.0"])
     never = image("ecr-never", ["1.0.0"])
-    seed_ecr(ecr, [RepoSpec("scan/ecr-enhanced", [spec, never])])
-    seed_ecr_findings(moto_server.endpoint, "scan/ecr-enhanced", spec.digest, ENHANCED)
+    seed_ecr(ecr, [RepoSpec("scan-direct/ecr-enhanced", [spec, never])])
+    seed_ecr_findings(moto_server.endpoint, "scan-direct/ecr-enhanced", spec.digest, ENHANCED)
     ecr.start_image_scan(
-        repositoryName="scan/ecr-enhanced", imageId={"imageDigest": spec.digest}
+        repositoryName="scan-direct/ecr-enhanced", imageId={"imageDigest": spec.digest}
     )  # "Inspector"
     ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[])
     try:
@@ -68,8 +68,8 @@ def test_ecr_enhanced_scanning_starts_nothing(moto_server, ecr):
         scanner = EcrScanner(client, config=EcrScanConfig(poll_seconds=0))
         ok, missing = scanner.scan(
             [
-                Target(spec.digest, "ecr", "scan/ecr-enhanced"),
-                Target(never.digest, "ecr", "scan/ecr-enhanced"),
+                Target(spec.digest, "ecr", "scan-direct/ecr-enhanced"),
+                Target(never.digest, "ecr", "scan-direct/ecr-enhanced"),
             ]
         )
     finally:
