@@ -30,8 +30,9 @@ def title(text: str) -> None:
     out("=" * WIDTH)
 
 
-def row(label: str, value: Any, comment: str = "") -> None:
-    text = f"  {label:<50} {value!s:>14}"
+def row(label: str, value: Any, comment: str = "", widths: tuple[int, int] = (50, 14)) -> None:
+    """One figure: label and value in columns of ``widths`` (each bench keeps its own layout)."""
+    text = f"  {label:<{widths[0]}} {value!s:>{widths[1]}}"
     out(f"{text}   {comment}" if comment else text)
 
 

@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import _local
+import _report
+from _report import note, out, title
 
 ROOT = _local.prepare()
 
@@ -58,7 +60,6 @@ from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
 
 REGION = "us-east-1"
-WIDTH = 100
 
 
 @dataclass(frozen=True)
@@ -80,25 +81,8 @@ FULL = Sizes(ecr_repos=50, ecr_images_per_repo=996, oci_repos=20, oci_tags_per_r
 
 
 # -- report helpers ---------------------------------------------------------------------------
-def out(line: str = "") -> None:
-    print(line, flush=True)
-
-
-def note(line: str) -> None:
-    """Progress, on stderr so the report on stdout stays clean."""
-    print(f"[bench] {line}", file=sys.stderr, flush=True)
-
-
-def title(text: str) -> None:
-    out()
-    out("=" * WIDTH)
-    out(text)
-    out("=" * WIDTH)
-
-
 def row(label: str, value: Any, comment: str = "") -> None:
-    text = f"  {label:<46} {value!s:>16}"
-    out(f"{text}   {comment}" if comment else text)
+    _report.row(label, value, comment, widths=(46, 16))
 
 
 def ops_table(counts: Counter[str], comments: dict[str, str] | None = None) -> None:

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import _local
+import _report
+from _report import note, out, title
 
 ROOT = _local.prepare()
 
@@ -56,7 +58,6 @@ from include.registry_ops.retention.policy import parse_policies  # noqa: E402
 REGION = "us-east-1"
 BUCKET = "restore-lookup-bench"
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
-WIDTH = 100
 SAMPLES = 20
 POLICY = {
     "policies": [
@@ -76,24 +77,8 @@ POLICY = {
 }
 
 
-def out(line: str = "") -> None:
-    print(line, flush=True)
-
-
-def note(line: str) -> None:
-    print(f"[bench] {line}", file=sys.stderr, flush=True)
-
-
-def title(text: str) -> None:
-    out()
-    out("=" * WIDTH)
-    out(text)
-    out("=" * WIDTH)
-
-
 def row(label: str, value: Any, comment: str = "") -> None:
-    text = f"  {label:<56} {value!s:>12}"
-    out(f"{text}   {comment}" if comment else text)
+    _report.row(label, value, comment, widths=(56, 12))
 
 
 class S3Requests:
