@@ -193,17 +193,19 @@ def build(config: Config, s3: Any, period: Period, start: date, end: date, now: 
         exclude_principals=config.retention.pulls.exclude_principals,  # scanners' pulls keep nothing alive
     )
     week_ago, month_ago = now - timedelta(days=7), now - timedelta(days=30)
-    earlier = trend.read_snapshots(config, s3, now=now, at=[week_ago, month_ago])
+    points = trend.weekly(now, 8)
+    # one pass over the snapshots for the trend and the comparisons (each snapshot read once)
+    earlier = trend.read_snapshots(config, s3, now=now, at=[*points, week_ago, month_ago])
     before = {
-        at: None if frame is None else cost.cost_tables(frame, settings, price)["cost"]
-        for at, frame in earlier.items()
+        at: None if earlier[at] is None else cost.cost_tables(earlier[at], settings, price)["cost"]
+        for at in (week_ago, month_ago)
     }
     changes = trend.changes(costs["cost"], before[week_ago], before[month_ago])
     baseline_cost = before[month_ago] if period == "monthly" else before[week_ago]
     report.tables = {
         **costs,
         **pull_tables,
-        "trend": trend.trend(config, s3, now=now),
+        "trend": trend.trend_of({at: earlier[at] for at in points}, price),
         "growers": trend.growers(baseline_cost, costs["cost"], settings.top),
         "savings": savings.savings(config, s3, start=start, end=end, price_per_gb_month=price),
         "s3_storage": s3_cost.s3_storage(config, s3, settings.s3_prices),

@@ -16,7 +16,7 @@ import io
 import logging
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -167,7 +167,12 @@ def trend(
     for a week) is one row per registry, keyed by its own ``snapshot_at``; times with no
     snapshot yet give no rows."""
     price = cost.price_of(config.reports, price_per_gb_month)
-    found = read_snapshots(config, s3, now=now, at=weekly(now, points))
+    return trend_of(read_snapshots(config, s3, now=now, at=weekly(now, points)), price)
+
+
+def trend_of(found: Mapping[datetime, pd.DataFrame | None], price: float) -> pd.DataFrame:
+    """TREND of snapshots already read (:func:`read_snapshots`' result for the weekly times):
+    the report reads the trend's and the week/month comparison's snapshots in one pass."""
     frames = {id(f): f for f in found.values() if f is not None}
     parts = []
     for frame in frames.values():
