@@ -211,9 +211,7 @@ def build(config: Config, s3: Any, period: Period, start: date, end: date, now: 
         "s3_storage": s3_cost.s3_storage(config, s3, settings.s3_prices),
     }
     report.headline = headline(config, report, changes, baseline(config, s3, period))
-    if report.empty_window:
-        report.notes.append(f"No pull events were recorded between {start} and {end - timedelta(days=1)}.")
-    return report
+    return report  # an empty window is said by render (empty_window_sentence), not as a note
 
 
 def headline(
