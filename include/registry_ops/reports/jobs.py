@@ -170,9 +170,9 @@ def build(config: Config, s3: Any, period: Period, start: date, end: date, now: 
     """Every table of the report for the window, and its headline."""
     settings = config.reports
     price = settings.price_per_gb_month
-    current = snapshots.latest(config, s3)
-    inventory = snapshots.load(config, s3, []).frame
-    report = Report(period, start, end, now.astimezone(UTC), price, snapshot_at=current.snapshot_at)
+    snapshot = snapshots.load(config, s3, [])  # latest.json's, validated; its location has the time
+    inventory = snapshot.frame
+    report = Report(period, start, end, now.astimezone(UTC), price, snapshot_at=snapshot.location.snapshot_at)
 
     costs = cost.cost_tables(inventory, settings, price)
     # never_pulled looks back N days, often further than the window: read from there (the pull
