@@ -36,6 +36,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 
 from include.registry_ops.assets import INVENTORY
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 INVENTORY_ASSET = Asset(**INVENTORY)
 
@@ -46,9 +47,8 @@ INVENTORY_ASSET = Asset(**INVENTORY)
     catchup=False,
     doc_md=__doc__,
     tags=["registry-ops", "backup"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=1), deadline="registry_backup"),
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_backup():
     @task

@@ -35,6 +35,7 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
 
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 log = logging.getLogger(__name__)
 SCHEDULE = "0 4 1 * *"
@@ -84,9 +85,8 @@ def _rotate(kind: str, user: str) -> dict:
     doc_md=__doc__,
     tags=["registry-ops", "security", "rotation"],
     params=PARAMS,
-    default_args={"owner": "security", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    **dag_defaults(owner="security", retry_delay=timedelta(minutes=5), pause_after=0),
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_credential_rotation():
     @task

@@ -35,6 +35,7 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, setup, task, teardown
 
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 log = logging.getLogger(__name__)
 SCHEDULE = "0 6 1 1,4,7,10 *"
@@ -69,9 +70,8 @@ PARAMS = {
     doc_md=__doc__,
     tags=["registry-ops", "backup", "dr"],
     params=PARAMS,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=5)),
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_dr_drill():
     @setup

@@ -38,6 +38,7 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 
 @dag(
@@ -46,9 +47,8 @@ from include.registry_ops.dag_support import config_or_fail as _config
     catchup=False,
     doc_md=__doc__,
     tags=["registry-ops", "audit", "security"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=2), pause_after=0, quiet=("gate",)),
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_iam_audit():
     @task

@@ -28,6 +28,7 @@ from airflow.sdk import Asset, Metadata, dag, get_current_context, task
 
 from include.registry_ops.assets import INVENTORY
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 INVENTORY_ASSET = Asset(**INVENTORY)
 
@@ -43,9 +44,8 @@ def _run() -> tuple[str, object]:
     catchup=False,
     doc_md=__doc__,
     tags=["registry-ops", "inventory"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=1), deadline="registry_inventory"),
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_inventory():
     @task

@@ -33,6 +33,7 @@ import pendulum
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, get_current_context, task
 
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 WINDOW_PATTERN = r"^(auto|week|month|\d{4}-\d{2}-\d{2}\.\.\d{4}-\d{2}-\d{2})$"
 
@@ -43,9 +44,8 @@ WINDOW_PATTERN = r"^(auto|week|month|\d{4}-\d{2}-\d{2}\.\.\d{4}-\d{2}-\d{2})$"
     catchup=False,
     doc_md=__doc__,
     tags=["registry-ops", "reports", "cost"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=2), quiet=("validate",)),
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
     params={
         "window": Param(
             "auto",

@@ -34,6 +34,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from include.registry_ops.dag_support import dag_defaults
 from include.registry_ops.retention.restore_request import DIGEST_PATTERN, MODE_LIST, MODES
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,8 @@ PARAMS = {
     doc_md=__doc__,
     tags=["registry-ops", "retention", "restore"],
     params=PARAMS,
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=1), pause_after=0),
     max_active_runs=4,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_restore():
     @task(multiple_outputs=False)

@@ -37,6 +37,7 @@ from airflow.sdk import Asset, Metadata, Param, dag, get_current_context, task
 
 from include.registry_ops.assets import INVENTORY, RETENTION
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 INVENTORY_ASSET = Asset(**INVENTORY)
 RETENTION_ASSET = Asset(**RETENTION)
@@ -66,9 +67,8 @@ def _event_extras(ctx) -> list[dict]:
             description="Only write the would-be actions to the audit and the log; delete nothing.",
         )
     },
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=1)),
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_retention():
     @task(multiple_outputs=False)

@@ -58,6 +58,7 @@ from airflow.sdk import (
 
 from include.registry_ops.assets import INVENTORY, SCAN_FINDINGS
 from include.registry_ops.dag_support import config_or_fail as _config
+from include.registry_ops.dag_support import dag_defaults
 
 INVENTORY_ASSET = Asset(**INVENTORY)
 FINDINGS_ASSET = Asset(**SCAN_FINDINGS)
@@ -82,10 +83,9 @@ def _inventory_key(context) -> list[dict]:
     catchup=False,
     doc_md=__doc__,
     tags=["registry-ops", "scan", "security"],
-    default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    **dag_defaults(owner="platform", retry_delay=timedelta(minutes=2), pause_after=0, quiet=("gate",)),
     params={FORCE: Param(False, type="boolean", description="ignore the freshness window: rescan all")},
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=0,
 )
 def registry_scan():
     @task(multiple_outputs=False)

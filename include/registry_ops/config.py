@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -149,6 +152,36 @@ class StorageConfig(_Strict):
     prefixes: Prefixes = Prefixes()
 
 
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
+MAX_DEADLINE = timedelta(days=7)
+
+
+def parse_duration(value: object) -> timedelta:
+    """``"2h"``, ``"90m"``, ``"1d"``, ``"1h30m"`` as a timedelta (positive, at most 7 days)."""
+    if isinstance(value, timedelta):
+        out = value
+    else:
+        match = _DURATION.match(value.strip()) if isinstance(value, str) else None
+        if not match or not any(match.groups()):
+            raise ValueError(f"{value!r} is not a duration: write e.g. '2h', '90m', '1d' or '1h30m'")
+        days, hours, minutes = (int(g or 0) for g in match.groups())
+        out = timedelta(days=days, hours=hours, minutes=minutes)
+    if not timedelta(0) < out <= MAX_DEADLINE:
+        raise ValueError(f"{value!r}: a deadline must be more than 0 and at most 7 days")
+    return out
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class DeadlineConfig(_Strict):
+    """How long after a run was queued it must have finished before ops get a deadline notice
+    (Airflow ``DeadlineAlert``, ``dag_support.deadline_alert``)."""
+
+    registry_inventory: Duration = Field(timedelta(hours=2), validate_default=True)
+    registry_backup: Duration = Field(timedelta(hours=6), validate_default=True)
+
+
 class NotificationConfig(_Strict):
     """Where every capability's messages go (``include/registry_ops/notify``)."""
 
@@ -174,6 +207,16 @@ class NotificationConfig(_Strict):
         None,
         description="Slack incoming-webhook connection for every capability (replaces the "
         "deprecated scan.slack_webhook_conn_id, which the scan gate still honours)",
+    )
+    deadlines: DeadlineConfig = Field(
+        default_factory=DeadlineConfig,
+        description="per DAG id: the time a run may take from queued to finished, e.g. '2h'",
+    )
+    airflow_api_conn_id: str = Field(
+        "airflow_api",
+        min_length=1,
+        description="HTTP connection to Airflow's REST API (host = base URL, login, password) that "
+        "registry_watch asks for DAGs the scheduler paused",
     )
 
 
