@@ -1,0 +1,211 @@
+"""The Retention section against runs made by the real executor on moto's ECR (archive, verify,
+delete; a dry run; a repository stopped by a cap; one that fails), summarised and published by
+the retention jobs' own writers into this module's bucket."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from include.registry_ops.config import parse_config
+from include.registry_ops.page import retention
+from include.registry_ops.page.context import Memo, PageContext
+from include.registry_ops.page.model import guard
+from include.registry_ops.retention import audit, jobs
+from include.registry_ops.retention.executor import Limits, RunContext, execute
+from include.registry_ops.store import objects
+from tests.retention_exec.helpers import (
+    ecr_registry,
+    oldest_images,
+    plan_for,
+    seed,
+    small_fleet,
+    unique,
+    visible,
+    with_children,
+)
+
+BUCKET = "page-retention-test"
+NO_CAPS = Limits(max_deletions_per_run=10_000, max_fraction=1.0)
+NOW = datetime.now(UTC).replace(microsecond=0)
+GIB = 2**30
+
+
+def _config(bucket: str):
+    return parse_config(
+        {
+            "registries": [{"name": "ecr-local", "kind": "ecr", "conn_id": "aws_default"}],
+            "storage": {"conn_id": "aws_default", "bucket": bucket},
+        }
+    )
+
+
+def _ctx(config, s3) -> PageContext:
+    return PageContext(config, s3, NOW, Memo())
+
+
+def _run(config, s3, reg, run_id, at, plan, dry, stops=None):
+    run = RunContext.from_config(config, s3, run_id, at, dry)
+    results = execute(plan, run, lambda _: reg, limits=NO_CAPS, stop_reasons=stops or {})
+    summary = audit.summarize(results, config.retention.usd_per_gb_month, dry)
+    summary.update(run_id=run_id, now=at.isoformat())
+    jobs._publish_summary(config, s3, summary, results)
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(moto_server, s3):
+    """Four runs: one 400 days old (outside the year), a dry run, an executed run (deletes in
+    repository 0, repository 1 stopped by a cap, a missing repository failing), and an executed
+    run deleting in repository 1. Returns what each expired, by run id."""
+    objects.ensure_bucket(s3, BUCKET)
+    config = _config(BUCKET)
+    reg = ecr_registry(moto_server.endpoint)
+    fleet = seed(reg, small_fleet(unique("page-ret"), repositories=2, images=24))
+    (r0, s0), (r1, s1) = ((r, visible(reg, r)) for r in fleet)
+    e0, e1 = with_children(s0, oldest_images(s0, 2)), with_children(s1, oldest_images(s1, 2))
+    dry_plan = plan_for(reg.name, r0, s0, e0, dry_run=True)
+    _run(config, s3, reg, "page-old", NOW - timedelta(days=400), dry_plan, True)
+    _run(config, s3, reg, "page-dry", NOW - timedelta(days=3), dry_plan, True)
+    ghost = plan_for(reg.name, r0, s0, e0)
+    ghost["repository"] = r0.name + "-missing"
+    plan = pd.concat(
+        [plan_for(reg.name, r0, s0, e0), plan_for(reg.name, r1, s1, e1), ghost], ignore_index=True
+    )
+    _run(
+        config, s3, reg, "page-exec-1", NOW - timedelta(days=2), plan, False, {(reg.name, r1.name): "capped"}
+    )
+    _run(config, s3, reg, "page-exec-2", NOW - timedelta(days=1), plan_for(reg.name, r1, s1, e1), False)
+    sizes = {m.digest: m.size for m in s0 + s1}
+    return {
+        "config": config,
+        "repos": (r0.name, r1.name),
+        "expired": {"page-dry": e0, "page-exec-1": e0, "page-exec-2": e1},
+        "sizes": sizes,
+        "tags": {m.digest: sorted(m.tags) for m in s0 + s1},
+    }
+
+
+def test_never_run_names_the_retention_dag(s3):
+    objects.ensure_bucket(s3, "page-retention-empty")
+    ctx = _ctx(_config("page-retention-empty"), s3)
+    section = retention.load(ctx)
+    assert section.status == "never_run" and "registry_retention" in section.message
+    assert retention.search_deleted(ctx, "x").total == 0
+
+
+def test_runs_of_the_year_with_their_numbers(runs, s3):
+    section = retention.load(_ctx(runs["config"], s3))
+    assert section.status == "ok", section.message
+    rows = {r["run_id"]: r for r in section.tables[0].rows}
+    assert list(rows) == ["page-exec-2", "page-exec-1", "page-dry"]  # newest first, page-old left out
+    r0, r1 = runs["repos"]
+    size = runs["sizes"]
+    for run_id in ("page-exec-1", "page-exec-2"):
+        gone = runs["expired"][run_id]
+        row = rows[run_id]
+        assert row["mode"] == "executed" and row["images_removed"] == len(gone)
+        assert row["bytes_removed"] == sum(size[d] for d in gone)
+        assert row["usd_month_saved"] == round(sum(size[d] for d in gone) / GIB * 0.10, 2)
+    dry = rows["page-dry"]
+    assert dry["mode"] == "dry run" and dry["images_removed"] == 0
+    assert dry["would_remove_images"] == len(runs["expired"]["page-dry"])
+    assert dry["would_remove_bytes"] == sum(size[d] for d in runs["expired"]["page-dry"])
+    assert rows["page-exec-1"]["caps_hit"] == [f"ecr-local/{r1}"]
+    assert rows["page-exec-1"]["failed"] == [f"ecr-local/{r0}-missing"]
+    assert rows["page-exec-1"]["status"] == "failed" and rows["page-exec-2"]["status"] == "ok"
+    assert section.as_of == (NOW - timedelta(days=1)).isoformat()
+
+    deleted = section.tables[1]
+    want = runs["expired"]["page-exec-1"] | runs["expired"]["page-exec-2"]
+    assert deleted.total == len(want) == len(deleted.rows)
+    assert {r["digest"] for r in deleted.rows} == want
+    for r in deleted.rows:
+        assert r["restore"] == {
+            "mode": "restore",
+            "digest": r["digest"],
+            "registry": "ecr-local",
+            "repository": r0 if r["digest"] in runs["expired"]["page-exec-1"] else r1,
+        }
+        assert r["archive_key"] and r["archive_key"].startswith("archive/")
+        assert r["tags"] == runs["tags"][r["digest"]] and r["size_bytes"] == size[r["digest"]]
+        assert r["rule"] == "test-policy rule 1"
+    assert [c.kind for c in deleted.columns if c.key == "restore"] == ["restore"]
+    [chart] = section.charts
+    assert chart.kind == "bytes" and chart.x == sorted(chart.x) and len(chart.x) == 3
+    removed = dict(zip(chart.x, chart.series[0].values, strict=True))
+    assert removed[(NOW - timedelta(days=1)).isoformat()] == rows["page-exec-2"]["bytes_removed"]
+    assert removed[(NOW - timedelta(days=3)).isoformat()] is None  # a dry run removed nothing
+    figures = {f.label: f for f in section.figures}
+    assert figures["Images removed (year)"].value == len(want)
+    assert figures["Runs (last year)"].value == 3
+
+
+def test_the_preview_is_the_newest_deletions_and_search_finds_the_rest(runs, s3, monkeypatch):
+    ctx = _ctx(runs["config"], s3)
+    monkeypatch.setattr(retention, "PREVIEW", 2)
+    section = retention.load(ctx)
+    deleted = section.tables[1]
+    newest = runs["expired"]["page-exec-2"]
+    assert len(deleted.rows) == 2 and {r["digest"] for r in deleted.rows} <= newest
+    assert deleted.total == len(newest | runs["expired"]["page-exec-1"])
+    assert any("search them all" in n for n in section.notes)
+
+    one = sorted(runs["expired"]["page-exec-1"])[0]
+    hit = retention.search_deleted(ctx, one[7:20].upper())
+    assert hit.total == 1 and hit.rows[0]["digest"] == one
+    by_run = retention.search_deleted(ctx, "PAGE-EXEC-1")
+    assert {r["digest"] for r in by_run.rows} == runs["expired"]["page-exec-1"]
+    r1 = runs["repos"][1]
+    by_repo = retention.search_deleted(ctx, r1)
+    assert {r["digest"] for r in by_repo.rows} == newest and by_repo.total == len(newest)
+    tag = next(t for d in newest for t in runs["tags"][d])
+    assert any(tag in r["tags"] for r in retention.search_deleted(ctx, tag).rows)
+    everything = retention.search_deleted(ctx, "")
+    pages = retention.search_deleted(ctx, "", limit=2, offset=1)
+    assert pages.total == everything.total and pages.rows == everything.rows[1:3]
+    assert retention.search_deleted(ctx, "rule 1").total == everything.total
+    assert retention.search_deleted(ctx, "no-such-thing").total == 0
+    with pytest.raises(ValueError, match="offset"):
+        retention.search_deleted(ctx, "", offset=-1)
+
+
+def test_a_corrupt_summary_or_audit_object_is_named_and_the_rest_shows(runs, s3):
+    bucket = "page-retention-corrupt"
+    objects.ensure_bucket(s3, bucket)
+    for o in objects.list_keys(s3, BUCKET, "retention/"):
+        s3.copy_object(Bucket=bucket, Key=o["Key"], CopySource={"Bucket": BUCKET, "Key": o["Key"]})
+    config = _config(bucket)
+    summary = "retention/runs/page-exec-1/summary.json"
+    doc = json.loads(
+        s3.get_object(Bucket=bucket, Key="retention/runs/page-exec-2/summary.json")["Body"].read()
+    )
+    [audit_key] = [r["audit_key"] for r in doc["results"] if r["deleted"]]
+    s3.put_object(Bucket=bucket, Key=summary, Body=b"\xff\xfe not json")
+    s3.put_object(Bucket=bucket, Key=audit_key, Body=b"{broken line\n")
+
+    section = guard("retention", "Retention", lambda: retention.load(_ctx(config, s3)))
+    assert section.status == "ok"
+    rows = {r["run_id"]: r for r in section.tables[0].rows}
+    assert rows["page-exec-1"]["status"] == "error"
+    assert rows["page-exec-2"]["images_removed"] == len(runs["expired"]["page-exec-2"])
+    assert any(f"s3://{bucket}/{summary}" in n for n in section.notes)
+    assert any(f"s3://{bucket}/{audit_key}" in n for n in section.notes)
+    assert section.tables[1].rows == []  # page-exec-1 unreadable, page-exec-2's audit broken
+
+    s3.put_object(Bucket=bucket, Key="retention/runs/latest.json", Body=b"garbage")
+    broken = guard("retention", "Retention", lambda: retention.load(_ctx(config, s3)))
+    assert broken.status == "error" and f"s3://{bucket}/retention/runs/latest.json" in broken.message
+
+
+def test_no_secret_reaches_the_json(runs, s3):
+    ctx = _ctx(runs["config"], s3)
+    doc = guard("retention", "Retention", lambda: retention.load(ctx)).to_json()
+    text = json.dumps(doc)
+    assert "testing" not in re.sub(r"\btest-policy\b", "", text)  # moto's access key and secret
+    found = json.dumps(retention.search_deleted(ctx, "").__dict__, default=str)
+    assert "secret" not in found.lower() and "password" not in found.lower()
