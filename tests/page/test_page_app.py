@@ -170,9 +170,7 @@ def test_health_lists_our_dags_from_airflow_with_the_viewer_s_token(client, auth
     body = client.get("/api/health", cookies={"_token": token()}).json()
     assert body["status"] == "ok", body
     rows = {r["dag_id"]: r for r in body["tables"][0]["rows"]}
-    ours = sorted(
-        p.stem for p in (__import__("pathlib").Path(__file__).parents[2] / "dags").glob("registry_*.py")
-    )
+    ours = sorted(p.stem for p in (Path(__file__).parents[2] / "dags").glob("registry_*.py"))
     assert sorted(rows) == ours
     assert all(r["last_success"] is None for r in rows.values())
 
