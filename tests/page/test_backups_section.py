@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from include.registry_ops import storage
-from include.registry_ops.backup import drill
+from include.registry_ops.backup import drill, drill_report
 from include.registry_ops.backup.run import run_backup
 from include.registry_ops.config import parse_config
 from include.registry_ops.page import backups
@@ -33,7 +33,7 @@ SECRET = "Sup3r-s3cret-backup-pw"  # in the unreachable registry's URL, hence in
 RPO_OBJECTIVE = 26 * 3600
 
 
-def config_for(bucket: str, root, target, tag: str):
+def config_for(bucket: str, root, target, tag: str, reports: str | None = None):
     return parse_config(
         {
             "registries": [
@@ -44,7 +44,7 @@ def config_for(bucket: str, root, target, tag: str):
             "storage": {
                 "conn_id": "aws_default",
                 "bucket": bucket,
-                "prefixes": {"backup": f"backup-{tag}/", "reports": f"reports-{tag}/"},
+                "prefixes": {"backup": f"backup-{tag}/", "reports": reports or f"reports-{tag}/"},
             },
             "backup": {"registries": ["layout", "oci-bad"]},
             "dr": {"target": "dr-layout", "rto_seconds": 600, "rpo_seconds": RPO_OBJECTIVE},
@@ -73,7 +73,7 @@ def env(moto_server, s3, tmp_path_factory):
     assert not third["latest"] and list(third["failures"]) == ["oci-bad"]
     drilled = drill.run_drill(config, s3, target="dr-layout", now=DRILLED, notify=False)
     assert drilled["passed"], drilled
-    return {"config": config, "s3": s3, "bucket": bucket, "reg": reg, "fleet": fleet}
+    return {"config": config, "s3": s3, "bucket": bucket, "reg": reg, "fleet": fleet, "dirs": (root, target)}
 
 
 def ctx_of(env, config=None, now=NOW, memo=None) -> PageContext:
@@ -244,3 +244,25 @@ def test_no_secret_reaches_the_json(env):
     assert any(SECRET.encode() in b for b in bodies)  # the manifest holds it: the page must not
     text = json.dumps(backups.load(ctx_of(env)).to_json())
     assert SECRET not in text
+
+
+def test_a_failed_drill_is_an_alert_and_its_errors_are_shown_without_credentials(env):
+    """A drill whose target went away mid-drill (the real restore and verification against a
+    registry that cannot be reached, its URL holding a password): the report in S3 quotes the
+    URL; the page shows the failure with the credentials masked."""
+    root, target = env["dirs"]
+    config = config_for(env["bucket"], root, target, "a", reports=f"reports-failed-{uuid.uuid4().hex[:6]}/")
+    plan = drill.prepare(config, env["s3"], target="dr-layout", sample=1)
+    gone = OciRegistry("dr-layout", f"http://ops:{SECRET}@127.0.0.1:9", retries=0, backoff=0.01)
+    report = drill.execute(config, env["s3"], plan, DRILLED, target=gone)
+    drill_report.write_report(config, env["s3"], report)
+    assert not report["passed"] and SECRET in json.dumps(report)  # the artefact holds it
+    section = backups.load(ctx_of(env, config))
+    f = figures(section)
+    assert (f["Drill result"].value, f["Drill result"].alert) == ("failed", True)
+    assert f["Digests bit-exact"].value < f["Digests checked"].value and f["Digests bit-exact"].alert
+    (failures,) = [t for t in section.tables if t.id == "drill_failures"]
+    assert failures.total == len(report["failures"]) > 0
+    assert any("http://***@127.0.0.1:9" in (r["problem"] or "") for r in failures.rows)
+    assert any(n.startswith("Drill problem: ") for n in section.notes)
+    assert SECRET not in json.dumps(section.to_json())

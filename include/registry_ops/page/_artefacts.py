@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,10 +24,20 @@ from ..store.runs import RunLayout
 from .model import Chart, Figure, Section, Table
 
 log = logging.getLogger(__name__)
+_USERINFO = re.compile(r"(?i)(://)[^/@\s:]+:[^/@\s]+@")
+_SECRET_ARG = re.compile(r"(?i)\b(password|passwd|secret|token|access_key|signature)(=|:\s*)\S+")
 
 
 class ArtefactError(ValueError):
     """An S3 object a section cannot use (the message names it and the problem)."""
+
+
+def redact(text: Any) -> Any:
+    """Text copied from an error (a registry's, a restore's) with URL credentials and
+    ``password=...``-style values replaced by ``***``; other values as they are."""
+    if not isinstance(text, str):
+        return text
+    return _SECRET_ARG.sub(r"\1\2***", _USERINFO.sub(r"\1***@", text))
 
 
 def read_json(s3: Any, bucket: str, key: str, required: bool = True) -> Any:

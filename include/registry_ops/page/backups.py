@@ -33,7 +33,7 @@ from ..backup.store import KIND as BACKUP_KIND
 from ..backup.store import SCHEMA_VERSION as BACKUP_VERSION
 from ..store import objects
 from ..store.runs import MANIFEST_NAME, RunLayout
-from ._artefacts import ArtefactError, Part, assemble, attempt, parse_time, read_dict, read_pointer
+from ._artefacts import ArtefactError, Part, assemble, attempt, parse_time, read_dict, read_pointer, redact
 from .context import PageContext
 from .model import Column, Figure, Section, Table, never_run
 
@@ -245,7 +245,7 @@ def _read_drill(ctx: PageContext, layout: RunLayout, pointer: dict[str, Any]) ->
         objectives = report["objectives"]
         kept = {
             "passed": bool(report["passed"]),
-            "problems": [str(p) for p in report.get("problems") or []],
+            "problems": [redact(str(p)) for p in report.get("problems") or []],
             "finished_at": parse_time(report.get("finished_at") or report.get("now")),
             "snapshot": report["snapshot"],
             "taken_at": parse_time(report.get("taken_at")),
@@ -260,7 +260,7 @@ def _read_drill(ctx: PageContext, layout: RunLayout, pointer: dict[str, Any]) ->
                 {c.key: r.get(c.key) for c in DRILL_REPO_COLUMNS} for r in report.get("repositories") or []
             ],
             "failures": [
-                {c.key: f.get(c.key) for c in DRILL_FAILURE_COLUMNS}
+                {c.key: redact(f.get(c.key)) for c in DRILL_FAILURE_COLUMNS}
                 for f in (report.get("failures") or [])[:FAILURES_SHOWN]
             ],
             "failures_total": len(report.get("failures") or []),
