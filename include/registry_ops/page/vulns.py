@@ -1,0 +1,332 @@
+"""Vulnerabilities: critical and high per repository and per image, the gate's violators with
+their CVE ids, the allowlist and the acknowledgements with their end dates (expired ones
+marked), and the trend of critical and high over the scan runs kept in S3.
+
+Sources (``scan/store.py``): ``scan/latest.json`` names the newest run's ``findings.parquet``
+and manifest; the gate wrote ``gate.json`` beside them (its violators with status, CVE ids and
+acknowledgement, and the allowlist it applied); acknowledgements are one object each under
+``scan/gate/acks/``; the trend is every run manifest's ``vulnerabilities_by_severity`` (unique
+vulnerability ids per digest), listed once under ``scan/runs/`` and read by a pool of GETs.
+
+Counts per repository and image are the findings' unique vulnerability ids before the allowlist
+(what is there); the violators table shows the gate's counts after it (what fails). The
+findings, gate and trend are computed once per pointer version; acknowledgements change without
+a run (``registry-ops scan ack``), so each request lists them (one request) and reads them again
+only when that listing changed.
+
+A gate report, run manifest or acknowledgement that cannot be read is named in the notes and
+the rest of the section still shows; unreadable findings fail the section, naming the object.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from ..scan import store
+from ..scan.gate import COUNTED
+from ..store import objects
+from ..store.runs import MANIFEST_NAME
+from . import _read
+from .context import PageContext
+from .model import Chart, Column, Figure, Section, Series, Table, never_run
+
+ID, TITLE, DAG = "vulns", "Vulnerabilities", "registry_scan"
+IMAGE_ROWS = 500
+WINDOW = timedelta(days=365)
+REPO_COLUMNS = [
+    Column("registry", "Registry"),
+    Column("repository", "Repository"),
+    Column("images", "Images affected", "count"),
+    Column("critical", "Critical", "count"),
+    Column("high", "High", "count"),
+]
+IMAGE_COLUMNS = [
+    Column("registry", "Registry"),
+    Column("repository", "Repository"),
+    Column("digest", "Digest", "digest"),
+    Column("critical", "Critical", "count"),
+    Column("high", "High", "count"),
+]
+VIOLATOR_COLUMNS = [
+    Column("status", "Status", "status"),
+    Column("registry", "Registry"),
+    Column("repository", "Repository"),
+    Column("newest_tag", "Newest tag"),
+    Column("digest", "Digest", "digest"),
+    Column("protected", "Protected"),
+    Column("critical", "Critical", "count"),
+    Column("high", "High", "count"),
+    Column("cve_ids", "CVE ids", "list"),
+    Column("first_reported_at", "First reported", "time"),
+    Column("ack_until", "Acknowledged until", "date"),
+]
+ALLOW_COLUMNS = [
+    Column("status", "Status", "status"),
+    Column("id", "Vulnerability"),
+    Column("expires", "Expires", "date"),
+    Column("repositories", "Repositories", "list"),
+    Column("reason", "Reason"),
+]
+ACK_COLUMNS = [
+    Column("status", "Status", "status"),
+    Column("registry", "Registry"),
+    Column("repository", "Repository"),
+    Column("digest", "Digest", "digest"),
+    Column("cve_ids", "CVE ids", "list"),
+    Column("until", "Until", "date"),
+    Column("by", "By"),
+    Column("reason", "Reason"),
+]
+
+
+def load(ctx: PageContext) -> Section:
+    layout = store.layout(ctx.config)
+    found = _read.read_pointer(ctx.s3, layout)
+    if found is None:
+        return never_run(ID, TITLE, DAG, "scan findings")
+    pointer, version = found
+    built = ctx.memo.get(
+        ("page.vulns", layout.latest_key, version, ctx.now.date()), lambda: _build(ctx, pointer)
+    )
+    acks, ack_notes = _acks(ctx)
+    today = ctx.now.date()
+    allow = [
+        {**e, "status": "expired" if _day(e["expires"]) < today else "active"} for e in built["allowlist"]
+    ]
+    ack_rows = [{**a, "status": "expired" if _day(a["until"]) < today else "active"} for a in acks]
+    expired = sum(r["status"] == "expired" for r in allow)
+    gate = built["gate"]
+    figures = [
+        Figure("Critical (unique per image)", built["critical"], "count", alert=built["critical"] > 0),
+        Figure("High (unique per image)", built["high"], "count"),
+        Figure("Images with critical", built["images_critical"], "count"),
+        Figure("Scanned at", built["run_at"], "time"),
+    ]
+    if gate is not None:
+        failing = int(gate.get("new", 0)) + int(gate.get("unacknowledged", 0))
+        figures += [
+            Figure(
+                "Gate", "passed" if gate.get("passed") else "failed", "status", alert=not gate.get("passed")
+            ),
+            Figure("Failing violations", failing, "count", alert=failing > 0),
+            Figure("Never scanned", gate.get("never_scanned_count"), "count"),
+        ]
+    figures += [
+        Figure("Expired allowlist entries", expired, "count", alert=expired > 0),
+        Figure("Expired acknowledgements", sum(r["status"] == "expired" for r in ack_rows), "count"),
+    ]
+    return Section(
+        ID,
+        TITLE,
+        as_of=built["run_at"],
+        source=objects.url(ctx.bucket, pointer["findings"]),
+        figures=figures,
+        tables=[
+            Table("violators", "Gate violators", VIOLATOR_COLUMNS, built["violators"]),
+            Table("repositories", "Critical and high per repository", REPO_COLUMNS, built["repos"]),
+            Table(
+                "images",
+                "Critical and high per image",
+                IMAGE_COLUMNS,
+                built["images"][:IMAGE_ROWS],
+                total=len(built["images"]),
+                note=f"the {IMAGE_ROWS} worst images" if len(built["images"]) > IMAGE_ROWS else None,
+            ),
+            Table("allowlist", "Allowlist (as the gate applied it)", ALLOW_COLUMNS, allow),
+            Table("acks", "Acknowledgements", ACK_COLUMNS, ack_rows),
+        ],
+        charts=[built["trend"]],
+        notes=built["notes"] + ack_notes,
+    )
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+# -- the run: findings, gate, trend ----------------------------------------------------------------
+def _build(ctx: PageContext, pointer: dict[str, Any]) -> dict[str, Any]:
+    key = pointer.get("findings")
+    if not isinstance(key, str):
+        raise _read.ArtefactError(
+            f"{objects.url(ctx.bucket, store.layout(ctx.config).latest_key)} names no findings"
+        )
+    try:
+        table = objects.get_table(ctx.s3, ctx.bucket, key)
+        frame = table.select(["registry", "repository", "digest", "vulnerability_id", "severity"]).to_pandas()
+    except Exception as exc:  # ArrowInvalid (garbage), KeyError (a column missing), ClientError
+        raise _read.ArtefactError(
+            f"{objects.url(ctx.bucket, key)}: cannot read the scan findings: {exc}"
+        ) from None
+    notes: list[str] = []
+    gate = _gate(ctx, pointer, notes)
+    images, repos = _counts(frame)
+    return {
+        "run_at": pointer.get("run_at"),
+        "images": images,
+        "repos": repos,
+        "critical": sum(r["critical"] for r in images),
+        "high": sum(r["high"] for r in images),
+        "images_critical": sum(r["critical"] > 0 for r in images),
+        "gate": gate,
+        "violators": _violators(gate),
+        "allowlist": _allowlist(gate),
+        "trend": _trend(ctx, notes),
+        "notes": notes,
+    }
+
+
+def _counts(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per image, per repository) unique CRITICAL and HIGH ids, worst first."""
+    counted = frame[frame["severity"].isin(COUNTED)]
+    image_key = ["registry", "repository", "digest"]
+
+    def per(keys: list[str]) -> pd.DataFrame:
+        unique = counted.drop_duplicates([*keys, "vulnerability_id", "severity"])
+        wide = unique.groupby([*keys, "severity"]).size().unstack("severity", fill_value=0)
+        for sev in COUNTED:
+            if sev not in wide.columns:
+                wide[sev] = 0
+        wide = wide.rename(columns={"CRITICAL": "critical", "HIGH": "high"})[["critical", "high"]]
+        return wide.reset_index()
+
+    images = per(image_key).sort_values(
+        ["critical", "high", *image_key], ascending=[False, False, True, True, True]
+    )
+    repos = per(["registry", "repository"])
+    affected = counted.drop_duplicates(image_key).groupby(["registry", "repository"]).size().rename("images")
+    repos = repos.join(affected, on=["registry", "repository"]).sort_values(
+        ["critical", "high", "registry", "repository"], ascending=[False, False, True, True]
+    )
+    as_int = {"critical": int, "high": int, "images": int}
+    return (
+        [{k: as_int.get(k, str)(v) for k, v in r.items()} for r in images.to_dict("records")],
+        [{k: as_int.get(k, str)(v) for k, v in r.items()} for r in repos.to_dict("records")],
+    )
+
+
+def _gate(ctx: PageContext, pointer: dict[str, Any], notes: list[str]) -> dict[str, Any] | None:
+    manifest = str(pointer.get("manifest", ""))
+    key = manifest[: -len(MANIFEST_NAME)] + "gate.json"
+    body = objects.get_bytes(ctx.s3, ctx.bucket, key)
+    if body is None:
+        notes.append(f"{objects.url(ctx.bucket, key)} does not exist: the gate was not evaluated on this run")
+        return None
+    try:
+        doc = _read.json_of(ctx.bucket, key, body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("violations"), list):
+            raise _read.ArtefactError(
+                f"{objects.url(ctx.bucket, key)}: not a gate report (no violations list)"
+            )
+    except _read.ArtefactError as exc:
+        notes.append(str(exc))
+        return None
+    return doc
+
+
+def _violators(gate: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if gate is None:
+        return []
+    out = []
+    for v in gate["violations"]:
+        if not isinstance(v, dict):
+            continue
+        ack = v.get("ack") or {}
+        out.append(
+            {
+                "status": v.get("status", "protected" if v.get("protected") else "unprotected"),
+                "registry": v.get("registry"),
+                "repository": v.get("repository"),
+                "newest_tag": v.get("newest_tag"),
+                "digest": v.get("digest"),
+                "protected": "yes" if v.get("protected") else "no",
+                "critical": v.get("critical"),
+                "high": v.get("high"),
+                "cve_ids": list(v.get("critical_ids") or []) + list(v.get("high_ids") or []),
+                "first_reported_at": v.get("first_reported_at"),
+                "ack_until": ack.get("until") if isinstance(ack, dict) else None,
+            }
+        )
+    return out
+
+
+def _allowlist(gate: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if gate is None:
+        return []
+    entries = list(gate.get("allowlist_active") or []) + list(gate.get("allowlist_expired") or [])
+    return [
+        {
+            "id": e.get("id"),
+            "expires": e.get("expires"),
+            "repositories": list(e.get("repositories") or []),
+            "reason": e.get("reason"),
+        }
+        for e in entries
+        if isinstance(e, dict) and e.get("expires")
+    ]
+
+
+def _trend(ctx: PageContext, notes: list[str]) -> Chart:
+    """Critical and high (unique per digest) of every run manifest of the last year."""
+    runs = store.base(ctx.config) + "runs/"
+    since = f"{runs}dt={(ctx.now - WINDOW):%Y-%m-%d}/"
+    keys = [
+        o["Key"]
+        for page in ctx.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=ctx.bucket, Prefix=runs, StartAfter=since
+        )
+        for o in page.get("Contents", [])
+        if o["Key"].endswith("/" + MANIFEST_NAME)
+    ]
+    points: list[tuple[str, int | None, int | None]] = []
+    for key, body in _read.get_many(ctx.s3, ctx.bucket, keys).items():
+        if body is None:
+            continue
+        try:
+            doc = _read.json_of(ctx.bucket, key, body)
+            counts = doc["vulnerabilities_by_severity"]
+            points.append((str(doc["run_at"]), int(counts.get("CRITICAL", 0)), int(counts.get("HIGH", 0))))
+        except (_read.ArtefactError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            notes.append(f"{objects.url(ctx.bucket, key)}: left out of the trend ({exc})")
+    points.sort(key=lambda p: datetime.fromisoformat(p[0]))
+    return Chart(
+        "trend",
+        "Critical and high vulnerabilities per scan run",
+        [p[0] for p in points],
+        [Series("critical", [p[1] for p in points]), Series("high", [p[2] for p in points])],
+    )
+
+
+# -- acknowledgements ------------------------------------------------------------------------------
+def _acks(ctx: PageContext) -> tuple[list[dict[str, Any]], list[str]]:
+    listed = tuple(
+        (o["Key"], o.get("ETag", ""))
+        for o in objects.list_keys(ctx.s3, ctx.bucket, store.acks_prefix(ctx.config))
+    )
+    return ctx.memo.get(("page.vulns.acks", listed), lambda: _read_acks(ctx, [k for k, _ in listed]))
+
+
+def _read_acks(ctx: PageContext, keys: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    rows, notes = [], []
+    for key, body in sorted(_read.get_many(ctx.s3, ctx.bucket, keys).items()):
+        if body is None:  # removed between the listing and the read
+            continue
+        try:
+            doc = _read.json_of(ctx.bucket, key, body)
+            row = {
+                "registry": str(doc["registry"]),
+                "repository": str(doc["repository"]),
+                "digest": str(doc["digest"]),
+                "cve_ids": [str(c) for c in doc["cve_ids"]],
+                "until": _day(doc["until"]).isoformat(),
+                "by": doc.get("by"),
+                "reason": doc.get("reason"),
+            }
+        except (_read.ArtefactError, KeyError, TypeError, ValueError) as exc:
+            notes.append(f"{objects.url(ctx.bucket, key)}: not an acknowledgement ({exc}); it covers nothing")
+            continue
+        rows.append(row)
+    return rows, notes
