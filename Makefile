@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := docker-registry skopeo umoci
+APT_PACKAGES := docker-registry skopeo umoci chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 # Two workers, one test file each at a time (module fixtures seed once): the suite is mostly
