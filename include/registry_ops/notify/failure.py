@@ -47,7 +47,7 @@ _KEY_VALUE = re.compile(
     ( (?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key
        |client[_-]?secret|authorization)
       ["']?\s*[=:]\s*["']? )
-    ( (?!\*\*\*)[^\s"',;}&]+ )
+    ( (?!\*\*\*|bearer\s|basic\s)[^\s"',;}&]+ )
     """
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
@@ -64,8 +64,8 @@ def mask(text: str, secrets: Iterable[str | None] = ()) -> str:
         log.debug("Airflow's secrets masker not available", exc_info=True)
     text = scrub(text, sorted((s for s in secrets if s), key=len, reverse=True))
     text = _USERINFO.sub(r"\1***@", text)
-    text = _KEY_VALUE.sub(r"\1***", text)
-    return _BEARER.sub(r"\1 ***", text)
+    text = _BEARER.sub(r"\1 ***", text)
+    return _KEY_VALUE.sub(r"\1***", text)
 
 
 def _trim(line: str) -> str:
