@@ -369,6 +369,27 @@ def summarize(stack, out_dir: Path) -> dict:
     }
 
 
+def registry_page(api: AirflowApi, port: int) -> dict[str, Any]:
+    """Where the Registry page is, and each section's state as a signed-in user sees it (the
+    demo's token; the page refuses requests without one)."""
+    base = f"http://127.0.0.1:{port}"
+    if "Authorization" not in api.http.headers:
+        api._token()
+    sections = {}
+    from include.registry_ops.page.app import SECTIONS
+
+    for path in [*(f"api/sections/{s.id}" for s in SECTIONS), "api/health"]:
+        resp = api.http.get(f"{base}/registry-page/{path}", timeout=60)
+        body = resp.json() if resp.ok else {"status": f"HTTP {resp.status_code}"}
+        sections[body.get("id", path)] = body.get("status") if body.get("status") != "error" else body
+    refused = api.http.get(f"{base}/registry-page/api/sections", headers={"Authorization": ""}, timeout=10)
+    return {
+        "url": f"{base}/plugin/registry",
+        "sections": sections,
+        "signed_out_status": refused.status_code,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="stop after one pass with a summary")
@@ -405,11 +426,13 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(5)  # the last task processes exit; then Airflow idles
         drilled = backup_and_drill(runs)
         reports = reports_summary(runs, stack.smtp.messages)
+        page = registry_page(api, args.port)
         summary = {
             "dag_runs": runs,
             **summarize(stack, WORK / "out"),
             **drilled,
             "reports": reports,
+            "registry_page": page,
             "airflow_idle_memory": standalone.memory(),
             "seconds": round(time.monotonic() - started, 1),
         }
@@ -420,9 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         report_sent = reports["emails"] >= 1 and reports["validation"] == "passed"
         ok = runs_ok and summary["images"] > 0 and every_digest_back and bool(summary["backup"]["latest"])
         ok = ok and report_sent
+        page_ok = all(isinstance(v, str) and v in ("ok", "never_run") for v in page["sections"].values())
+        ok = ok and page_ok and page["signed_out_status"] == 401
         if args.once:
             return 0 if ok else 1
         _log(f"Airflow UI: http://127.0.0.1:{args.port}  (every DAG unpaused: the schedules go on)")
+        _log(f"Registry page: {page['url']}  (Browse > Registry in the UI)")
         _log(f"emails land in {stack.smtp.maildir}; inventory copy in {WORK / 'out'}")
         _log("Ctrl-C to stop")
         while standalone.alive():
