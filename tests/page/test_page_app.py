@@ -224,3 +224,33 @@ def test_health_says_so_when_airflow_s_api_is_down(config_file, auth):
     )
     body = client.get("/api/health", cookies={"_token": token()}).json()
     assert body["status"] == "error" and "connection refused" in body["message"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_the_page_is_read_only(client, auth, method):
+    _, token = auth
+    for route in ["/", "/api/sections/fleet", "/api/retention/deleted", "/api/health"]:
+        resp = client.request(method, route, cookies={"_token": token()})
+        assert resp.status_code == 405, (method, route, resp.status_code)
+
+
+def test_a_section_that_fails_shows_the_error_without_credentials_in_it(auth, config_file, monkeypatch):
+    """A loader's exception becomes the section's message, with URL credentials and
+    password-style values masked (registries quote URLs in their errors)."""
+    from include.registry_ops.page import model
+
+    secret = "hunter2-not-for-the-page"
+
+    def failing(_ctx):
+        raise RuntimeError(f"GET https://ops:{secret}@registry.local/v2/ failed; password={secret}")
+
+    import include.registry_ops.page.fleet as fleet
+
+    monkeypatch.setattr(fleet, "load", failing)
+    _, token = auth
+    resp = TestClient(create_app()).get("/api/sections/fleet", cookies={"_token": token()})
+    body = resp.json()
+    assert resp.status_code == 200 and body["status"] == "error"
+    assert secret not in resp.text and "https://***@registry.local/v2/" in body["message"]
+    assert "password=***" in body["message"]
+    assert model.redact(None) is None

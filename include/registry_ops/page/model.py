@@ -40,6 +40,8 @@ Kind = Literal[
     "list",
 ]
 Status = Literal["ok", "never_run", "error"]
+_USERINFO = re.compile(r"(?i)(://)[^/@\s:]+:[^/@\s]+@")
+_SECRET_ARG = re.compile(r"(?i)\b(password|passwd|secret|token|access_key|signature)(=|:\s*)\S+")
 _SECRET_KEY = re.compile(
     r"(?i)(password|passwd|secret|token|credential|private_key|access_key|authorization)"
 )
@@ -123,8 +125,17 @@ def guard(section_id: str, title: str, load: Callable[[], Section]) -> Section:
     try:
         return load()
     except Exception as exc:  # any failure is shown in the section, logged once
-        log.warning("registry page: section %s failed: %s", section_id, exc)
-        return Section(section_id, title, status="error", message=f"{type(exc).__name__}: {exc}")
+        message = redact(f"{type(exc).__name__}: {exc}")
+        log.warning("registry page: section %s failed: %s", section_id, message)
+        return Section(section_id, title, status="error", message=message)
+
+
+def redact(text: Any) -> Any:
+    """Text copied from an error (a registry's, S3's, a restore's) with URL credentials and
+    ``password=...``-style values replaced by ``***``; other values as they are."""
+    if not isinstance(text, str):
+        return text
+    return _SECRET_ARG.sub(r"\1\2***", _USERINFO.sub(r"\1***@", text))
 
 
 def scrub(value: Any) -> Any:
