@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -209,3 +210,35 @@ def test_no_secret_reaches_the_json(runs, s3):
     assert "testing" not in re.sub(r"\btest-policy\b", "", text)  # moto's access key and secret
     found = json.dumps(retention.search_deleted(ctx, "").__dict__, default=str)
     assert "secret" not in found.lower() and "password" not in found.lower()
+
+
+def _settle(ctx) -> None:
+    deadline = time.monotonic() + 20
+    while retention.loading(ctx) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_summaries_past_the_budget_load_behind_and_a_warm_request_reads_only_the_pointer(
+    runs, s3, monkeypatch
+):
+    monkeypatch.setattr(retention, "SUMMARY_BUDGET", 0.0)
+    monkeypatch.setattr(retention, "PREVIEW_BUDGET", 0.0)
+    ctx = _ctx(runs["config"], s3)
+    first = retention.load(ctx)
+    assert first.tables[0].rows == [] and any(
+        "4 older run summaries are still being read" in n for n in first.notes
+    )
+    _settle(ctx)
+    full = retention.load(ctx)
+    assert [r["run_id"] for r in full.tables[0].rows] == ["page-exec-2", "page-exec-1", "page-dry"]
+    assert not any("still being read" in n for n in full.notes)
+    _settle(ctx)  # the audit objects the section asked for, read behind it
+    full = retention.load(ctx)
+    calls: list[str] = []
+    handler = lambda event_name, **_: calls.append(event_name)  # noqa: E731
+    s3.meta.events.register("before-send.s3.*", handler)
+    try:
+        again = retention.load(ctx)
+    finally:
+        s3.meta.events.unregister("before-send.s3.*", handler)
+    assert again.to_json() == full.to_json() and calls == ["before-send.s3.GetObject"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -77,3 +79,65 @@ def folders(s3: Any, bucket: str, prefix: str) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         out.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
     return out
+
+
+class Loader:
+    """Objects read once per process and parsed (``parse(key, body)``; a missing object is
+    None), a request reading at most ``budget`` seconds' worth and a background thread the rest.
+
+    A year of runs is hundreds of objects, one GET each: more than a request may wait for. The
+    first request reads the keys it is given in order (newest first) until its budget is spent,
+    shows those, and leaves the others to one background thread; later requests find them read.
+    Thread-safe; only one background thread per loader at a time."""
+
+    BATCH = WORKERS * 4
+
+    def __init__(self, s3: Any, bucket: str, parse: Any) -> None:
+        self.s3, self.bucket, self.parse = s3, bucket, parse
+        self.done: dict[str, Any] = {}
+        self.version: Any = None  # the caller's: which version of its source the values are of
+        self.complete: Any = None  # the caller's result once every key was read
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def forget(self, key: str) -> None:
+        """Read ``key`` again next time (an object that was rewritten)."""
+        with self._lock:
+            self.done.pop(key, None)
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _read(self, keys: list[str]) -> None:
+        got = get_many(self.s3, self.bucket, keys)
+        parsed = {k: None if body is None else self.parse(k, body) for k, body in got.items()}
+        with self._lock:
+            self.done.update(parsed)
+
+    def _background(self, keys: list[str]) -> None:
+        def run() -> None:
+            for i in range(0, len(keys), self.BATCH):
+                self._read([k for k in keys[i : i + self.BATCH] if k not in self.done])
+
+        self._thread = threading.Thread(target=run, name="page-loader", daemon=True)
+        self._thread.start()
+
+    def get(self, keys: list[str], budget: float) -> tuple[dict[str, Any], int]:
+        """(parsed value by key for the keys read so far, how many are still being read)."""
+        deadline = time.monotonic() + budget
+        todo = [k for k in keys if k not in self.done]
+        i = 0
+        while i < len(todo) and time.monotonic() < deadline:
+            thread = self._thread
+            if thread is not None and thread.is_alive():  # reading already: wait for it, in budget
+                thread.join(max(0.0, deadline - time.monotonic()))
+                continue
+            batch = [k for k in todo[i : i + self.BATCH] if k not in self.done]
+            if batch:
+                self._read(batch)
+            i += self.BATCH
+        with self._lock:
+            rest = [k for k in todo[i:] if k not in self.done]
+            if rest and not self.busy():
+                self._background(rest)
+            return {k: self.done[k] for k in keys if k in self.done}, len(rest)

@@ -19,6 +19,7 @@ status ``error``); the other runs still show.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,9 @@ from .model import Chart, Column, Figure, Section, Series, Table, never_run
 
 ID, TITLE, DAG = "retention", "Retention", "registry_retention"
 PREVIEW = 200
+SUMMARY_BUDGET = 1.0  # seconds a request spends reading run summaries; the rest load behind it
+PREVIEW_BUDGET = 1.0
+SEARCH_BUDGET = 1.5
 WINDOW = timedelta(days=365)
 REMOVED = ("deleted", "already_deleted")
 RUN_COLUMNS = [
@@ -71,7 +75,7 @@ class Run:
     key: str
     row: dict[str, Any]
     at: datetime | None
-    audits: list[str] = field(default_factory=list)
+    audits: dict[str, int] = field(default_factory=dict)  # audit key -> images it removed
     error: str | None = None
 
 
@@ -84,14 +88,17 @@ def load(ctx: PageContext) -> Section:
     found = _read.read_pointer(ctx.s3, layout)
     if found is None:
         return never_run(ID, TITLE, DAG, "retention run summary")
-    runs = _runs(ctx, layout, found)
+    runs, pending = _runs(ctx, layout, found)
     recent = [r for r in runs if r.at is None or r.at >= ctx.now - WINDOW]
-    deleted, problems = ctx.memo.get(
-        ("page.retention.preview", layout.latest_key, found[1], ctx.now.date()),
-        lambda: _deleted(ctx, recent, PREVIEW),
-    )
+    deleted, problems, _ = _deleted(ctx, recent, PREVIEW, PREVIEW_BUDGET)
+    _audits(ctx).get([k for r in recent for k in r.audits], 0.0)  # the search's objects, read behind
     total = sum(int(r.row.get("images_removed") or 0) for r in recent)
     notes = [r.error for r in recent if r.error] + problems
+    if pending:
+        notes.append(
+            f"{pending} older run summaries are still being read (a year of runs is one GET each): "
+            "refresh in a few seconds for the whole year"
+        )
     if total > len(deleted):
         notes.append(
             f"The newest {len(deleted)} of {total} deletions of the last year are shown; search them all."
@@ -134,57 +141,95 @@ def load(ctx: PageContext) -> Section:
 def search_deleted(ctx: PageContext, query: str, limit: int = PREVIEW, offset: int = 0) -> Table:
     """The deletions of the last year whose digest, tag, repository, rule (policy, reason) or run
     contains ``query`` (case-insensitive), newest first: ``rows[offset:offset+limit]`` and the
-    number of matches as ``total``. All audit objects are read once per pointer version and day."""
+    number of matches as ``total``. Every audit object of the year is read once per process (in
+    the background after the first request's budget; ``note`` says when some are still out)."""
     if limit < 0 or offset < 0:
         raise ValueError(f"limit and offset must be >= 0 (got limit={limit}, offset={offset})")
     layout = _layout(ctx)
     found = _read.read_pointer(ctx.s3, layout)
     if found is None:
         return Table("deleted", "Deleted images", DELETED_COLUMNS, [], total=0, note=f"{DAG} has not run yet")
-    runs = [r for r in _runs(ctx, layout, found) if r.at is None or r.at >= ctx.now - WINDOW]
-    rows, problems = ctx.memo.get(
-        ("page.retention.deleted", layout.latest_key, found[1], ctx.now.date()),
-        lambda: _deleted(ctx, runs, None),
-    )
+    runs, pending = _runs(ctx, layout, found)
+    recent = [r for r in runs if r.at is None or r.at >= ctx.now - WINDOW]
+    rows, problems, unread = _deleted(ctx, recent, None, SEARCH_BUDGET)
     needle = query.strip().lower()
-    hits = [r for r in rows if needle in _haystack(r)] if needle else rows
+    hits = [r for r in rows if needle in r["_text"]] if needle else rows
+    if pending or unread:
+        problems.append(
+            f"{pending} run summaries and {unread} audit objects are still being read: search again shortly"
+        )
     return Table(
         "deleted",
         "Deleted images",
         DELETED_COLUMNS,
-        hits[offset : offset + limit],
+        [{k: v for k, v in r.items() if k != "_text"} for r in hits[offset : offset + limit]],
         total=len(hits),
         note="; ".join(problems) or None,
     )
 
 
-def _haystack(row: dict[str, Any]) -> str:
-    parts = [row["digest"], row["repository"], row["rule"], row["reason"], row["run_id"], *row["tags"]]
-    return "\n".join(str(p) for p in parts if p).lower()
+def loading(ctx: PageContext) -> bool:
+    """Whether summaries or audit objects are still being read in the background."""
+    return _summaries(ctx).busy() or _audits(ctx).busy()
 
 
 # -- runs ------------------------------------------------------------------------------------------
-def _runs(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]) -> list[Run]:
-    """Every published run, newest first (computed once per pointer version)."""
-    pointer, version = found
+_RUN_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2})[:_](\d{2})[:_](\d{2})")
+
+
+def _summaries(ctx: PageContext) -> _read.Loader:
+    layout = _layout(ctx)
     return ctx.memo.get(
-        ("page.retention.runs", layout.latest_key, version), lambda: _read_runs(ctx, layout, pointer)
+        ("page.retention.summaries", ctx.bucket, layout.root),
+        lambda: _read.Loader(ctx.s3, ctx.bucket, lambda key, body: _run(layout, key, body)),
     )
 
 
-def _read_runs(ctx: PageContext, layout: RunLayout, pointer: dict[str, Any]) -> list[Run]:
-    known: dict[str, Run | None] = ctx.memo.get(("page.retention.summaries", layout.latest_key), dict)
+def _audits(ctx: PageContext) -> _read.Loader:
+    return ctx.memo.get(
+        ("page.retention.audits", ctx.bucket, ctx.config.retention.audit_prefix),
+        lambda: _read.Loader(ctx.s3, ctx.bucket, _audit_rows),
+    )
+
+
+def _newest_first(folder: str) -> tuple[int, str]:
+    """Order to read run folders in: ids without a time first (a CLI's ``plan-<hash>``: could be
+    any age), then Airflow's ``scheduled__2026-11-27T03:00:00+00:00``-style ids, newest first."""
+    m = _RUN_DATE.search(folder)
+    return (1, "".join(m.groups())) if m else (2, folder)
+
+
+def _runs(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]) -> tuple[list[Run], int]:
+    """Published runs, newest first, and how many summaries are still being read. Once all are
+    read, the list is kept for this pointer version (a warm request reads only the pointer)."""
+    pointer, version = found
+    done_key = ("page.retention.runs", layout.latest_key, version)
+    loader = _summaries(ctx)
+    complete = loader.complete
+    if complete is not None and complete[0] == done_key:
+        return complete[1], 0
     named = pointer.get("manifest")
-    keys = [
-        layout.manifest_key(f)
-        for f in _read.folders(ctx.s3, ctx.bucket, layout.root)
-        if f != layout.root + "_parts/"  # a run's mapped-task objects, not a run
-    ]
-    todo = [k for k in keys if k not in known or k == named]
-    for key, body in _read.get_many(ctx.s3, ctx.bucket, todo).items():
-        known[key] = None if body is None else _run(layout, key, body)
-    runs = [r for k in keys if (r := known.get(k)) is not None]
-    return sorted(runs, key=lambda r: (r.at is not None, r.at or datetime.min), reverse=True)
+    if isinstance(named, str) and loader.version != version:
+        loader.forget(named)  # the one summary a new pointer version can have rewritten
+        loader.version = version
+    folders = sorted(
+        (f for f in _read.folders(ctx.s3, ctx.bucket, layout.root) if f != layout.root + "_parts/"),
+        key=_newest_first,
+        reverse=True,
+    )
+    keys = [layout.manifest_key(f) for f in folders]
+    if isinstance(named, str) and named in keys:
+        keys.remove(named)
+        keys.insert(0, named)
+    got, pending = loader.get(keys, SUMMARY_BUDGET)
+    runs = sorted(
+        (r for r in got.values() if r is not None),
+        key=lambda r: (r.at is not None, r.at or datetime.min),
+        reverse=True,
+    )
+    if not pending:
+        loader.complete = (done_key, runs)
+    return runs, pending
 
 
 def _run(layout: RunLayout, key: str, body: bytes) -> Run:
@@ -195,11 +240,11 @@ def _run(layout: RunLayout, key: str, body: bytes) -> Run:
         at = datetime.fromisoformat(str(doc["now"]))
         dry = bool(doc["dry_run"])
         results = doc.get("results") or []
-        audits = [
-            r["audit_key"]
+        audits = {
+            r["audit_key"]: sum(int(r.get(k) or 0) for k in REMOVED)
             for r in results
             if isinstance(r, dict) and r.get("audit_key") and any(int(r.get(k) or 0) for k in REMOVED)
-        ]
+        }
         row = {
             "run_id": str(doc.get("run_id", run_id)),
             "at": at,
@@ -238,27 +283,45 @@ def _broken(key: str, run_id: str, problem: str) -> Run:
 
 
 # -- deletions -------------------------------------------------------------------------------------
-def _deleted(ctx: PageContext, runs: list[Run], limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Deleted images of ``runs`` (newest first), from their audit objects: all of them, or
-    those of the newest runs until ``limit`` rows are found. Also the problems met."""
+def _deleted(
+    ctx: PageContext, runs: list[Run], limit: int | None, budget: float
+) -> tuple[list[dict[str, Any]], list[str], int]:
+    """Deleted images of ``runs`` (newest first) from their audit objects: those of the newest
+    runs until ``limit`` rows are found, or all (``None``); the problems met; how many objects
+    are still being read."""
+    keys = [k for r in runs for k in r.audits]
+    if limit is not None:  # the newest runs' objects only: about limit / deletions per object
+        rows_so_far, cut = 0, 0
+        counts = {k: n for r in runs for k, n in r.audits.items()}
+        while cut < len(keys) and rows_so_far < limit:
+            rows_so_far += counts[keys[cut]]
+            cut += 1
+        keys = keys[:cut]
+    got, unread = _audits(ctx).get(keys, budget)
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
-    keys = [k for r in runs for k in r.audits]
-    step = _read.WORKERS * 2
-    for start in range(0, len(keys), step):
-        batch = keys[start : start + step]
-        for key, body in _read.get_many(ctx.s3, ctx.bucket, batch).items():
-            if body is None:
-                problems.append(f"{objects.url(ctx.bucket, key)}: audit object named by a summary is missing")
-                continue
-            try:
-                rows.extend(_deleted_rows(body))
-            except (ValueError, KeyError, TypeError) as exc:
-                problems.append(f"{objects.url(ctx.bucket, key)}: not JSON-lines audit records ({exc})")
-        if limit is not None and len(rows) >= limit:
-            break
+    for key in keys:
+        if key not in got:
+            continue
+        value = got[key]
+        if value is None:
+            problems.append(f"{objects.url(ctx.bucket, key)}: audit object named by a summary is missing")
+        elif isinstance(value, str):
+            problems.append(f"{objects.url(ctx.bucket, key)}: {value}")
+        else:
+            rows.extend(value)
     rows.sort(key=lambda r: (r["at"] or "", r["digest"]), reverse=True)
-    return (rows if limit is None else rows[:limit]), problems
+    if limit is not None:
+        rows = [{k: v for k, v in r.items() if k != "_text"} for r in rows[:limit]]
+    return rows, problems, unread
+
+
+def _audit_rows(key: str, body: bytes) -> list[dict[str, Any]] | str:
+    """An audit object's deletions as rows, or the problem reading it (a string)."""
+    try:
+        return _deleted_rows(body)
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"not JSON-lines audit records ({exc})"
 
 
 def _deleted_rows(body: bytes) -> list[dict[str, Any]]:
@@ -272,26 +335,27 @@ def _deleted_rows(body: bytes) -> list[dict[str, Any]]:
         rule = rec.get("policy") or ""
         if rec.get("rule") is not None:
             rule = f"{rule} rule {rec['rule']}".strip()
-        out.append(
-            {
-                "at": rec.get("at"),
+        row = {
+            "at": rec.get("at"),
+            "digest": rec["digest"],
+            "tags": list(rec.get("tags") or []),
+            "registry": rec["registry"],
+            "repository": rec["repository"],
+            "rule": rule or None,
+            "reason": rec.get("reason"),
+            "size_bytes": rec.get("size_bytes"),
+            "archive_key": rec.get("archive_key"),
+            "run_id": rec.get("run_id"),
+            "restore": {
+                "mode": MODE_RESTORE,
                 "digest": rec["digest"],
-                "tags": list(rec.get("tags") or []),
                 "registry": rec["registry"],
                 "repository": rec["repository"],
-                "rule": rule or None,
-                "reason": rec.get("reason"),
-                "size_bytes": rec.get("size_bytes"),
-                "archive_key": rec.get("archive_key"),
-                "run_id": rec.get("run_id"),
-                "restore": {
-                    "mode": MODE_RESTORE,
-                    "digest": rec["digest"],
-                    "registry": rec["registry"],
-                    "repository": rec["repository"],
-                },
-            }
-        )
+            },
+        }
+        parts = [row["digest"], row["repository"], row["rule"], row["reason"], row["run_id"], *row["tags"]]
+        row["_text"] = "\n".join(str(p) for p in parts if p).lower()
+        out.append(row)
     return out
 
 
