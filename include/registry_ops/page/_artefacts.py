@@ -29,7 +29,13 @@ _SECRET_ARG = re.compile(r"(?i)\b(password|passwd|secret|token|access_key|signat
 
 
 class ArtefactError(ValueError):
-    """An S3 object a section cannot use (the message names it and the problem)."""
+    """An S3 object a section cannot use (the message names it and the problem): it will not get
+    better by asking again (objects of a run are written once), so a memo may keep it."""
+
+
+class Unreachable(RuntimeError):
+    """S3 did not answer for an object (the message names it): not kept by a memo, and not a
+    ``ValueError``, so it is never mistaken for a broken artefact."""
 
 
 def redact(text: Any) -> Any:
@@ -47,7 +53,7 @@ def read_json(s3: Any, bucket: str, key: str, required: bool = True) -> Any:
     try:
         data = objects.get_bytes(s3, bucket, key)
     except (ClientError, BotoCoreError) as exc:
-        raise ArtefactError(f"{where} cannot be read ({exc})") from None
+        raise Unreachable(f"{where} cannot be read ({exc})") from None
     if data is None:
         if required:
             raise ArtefactError(f"{where} does not exist")
@@ -72,7 +78,7 @@ def read_table(s3: Any, bucket: str, key: str) -> pa.Table:
     try:
         data = objects.get_bytes(s3, bucket, key)
     except (ClientError, BotoCoreError) as exc:
-        raise ArtefactError(f"{where} cannot be read ({exc})") from None
+        raise Unreachable(f"{where} cannot be read ({exc})") from None
     if data is None:
         raise ArtefactError(f"{where} does not exist")
     try:
@@ -153,7 +159,8 @@ class Part:
     notes: list[str] = field(default_factory=list)
     as_of: datetime | None = None
     source: str | None = None
-    error: str | None = None
+    error: str | None = None  # the part failed: nothing of it is shown, the error is
+    problems: list[str] = field(default_factory=list)  # shown in the message; the part renders
     never_run: bool = False
     extra: bool = False  # computed, not read (a schedule): its success does not make the section ok
 
@@ -174,13 +181,14 @@ def assemble(section_id: str, title: str, parts: list[Part], never_run: Section 
         return never_run
     errors = [p.error for p in parts if p.error]
     shown = [p for p in parts if not p.error]
+    problems = [m for p in shown for m in p.problems]
     times = [p.as_of for p in shown if p.as_of]
     read = [p for p in parts if not p.extra]
     return Section(
         section_id,
         title,
         status="error" if errors and all(p.error or p.never_run for p in read) else "ok",
-        message="; ".join(errors) or None,
+        message="; ".join(errors + problems) or None,
         as_of=max(times).isoformat() if times else None,
         source=next((p.source for p in shown if p.source), None),
         figures=[f for p in shown for f in p.figures],
