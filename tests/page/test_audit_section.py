@@ -168,3 +168,7 @@ def test_an_audit_that_ran_but_was_never_published_says_why(env, tmp_path):
     assert section.status == "error"
     assert section.message.startswith("registry_iam_audit ran but no audit was published yet")
     assert "its report was not emailed" in section.message
+    jobs.run(config, now=env["now"] - timedelta(minutes=30), notify=True)  # published, the newest
+    section = audit.load(ctx_of(env, config))
+    assert section.status == "ok" and section.message is None
+    assert not [n for n in section.notes if n.startswith("A newer audit")]
