@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -152,10 +153,10 @@ def seed_scans(s3: Any, config: Any, inventory_table: pa.Table, now: datetime, d
         }
         manifest = layout.publish(s3, prefix, manifest, named=keys, extra={"run_at": manifest["run_at"]})
     started = time.perf_counter()
+    logging.getLogger("include.registry_ops").setLevel(logging.CRITICAL)  # its top-violators table
     result = scan_jobs.gate(config, {**manifest, "never_scanned_count": 0}, now - timedelta(hours=1))
-    note(
-        f"scan gate on the newest run: {len(result['violations']):,} violations, {time.perf_counter() - started:.1f} s"
-    )
+    took = time.perf_counter() - started
+    note(f"scan gate on the newest run: {len(result['violations']):,} violations, {took:.1f} s")
     for v in result["violations"][:40]:
         back = int(rng.integers(0, 60))
         given = now - timedelta(days=back)
@@ -187,7 +188,7 @@ def seed_retention(s3: Any, config: Any, inventory_table: pa.Table, now: datetim
         )
     )
     rng = np.random.default_rng(5)
-    runs_prefix, audit_prefix = config.retention.runs_prefix, config.retention.audit_prefix
+    audit_prefix = config.retention.audit_prefix
     deleted = 0
     with ThreadPoolExecutor(16) as pool:
         for back in range(days - 1, -1, -1):
@@ -237,55 +238,73 @@ def seed_retention(s3: Any, config: Any, inventory_table: pa.Table, now: datetim
 
 
 # -- timing (child process) ------------------------------------------------------------------------
-def _request(section: str, ctx: Any) -> int:
-    """What the plugin does for one request; returns the JSON's size in bytes."""
+def _request(section: str, ctx: Any) -> tuple[int, dict[str, Any]]:
+    """What the plugin does for one request: the JSON's size in bytes, and what it held."""
+    from dataclasses import asdict
+
     from include.registry_ops.page import fleet, retention, vulns
     from include.registry_ops.page.model import guard, jsonable
 
     if section == "retention search":
-        from dataclasses import asdict
-
-        doc = jsonable(asdict(retention.search_deleted(ctx, "pr-1")))
+        table = retention.search_deleted(ctx, "pr-1")
+        doc = jsonable(asdict(table))
+        held = {"matches": table.total, "complete": table.note is None}
     else:
         module = {"fleet": fleet, "vulns": vulns, "retention": retention}[section]
         result = guard(section, section, lambda: module.load(ctx))
         if result.status != "ok":
             raise SystemExit(f"{section}: {result.status}: {result.message}")
         doc = result.to_json()
-    return len(json.dumps(doc))
+        held = {"rows": {t.id: len(t.rows) for t in result.tables}}
+        if section == "retention":
+            held["complete"] = not any("still being read" in n for n in result.notes)
+    return len(json.dumps(doc)), held
+
+
+def _settle(ctx: Any) -> float:
+    """Seconds until the retention section's background reads are done."""
+    from include.registry_ops.page import retention
+
+    t0 = time.perf_counter()
+    while retention.loading(ctx):
+        time.sleep(0.02)
+    return time.perf_counter() - t0
 
 
 def child(endpoint: str, now_iso: str) -> None:
     import boto3
     from botocore.config import Config as BotoConfig
 
+    from include.registry_ops.page import fleet, retention, vulns  # noqa: F401  (imported as the plugin loads)
     from include.registry_ops.page.context import Memo, PageContext
 
     config = make_config()
     now = datetime.fromisoformat(now_iso)
 
-    def client() -> Any:
-        return boto3.client(
+    def fresh() -> Any:
+        s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
             region_name="us-east-1",
             config=BotoConfig(s3={"addressing_style": "path"}),
         )
+        return PageContext(config, s3, now, Memo())
 
     report: dict[str, Any] = {}
     for section in SECTIONS:
-        s3 = client()
+        ctx = fresh()
         t0 = time.perf_counter()
-        size = _request(section, PageContext(config, s3, now, Memo()))
+        size, held = _request(section, ctx)
         first = time.perf_counter() - t0
+        behind = first + _settle(ctx)  # the first request, then what it left to the background
+        complete_size, complete = _request(section, ctx)
         again = []
         for _ in range(3):
-            s3 = client()
+            other = fresh()
             t0 = time.perf_counter()
-            _request(section, PageContext(config, s3, now, Memo()))
+            _request(section, other)
             again.append(time.perf_counter() - t0)
-        ctx = PageContext(config, client(), now, Memo())
-        _request(section, ctx)
+            _settle(other)  # its background reads must not slow the next measurement
         counter = S3Counter(ctx.s3)
         warm = []
         for _ in range(20):
@@ -295,13 +314,24 @@ def child(endpoint: str, now_iso: str) -> None:
         calls = counter.take()
         report[section] = {
             "first": first,
+            "first_held": held,
+            "complete_after": behind,
+            "complete_held": complete,
             "cold": statistics.median(again),
             "warm": statistics.median(warm),
             "warm_max": max(warm),
             "warm_requests": {k: v / 20 for k, v in calls.items()},
             "bytes": size,
+            "complete_bytes": complete_size,
         }
     print(json.dumps(report))
+
+
+def _held(held: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {v}" if not isinstance(v, dict) else " ".join(f"{a}={b}" for a, b in v.items())
+        for k, v in held.items()
+    )
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -309,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10,000 images, 60 days of runs")
     parser.add_argument("--child", nargs=2, metavar=("ENDPOINT", "NOW"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="after seeding, print moto's endpoint and keep it up (for profiling)",
+    )
     args = parser.parse_args(argv)
     if args.child:
         child(*args.child)
@@ -349,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(gate['violations']):,} violations in the newest gate",
         )
         row("setup: retention runs (s)", f"{t3 - t2:.1f}", f"{deleted:,} images deleted over the year")
+        if args.hold:
+            out(f"  holding: endpoint {moto.endpoint}, now {(now + timedelta(minutes=1)).isoformat()}")
+            while True:
+                time.sleep(60)
         note("timing in a child process")
         proc = subprocess.run(
             [sys.executable, __file__, "--child", moto.endpoint, (now + timedelta(minutes=1)).isoformat()],
@@ -366,43 +405,42 @@ def main(argv: list[str] | None = None) -> int:
         moto.stop()
 
     ok = True
+    widths = (44, 10)
     for section in SECTIONS:
         r = report[section]
         title(section)
-        widths = (44, 10)
+        first, cold, warm, worst = r["first"], r["cold"], r["warm"], r["warm_max"]
         row(
             "first request of a fresh process (ms)",
-            f"{r['first'] * 1000:.0f}",
-            f"{r['first'] / GOAL_COLD:.2f} of the cold goal",
+            f"{first * 1000:.0f}",
+            f"{first / GOAL_COLD:.2f} x cold goal",
+            widths,
+        )
+        row("  what it showed", _held(r["first_held"]), "", widths)
+        row(
+            "  all read (background done) after (ms)",
+            f"{r['complete_after'] * 1000:.0f}",
+            _held(r["complete_held"]),
             widths,
         )
         row(
             "cold again, fresh Memo, median of 3 (ms)",
-            f"{r['cold'] * 1000:.0f}",
-            f"{r['cold'] / GOAL_COLD:.2f} of the cold goal",
+            f"{cold * 1000:.0f}",
+            f"{cold / GOAL_COLD:.2f} x cold goal",
             widths,
         )
         row(
             "warm, same Memo, median of 20 (ms)",
-            f"{r['warm'] * 1000:.1f}",
-            f"{r['warm'] / GOAL_WARM:.2f} of the warm goal",
+            f"{warm * 1000:.1f}",
+            f"{warm / GOAL_WARM:.2f} x warm goal",
             widths,
         )
-        row(
-            "warm, worst of 20 (ms)",
-            f"{r['warm_max'] * 1000:.1f}",
-            f"{r['warm_max'] / GOAL_WARM:.2f} of the warm goal",
-            widths,
-        )
-        row(
-            "S3 requests per warm request",
-            ", ".join(f"{k} {v:g}" for k, v in sorted(r["warm_requests"].items())) or "0",
-            "",
-            widths,
-        )
-        row("JSON (bytes)", f"{r['bytes']:,}", "", widths)
-        met = r["warm"] < GOAL_WARM and max(r["first"], r["cold"]) < GOAL_COLD
-        if section != "retention search":  # the search endpoint is not a page section
+        row("warm, worst of 20 (ms)", f"{worst * 1000:.1f}", f"{worst / GOAL_WARM:.2f} x warm goal", widths)
+        calls = ", ".join(f"{k} {v:g}" for k, v in sorted(r["warm_requests"].items())) or "0"
+        row("S3 requests per warm request", calls, "", widths)
+        row("JSON bytes (first / complete)", f"{r['bytes']:,}", f"{r['complete_bytes']:,}", widths)
+        met = warm < GOAL_WARM and max(first, cold) < GOAL_COLD
+        if section != "retention search":  # an endpoint of its own, not a page section
             ok = ok and met
         row("goals met", "yes" if met else "NO", "", widths)
     out()

@@ -226,3 +226,18 @@ def test_no_secret_reaches_the_json(scanned, s3):
     )
     text = json.dumps(section.to_json())
     assert '"testing"' not in text and "aws_secret" not in text.lower() and "password" not in text.lower()
+
+
+def test_the_trend_reads_the_last_30_days_daily_and_one_run_a_week_before():
+    start = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    keys = [
+        f"reports/scan/runs/dt={start + timedelta(days=n):%Y-%m-%d}/060000Z/manifest.json" for n in range(120)
+    ]
+    daily_from = start + timedelta(days=90)
+    chosen = vulns._sampled(keys, daily_from)
+    assert chosen == sorted(chosen)
+    assert keys[90:] == [k for k in chosen if k >= keys[90]]  # every run from daily_from's day
+    older = [k for k in chosen if k < keys[90]]
+    weeks = {datetime.strptime(k.split("dt=")[1][:10], "%Y-%m-%d").isocalendar()[:2] for k in keys[:90]}
+    assert len(older) == len(weeks)  # one per ISO week, the week's newest
+    assert all(datetime.strptime(k.split("dt=")[1][:10], "%Y-%m-%d").weekday() == 6 for k in older[1:-1])

@@ -14,10 +14,14 @@ version and kept in the memo; a warm request reads only ``latest.json``.
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .. import schema
 from ..inventory import snapshot_layout
@@ -28,6 +32,8 @@ from .context import PageContext
 from .model import Column, Figure, Section, Table, never_run
 
 ID, TITLE, DAG = "fleet", "Fleet", "registry_inventory"
+# the snapshot's columns the section reads: the required ones (validated) and the times
+READ = (*schema.REQUIRED, "size_bytes", "pushed_at", "last_pulled_at")
 REPO_COLUMNS = [
     Column("registry", "Registry"),
     Column("repository", "Repository"),
@@ -76,46 +82,71 @@ def _build(ctx: PageContext, layout: Any, pointer: dict[str, Any], price: float)
         raise _read.ArtefactError(f"{layout.url(layout.latest_key)} names no snapshot: {pointer}")
     uri = objects.url(ctx.bucket, key)
     try:
-        table = objects.get_table(ctx.s3, ctx.bucket, key)
+        body = objects.get_bytes(ctx.s3, ctx.bucket, key)
+        if body is None:
+            raise _read.ArtefactError(f"{uri} does not exist (named by {layout.url(layout.latest_key)})")
+        source = pq.ParquetFile(io.BytesIO(body))
+        present = set(source.schema_arrow.names)
+        table = source.read(columns=[c for c in READ if c in present])  # not the layer lists
+    except _read.ArtefactError:
+        raise
     except Exception as exc:  # ArrowInvalid for garbage, ClientError for a missing object
         raise _read.ArtefactError(f"{uri}: cannot read the inventory snapshot: {exc}") from None
-    frame = schema.table_to_frame(table, uri)
-    repos = _per_repository(frame, price)
+    table = schema.validate_table(table, uri)
+    repos = _per_repository(table, price)
     return {
         "uri": uri,
         "manifest": manifest,
         "snapshot_at": manifest.get("snapshot_at"),
+        "records": _records(repos),
         "repos": repos,
-        "images": len(frame),
+        "images": table.num_rows,
         "price": price,
     }
 
 
-def _per_repository(frame: pd.DataFrame, price: float) -> pd.DataFrame:
-    """One row per (registry, repository) with the counts, bytes, cost and times."""
+def _per_repository(table: pa.Table, price: float) -> pd.DataFrame:
+    """One row per (registry, repository) with the counts, bytes, cost and times (list columns
+    measured by Arrow: 100,000 rows of Python lists would cost more than the whole sum)."""
     keys = ["registry", "repository"]
-    tags = frame["tags"].map(len).to_numpy() > 0
-    children = frame["parent_digests"].map(len).to_numpy() > 0
+    tags = pc.fill_null(pc.list_value_length(table["tags"]), 0).to_numpy() > 0
+    children = pc.fill_null(pc.list_value_length(table["parent_digests"]), 0).to_numpy() > 0
+    frame = table.select([*cost.NEEDED, "pushed_at", "last_pulled_at"]).to_pandas()
     referrer = (frame["kind"] == "referrer").to_numpy()
-    counts = (
-        frame[keys]
-        .assign(
-            images=1,
-            tagged=tags.astype("int64"),
-            untagged=(~tags & ~children & ~referrer).astype("int64"),
-        )
-        .groupby(keys, sort=True)[["images", "tagged", "untagged"]]
-        .sum()
-    )
-    times = frame.groupby(keys, sort=True).agg(
-        last_push=("pushed_at", "max"), last_pull=("last_pulled_at", "max")
-    )
+    frame["images"] = 1
+    frame["tagged"] = tags.astype("int64")
+    frame["untagged"] = (~tags & ~children & ~referrer).astype("int64")
+    grouped = frame.groupby(keys, sort=True)
+    counts = grouped[["images", "tagged", "untagged"]].sum()
+    times = grouped.agg(last_push=("pushed_at", "max"), last_pull=("last_pulled_at", "max"))
     stored = cost.stored(frame[list(cost.NEEDED)])
     size = stored.groupby(keys, sort=True)["size_bytes"].sum().rename("bytes")
     out = counts.join(times).join(size).reset_index()
     out["bytes"] = out["bytes"].fillna(0).astype("int64")
     out["usd_month"] = cost.usd(out["bytes"].astype("float64"), price)
     return out
+
+
+def _records(repos: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {
+            "registry": r.registry,
+            "repository": r.repository,
+            "images": int(r.images),
+            "tagged": int(r.tagged),
+            "untagged": int(r.untagged),
+            "bytes": int(r.bytes),
+            "usd_month": round(float(r.usd_month), 4),
+            "last_push": _iso(r.last_push),
+            "last_pull": _iso(r.last_pull),
+        }
+        for r in repos.itertuples(index=False)
+    ]
+
+
+def _iso(value: Any) -> str | None:
+    when = _time(value)
+    return None if when is None else when.isoformat()
 
 
 def _time(value: Any) -> datetime | None:
@@ -140,20 +171,7 @@ def _section(built: dict[str, Any], now: datetime) -> Section:
         Figure("Complete", "yes" if complete else "no", "status", alert=not complete),
         Figure("Registries failed", failed, "list", alert=bool(failed)),
     ]
-    records = [
-        {
-            "registry": r.registry,
-            "repository": r.repository,
-            "images": int(r.images),
-            "tagged": int(r.tagged),
-            "untagged": int(r.untagged),
-            "bytes": int(r.bytes),
-            "usd_month": round(float(r.usd_month), 4),
-            "last_push": _time(r.last_push),
-            "last_pull": _time(r.last_pull),
-        }
-        for r in repos.itertuples(index=False)
-    ]
+    records = built["records"]
     tables = [
         _registries(repos, manifest, failed, built["price"]),
         Table("repositories", "Repositories", REPO_COLUMNS, records),
