@@ -172,3 +172,17 @@ def test_an_audit_that_ran_but_was_never_published_says_why(env, tmp_path):
     section = audit.load(ctx_of(env, config))
     assert section.status == "ok" and section.message is None
     assert not [n for n in section.notes if n.startswith("A newer audit")]
+
+
+def test_a_new_published_audit_is_seen_through_a_warm_memo(env, tmp_path):
+    config, memo = load_config(support.write_config(env["acct"], tmp_path)), Memo()
+    jobs.run(config, now=env["now"] - timedelta(hours=3), notify=True)
+    before = figures(audit.load(ctx_of(env, config, memo=memo)))
+    support.scan_off(env["acct"], "prod/web")  # one more high finding
+    jobs.run(config, now=env["now"] - timedelta(hours=2), notify=True)
+    after = figures(audit.load(ctx_of(env, config, memo=memo)))
+    assert (before["High"].value + 1, before["Open findings"].value + 1) == (
+        after["High"].value,
+        after["Open findings"].value,
+    )
+    assert after["Last audit"].value == env["now"] - timedelta(hours=2)

@@ -266,3 +266,18 @@ def test_a_failed_drill_is_an_alert_and_its_errors_are_shown_without_credentials
     assert any("http://***@127.0.0.1:9" in (r["problem"] or "") for r in failures.rows)
     assert any(n.startswith("Drill problem: ") for n in section.notes)
     assert SECRET not in json.dumps(section.to_json())
+
+
+def test_a_new_snapshot_and_drill_are_seen_through_a_warm_memo(env):
+    root, target = env["dirs"]
+    config = config_for(env["bucket"], root, target, f"m{uuid.uuid4().hex[:6]}")
+    s3, reg, memo = env["s3"], env["reg"], Memo()
+    run_backup(config, s3, {"layout": reg}, T0)
+    drill.run_drill(config, s3, target="dr-layout", now=T0 + timedelta(hours=1), notify=False)
+    before = figures(backups.load(ctx_of(env, config, memo=memo)))
+    assert (before["Last snapshot"].value, before["Snapshot drilled"].value) == (T0, "20261120T020000Z")
+    run_backup(config, s3, {"layout": reg}, T1)
+    drill.run_drill(config, s3, target="dr-layout", now=T1 + timedelta(hours=1), notify=False)
+    after = figures(backups.load(ctx_of(env, config, memo=memo)))
+    assert (after["Last snapshot"].value, after["Snapshot drilled"].value) == (T1, "20261121T020000Z")
+    assert after["RPO (age of the last complete snapshot)"].value == (NOW - T1).total_seconds()
