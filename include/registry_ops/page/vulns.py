@@ -20,10 +20,15 @@ the rest of the section still shows; unreadable findings fail the section, namin
 
 from __future__ import annotations
 
+import io
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ..scan import store
 from ..scan.gate import COUNTED
@@ -34,7 +39,8 @@ from .context import PageContext
 from .model import Chart, Column, Figure, Section, Series, Table, never_run
 
 ID, TITLE, DAG = "vulns", "Vulnerabilities", "registry_scan"
-IMAGE_ROWS = 500  # rows of the per-image and violators tables sent (worst / failing first)
+FINDING_COLUMNS = ("registry", "repository", "digest", "vulnerability_id", "severity")
+IMAGE_ROWS = 200  # rows of the per-image and violators tables sent (worst / failing first)
 WINDOW = timedelta(days=365)
 DAILY = timedelta(days=30)  # the trend: every run of the last 30 days, one a week before
 REPO_COLUMNS = [
@@ -89,10 +95,12 @@ def load(ctx: PageContext) -> Section:
     if found is None:
         return never_run(ID, TITLE, DAG, "scan findings")
     pointer, version = found
-    built = ctx.memo.get(
-        ("page.vulns", layout.latest_key, version, ctx.now.date()), lambda: _build(ctx, pointer)
-    )
-    acks, ack_notes = _acks(ctx)
+    with ThreadPoolExecutor(1, thread_name_prefix="page-vulns") as pool:
+        acks_read = pool.submit(_acks, ctx)  # meanwhile: they change without a run
+        built = ctx.memo.get(
+            ("page.vulns", layout.latest_key, version, ctx.now.date()), lambda: _build(ctx, pointer)
+        )
+        acks, ack_notes = acks_read.result()
     today = ctx.now.date()
     allow = [
         {**e, "status": "expired" if _day(e["expires"]) < today else "active"} for e in built["allowlist"]
@@ -130,10 +138,10 @@ def load(ctx: PageContext) -> Section:
                 "violators",
                 "Gate violators",
                 VIOLATOR_COLUMNS,
-                built["violators"][:IMAGE_ROWS],
-                total=len(built["violators"]),
+                built["violators"],
+                total=built["violators_total"],
                 note=f"the first {IMAGE_ROWS}, failing first"
-                if len(built["violators"]) > IMAGE_ROWS
+                if built["violators_total"] > IMAGE_ROWS
                 else None,
             ),
             Table("repositories", "Critical and high per repository", REPO_COLUMNS, built["repos"]),
@@ -141,9 +149,9 @@ def load(ctx: PageContext) -> Section:
                 "images",
                 "Critical and high per image",
                 IMAGE_COLUMNS,
-                built["images"][:IMAGE_ROWS],
-                total=len(built["images"]),
-                note=f"the {IMAGE_ROWS} worst images" if len(built["images"]) > IMAGE_ROWS else None,
+                built["images"],
+                total=built["images_total"],
+                note=f"the {IMAGE_ROWS} worst images" if built["images_total"] > IMAGE_ROWS else None,
             ),
             Table("allowlist", "Allowlist (as the gate applied it)", ALLOW_COLUMNS, allow),
             Table("acks", "Acknowledgements", ACK_COLUMNS, ack_rows),
@@ -165,66 +173,93 @@ def _build(ctx: PageContext, pointer: dict[str, Any]) -> dict[str, Any]:
             f"{objects.url(ctx.bucket, store.layout(ctx.config).latest_key)} names no findings"
         )
     try:
-        table = objects.get_table(ctx.s3, ctx.bucket, key)
-        frame = table.select(["registry", "repository", "digest", "vulnerability_id", "severity"]).to_pandas()
-    except Exception as exc:  # ArrowInvalid (garbage), KeyError (a column missing), ClientError
+        body = objects.get_bytes(ctx.s3, ctx.bucket, key)
+        if body is None:
+            raise FileNotFoundError("the object does not exist")
+        table = pq.read_table(io.BytesIO(body), columns=list(FINDING_COLUMNS))
+    except Exception as exc:  # ArrowInvalid (garbage), a column missing, ClientError
         raise _read.ArtefactError(
             f"{objects.url(ctx.bucket, key)}: cannot read the scan findings: {exc}"
         ) from None
-    notes: list[str] = []
-    gate = _gate(ctx, pointer, notes)
-    images, repos = _counts(frame)
+    with ThreadPoolExecutor(2, thread_name_prefix="page-vulns") as pool:  # S3 reads meanwhile
+        gate_read, trend_read = pool.submit(_gate, ctx, pointer), pool.submit(_trend, ctx)
+        images, repos = _counts(table)
+        (gate, gate_notes), (trend, trend_notes) = gate_read.result(), trend_read.result()
+    violations = gate["violations"] if gate else []
     return {
         "run_at": pointer.get("run_at"),
-        "images": images,
-        "repos": repos,
-        "critical": sum(r["critical"] for r in images),
-        "high": sum(r["high"] for r in images),
-        "images_critical": sum(r["critical"] > 0 for r in images),
-        "gate": gate,
-        "violators": _violators(gate),
+        "images": _plain(images.head(IMAGE_ROWS)),
+        "images_total": len(images),
+        "repos": _plain(repos),
+        "critical": int(images["critical"].sum()),
+        "high": int(images["high"].sum()),
+        "images_critical": int((images["critical"] > 0).sum()),
+        "gate": {k: v for k, v in gate.items() if k != "violations"} if gate else None,
+        "violators": _violators(violations[:IMAGE_ROWS]),
+        "violators_total": len(violations),
         "allowlist": _allowlist(gate),
-        "trend": _trend(ctx, notes),
-        "notes": notes,
+        "trend": trend,
+        "notes": gate_notes + trend_notes,
     }
 
 
-def _counts(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(per image, per repository) unique CRITICAL and HIGH ids, worst first."""
-    counted = frame[frame["severity"].isin(COUNTED)]
+def _plain(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    as_int = {"critical": int, "high": int, "images": int}
+    return [{k: as_int.get(k, str)(v) for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+def _counts(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per image, per repository) unique CRITICAL and HIGH ids, worst first (grouped by Arrow:
+    a year's fleet has hundreds of thousands of findings)."""
+    counted = table.filter(pc.is_in(table["severity"], value_set=pa.array(COUNTED)))
+    unique = counted.group_by(list(FINDING_COLUMNS)).aggregate([])
     image_key = ["registry", "repository", "digest"]
 
     def per(keys: list[str]) -> pd.DataFrame:
-        unique = counted.drop_duplicates([*keys, "vulnerability_id", "severity"])
-        wide = unique.groupby([*keys, "severity"]).size().unstack("severity", fill_value=0)
+        ids = unique.group_by([*keys, "vulnerability_id", "severity"]).aggregate([])
+        frame = ids.group_by([*keys, "severity"]).aggregate([("vulnerability_id", "count")]).to_pandas()
+        wide = frame.pivot_table(
+            index=keys, columns="severity", values="vulnerability_id_count", fill_value=0, aggfunc="sum"
+        )
         for sev in COUNTED:
             if sev not in wide.columns:
                 wide[sev] = 0
-        wide = wide.rename(columns={"CRITICAL": "critical", "HIGH": "high"})[["critical", "high"]]
-        return wide.reset_index()
+        return wide.rename(columns={"CRITICAL": "critical", "HIGH": "high"})[
+            ["critical", "high"]
+        ].reset_index()
 
+    if not counted.num_rows:
+        empty = pd.DataFrame({"critical": [], "high": [], "images": []}, dtype="int64")
+        return empty, empty
     images = per(image_key).sort_values(
         ["critical", "high", *image_key], ascending=[False, False, True, True, True]
     )
-    repos = per(["registry", "repository"])
-    affected = counted.drop_duplicates(image_key).groupby(["registry", "repository"]).size().rename("images")
-    repos = repos.join(affected, on=["registry", "repository"]).sort_values(
-        ["critical", "high", "registry", "repository"], ascending=[False, False, True, True]
+    affected = (
+        (
+            unique.group_by(image_key)
+            .aggregate([])
+            .group_by(["registry", "repository"])
+            .aggregate([("digest", "count")])
+        )
+        .to_pandas()
+        .rename(columns={"digest_count": "images"})
     )
-    as_int = {"critical": int, "high": int, "images": int}
-    return (
-        [{k: as_int.get(k, str)(v) for k, v in r.items()} for r in images.to_dict("records")],
-        [{k: as_int.get(k, str)(v) for k, v in r.items()} for r in repos.to_dict("records")],
+    repos = (
+        per(["registry", "repository"])
+        .merge(affected, on=["registry", "repository"])
+        .sort_values(["critical", "high", "registry", "repository"], ascending=[False, False, True, True])
     )
+    return images, repos
 
 
-def _gate(ctx: PageContext, pointer: dict[str, Any], notes: list[str]) -> dict[str, Any] | None:
+def _gate(ctx: PageContext, pointer: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
     manifest = str(pointer.get("manifest", ""))
     key = manifest[: -len(MANIFEST_NAME)] + "gate.json"
     body = objects.get_bytes(ctx.s3, ctx.bucket, key)
     if body is None:
-        notes.append(f"{objects.url(ctx.bucket, key)} does not exist: the gate was not evaluated on this run")
-        return None
+        return None, [
+            f"{objects.url(ctx.bucket, key)} does not exist: the gate was not evaluated on this run"
+        ]
     try:
         doc = _read.json_of(ctx.bucket, key, body)
         if not isinstance(doc, dict) or not isinstance(doc.get("violations"), list):
@@ -232,16 +267,13 @@ def _gate(ctx: PageContext, pointer: dict[str, Any], notes: list[str]) -> dict[s
                 f"{objects.url(ctx.bucket, key)}: not a gate report (no violations list)"
             )
     except _read.ArtefactError as exc:
-        notes.append(str(exc))
-        return None
-    return doc
+        return None, [str(exc)]
+    return doc, []
 
 
-def _violators(gate: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if gate is None:
-        return []
+def _violators(violations: list[Any]) -> list[dict[str, Any]]:
     out = []
-    for v in gate["violations"]:
+    for v in violations:
         if not isinstance(v, dict):
             continue
         ack = v.get("ack") or {}
@@ -279,21 +311,19 @@ def _allowlist(gate: dict[str, Any] | None) -> list[dict[str, Any]]:
     ]
 
 
-def _trend(ctx: PageContext, notes: list[str]) -> Chart:
+def _trend(ctx: PageContext) -> tuple[Chart, list[str]]:
     """Critical and high (unique per digest) over the last year: every run of the last 30 days
     and the newest run of each week before (a run manifest is one GET; a year of daily runs read
     one by one costs seconds, and a year's trend needs no daily points)."""
     runs = store.base(ctx.config) + "runs/"
     since = f"{runs}dt={(ctx.now - WINDOW):%Y-%m-%d}/"
-    keys = [
-        o["Key"]
-        for page in ctx.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=ctx.bucket, Prefix=runs, StartAfter=since
-        )
-        for o in page.get("Contents", [])
-        if o["Key"].endswith("/" + MANIFEST_NAME)
-    ]
+    # one entry per run folder (``.../HHMMSSZ/``), not six objects each: a year in one request
+    pages = ctx.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=ctx.bucket, Prefix=runs, StartAfter=since, Delimiter="Z/"
+    )
+    keys = [p["Prefix"] + MANIFEST_NAME for page in pages for p in page.get("CommonPrefixes", [])]
     points: list[tuple[str, int | None, int | None]] = []
+    notes: list[str] = []
     for key, body in _read.get_many(ctx.s3, ctx.bucket, _sampled(sorted(keys), ctx.now - DAILY)).items():
         if body is None:
             continue
@@ -304,12 +334,13 @@ def _trend(ctx: PageContext, notes: list[str]) -> Chart:
         except (_read.ArtefactError, KeyError, TypeError, ValueError, AttributeError) as exc:
             notes.append(f"{objects.url(ctx.bucket, key)}: left out of the trend ({exc})")
     points.sort(key=lambda p: datetime.fromisoformat(p[0]))
-    return Chart(
+    chart = Chart(
         "trend",
         "Critical and high vulnerabilities per scan run",
         [p[0] for p in points],
         [Series("critical", [p[1] for p in points]), Series("high", [p[2] for p in points])],
     )
+    return chart, notes
 
 
 def _sampled(keys: list[str], daily_from: datetime) -> list[str]:
