@@ -108,12 +108,17 @@ def marker_key(config: Any, dag_id: str, run_id: str, clear_number: int = 0) -> 
     )
 
 
-def run_url(dag_id: str, run_id: str) -> str:
-    """The run's page in the Airflow UI (``[api] base_url``, as ``ti.log_url`` uses it)."""
+def dag_url(dag_id: str) -> str:
+    """The DAG's page in the Airflow UI (``[api] base_url``, as ``ti.log_url`` uses it)."""
     from airflow.sdk.configuration import conf
 
     base = conf.get("api", "base_url", fallback="http://localhost:8080/")
-    return f"{base.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id)}"
+    return f"{base.rstrip('/')}/dags/{quote(dag_id)}"
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    """The run's page in the Airflow UI."""
+    return f"{dag_url(dag_id)}/runs/{quote(run_id)}"
 
 
 def _smtp_secrets(notifier: Any) -> list[str | None]:
