@@ -104,12 +104,13 @@ def env(moto_server, smtp_server, s3):
     )
     good = run_report(config, NOW)
     assert good.get("published", {}).get("latest"), good
+    only_good = reports.load(PageContext(config, s3, NOW + timedelta(hours=1), Memo()))  # before the bad one
     # a week later the inventory lost most of its images: the stored bytes fall past the bound
     publish(s3, bucket, inventory.head(3), LATER - timedelta(hours=1))
     bad = run_report(config, LATER)
     assert "not sent" in bad["validation"], bad
     return {"config": config, "s3": s3, "bucket": bucket, "truth": truth, "good": good, "bad": bad,
-            "inventory": inventory, "second": second, "started": started}  # fmt: skip
+            "inventory": inventory, "second": second, "started": started, "only_good": only_good}  # fmt: skip
 
 
 def ctx_of(env, config=None, now=NOW + timedelta(hours=1), memo=None) -> PageContext:
@@ -269,3 +270,34 @@ def test_a_republished_report_is_seen_through_a_warm_memo(env):
     finally:
         time.sleep(1.1)
         jobs.publish_step(env["config"], good["built"], good["sent"])
+
+
+def test_when_the_sent_report_is_the_newest_no_other_run_is_named(env):
+    section = env["only_good"]
+    assert section.status == "ok" and section.message is None
+    assert section.notes == [] and [t.id for t in section.tables] == ["pull_success", "reports"]
+    (runs,) = [t for t in section.tables if t.id == "reports"]
+    assert [(r["run_at"], r["status"]) for r in runs.rows] == [(NOW, "sent")]
+
+
+def test_a_failed_expectation_in_the_stored_results_is_counted_and_named(env):
+    """GX's results as stored, one expectation turned into a failure (a report is never sent
+    with one, but the page reads what the object says)."""
+    s3, bucket = env["s3"], env["bucket"]
+    key = env["good"]["built"]["prefix"] + "validation/results.json"
+    original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    doc = json.loads(original)
+    first = doc["pull_success"]["results"][0]
+    first["success"] = False
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+    try:
+        section = reports.load(ctx_of(env))
+    finally:
+        s3.put_object(Bucket=bucket, Key=key, Body=original)
+    f, checked = figures(section), sum(len(r["results"]) for r in doc.values())
+    (table,) = [t for t in section.tables if t.id == "report_failed_expectations"]
+    assert [(r["table"], r["expectation"]) for r in table.rows] == [
+        ("pull_success", first["expectation_config"]["type"])
+    ]
+    assert (f["Validation"].value, f["Validation"].alert) == ("failed", True)
+    assert (f["Expectations met"].value, f["Expectations checked"].value) == (checked - 1, checked)

@@ -277,6 +277,11 @@ def _report_part(ctx: PageContext, r: dict[str, Any]) -> Part:
         for p in sorted(r["pull_success"] or [], key=lambda p: p["registry"])
     ]
     tables = [Table("pull_success", "Pull success per registry", SUCCESS_COLUMNS, rows)]
+    if v and v["failed"]:
+        failed = [{"period": r["period"], "run_at": r["run_at"], **f} for f in v["failed"][:FAILED_SHOWN]]
+        tables.append(
+            Table("report_failed_expectations", "Failed expectations of this report", FAILED_COLUMNS, failed)
+        )
     charts = [c for c in [_trend_chart(r["trend"])] if c is not None]
     notes = []
     if r["problems"]:
