@@ -18,7 +18,8 @@ from include.registry_ops import storage, watch
 from include.registry_ops.config import load_config
 from tests.conftest import BUCKET
 
-USER, PASSWORD = "watcher", "watch-Pass-5512"
+USER, PASSWORD = "watcher", "watch-Pass-5512"  # a viewer: reading is all the watch does
+ADMIN, ADMIN_PASSWORD = "boss", "boss-Pass-0091"
 DAG_ID = "registry_selftest_pause"  # named like ours: the watch looks at registry_* only
 
 DAG_FILE = f"""
@@ -49,7 +50,7 @@ def rig(airflow_db, moto_server, smtp_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("watch")
     (root / "dags").mkdir()
     (root / "dags" / f"{DAG_ID}.py").write_text(textwrap.dedent(DAG_FILE))
-    (root / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+    (root / "passwords.json").write_text(json.dumps({USER: PASSWORD, ADMIN: ADMIN_PASSWORD}))
     config = root / "registry-ops.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -83,7 +84,7 @@ def api(rig, monkeypatch):
         *json.loads(conf.get("dag_processor", "dag_bundle_config_list")),
     ]
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{USER}:admin")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{USER}:viewer,{ADMIN}:admin")
     monkeypatch.setenv(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(rig["root"] / "passwords.json")
     )
@@ -153,7 +154,7 @@ def test_a_scheduler_pause_is_reported_once(rig, api, smtp_server):
     assert again["reported"] == [] and len(_notices(smtp_server, before)) == 1
 
     # unpaused through the API, it fails twice more: a new pause, reported once
-    token = api.token()
+    token = watch.AirflowApi(api.http, ADMIN, ADMIN_PASSWORD).token()
     resp = api.http.patch(
         f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}, headers={"Authorization": f"Bearer {token}"}
     )
