@@ -82,9 +82,20 @@ def notice_quiet():
     verdict()
 
 
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), tags=["test"],
+     **dag_defaults(owner="test", retry_delay=timedelta(0), retries=0, quiet=("verdict",)))
+def notice_quiet_error():
+    @task
+    def verdict():
+        raise OSError("S3 unreachable before the verdict")
+
+    verdict()
+
+
 notice_retry()
 notice_two()
 notice_quiet()
+notice_quiet_error()
 """
 
 
@@ -215,11 +226,14 @@ def test_two_failing_tasks_of_one_run_send_one_notice(env, smtp_server):
     assert dr2.run_id in _html(msg2)
 
 
-def test_a_gate_verdict_is_not_notified_again(env, smtp_server):
+def test_a_gate_verdict_is_not_notified_again_but_its_other_errors_are(env, smtp_server):
     before = len(smtp_server.messages)
     dr = _dag(env, "notice_quiet").test()
     assert dr.get_task_instances()[0].state == "failed"
     assert _received(smtp_server, before) == []
+    dr = _dag(env, "notice_quiet_error").test()
+    (msg,) = _received(smtp_server, before)
+    assert "OSError: S3 unreachable before the verdict" in _html(msg)
 
 
 def _closed_port() -> int:
