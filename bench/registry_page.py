@@ -298,6 +298,7 @@ def child(endpoint: str, now_iso: str) -> None:
         first = time.perf_counter() - t0
         behind = first + _settle(ctx)  # the first request, then what it left to the background
         complete_size, complete = _request(section, ctx)
+        _settle(ctx)  # what the complete request started behind it (the search's audit objects)
         again = []
         for _ in range(3):
             other = fresh()

@@ -163,3 +163,22 @@ def test_a_corrupt_snapshot_or_pointer_is_an_error_naming_the_object(published, 
     s3.put_object(Bucket=bucket, Key="inventory/latest.json", Body=b"{not json")
     section = guard("fleet", "Fleet", lambda: fleet.load(_ctx(broken, s3)))
     assert section.status == "error" and f"s3://{bucket}/inventory/latest.json" in section.message
+
+
+def test_credentials_in_a_recorded_error_are_redacted(s3):
+    bucket = "page-fleet-redact"
+    objects.ensure_bucket(s3, bucket)
+    error = "GET https://ops:hunter2-pass@registry.example/v2/_catalog failed (token=abc123xyz)"
+    at = datetime.now(UTC).replace(microsecond=0)
+    inventory.publish_snapshot(
+        s3,
+        bucket,
+        "inventory/",
+        inventory.combine([]),
+        [{"registry": "r1", "repository": "*", "error": error}],
+        at,
+        ["r1"],
+    )
+    text = json.dumps(fleet.load(_ctx(_config(bucket), s3)).to_json())
+    assert "registry.example/v2/_catalog" in text
+    assert "hunter2-pass" not in text and "abc123xyz" not in text

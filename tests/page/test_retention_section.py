@@ -242,3 +242,27 @@ def test_summaries_past_the_budget_load_behind_and_a_warm_request_reads_only_the
     finally:
         s3.meta.events.unregister("before-send.s3.*", handler)
     assert again.to_json() == full.to_json() and calls == ["before-send.s3.GetObject"]
+
+
+def test_a_rerun_rewriting_the_latest_summary_shows_on_the_next_request(runs, s3):
+    bucket = "page-retention-rerun"
+    objects.ensure_bucket(s3, bucket)
+    for o in objects.list_keys(s3, BUCKET, "retention/runs/"):
+        s3.copy_object(Bucket=bucket, Key=o["Key"], CopySource={"Bucket": BUCKET, "Key": o["Key"]})
+    config = _config(bucket)
+    ctx = _ctx(config, s3)
+    before = {r["run_id"]: r for r in retention.load(ctx).tables[0].rows}
+    assert before["page-exec-2"]["failed"] == []
+    layout = audit.run_layout(bucket, config.retention.runs_prefix)
+    key = layout.id_prefix("page-exec-2") + audit.SUMMARY_NAME
+    doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    time.sleep(1.1)  # S3's LastModified has one-second resolution
+    doc["repositories_failed"] = ["ecr-local/rerun-failed"]  # what the rerun found
+    pointer_before = s3.get_object(Bucket=bucket, Key=layout.latest_key)["Body"].read()
+    layout.publish(
+        s3, layout.id_prefix("page-exec-2"), doc, extra={k: doc[k] for k in ("run_id", "now", "dry_run")}
+    )
+    assert s3.get_object(Bucket=bucket, Key=layout.latest_key)["Body"].read() == pointer_before  # same text
+    after = {r["run_id"]: r for r in retention.load(ctx).tables[0].rows}
+    assert after["page-exec-2"]["failed"] == ["ecr-local/rerun-failed"]
+    assert after["page-exec-1"] == before["page-exec-1"]

@@ -7,6 +7,7 @@ copied from errors (a registry error may quote a URL with credentials in it).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from ..store import objects
 from ..store.runs import ManifestError, RunLayout
 
+log = logging.getLogger(__name__)
 WORKERS = 10  # botocore's default connection pool per client; more threads would only queue
 _USERINFO = re.compile(r"(?i)(://)[^/@\s:]+:[^/@\s]+@")
 _SECRET_ARG = re.compile(r"(?i)\b(password|passwd|secret|token|access_key|signature)(=|:\s*)\S+")
@@ -116,20 +118,27 @@ class Loader:
 
     def _background(self, keys: list[str]) -> None:
         def run() -> None:
-            for i in range(0, len(keys), self.BATCH):
-                self._read([k for k in keys[i : i + self.BATCH] if k not in self.done])
+            try:
+                for i in range(0, len(keys), self.BATCH):
+                    self._read([k for k in keys[i : i + self.BATCH] if k not in self.done])
+            except Exception as exc:  # S3 trouble, or the interpreter shutting down: read again later
+                log.warning("registry page: background read stopped: %s", exc)
 
         self._thread = threading.Thread(target=run, name="page-loader", daemon=True)
         self._thread.start()
 
-    def get(self, keys: list[str], budget: float) -> tuple[dict[str, Any], int]:
-        """(parsed value by key for the keys read so far, how many are still being read)."""
+    def get(self, keys: list[str], budget: float, wait: bool = False) -> tuple[dict[str, Any], int]:
+        """(parsed value by key for the keys read so far, how many are still being read). While
+        the background thread reads, a request returns what is there (``wait``: waits for it
+        within the budget, then reads what is left itself)."""
         deadline = time.monotonic() + budget
         todo = [k for k in keys if k not in self.done]
         i = 0
         while i < len(todo) and time.monotonic() < deadline:
             thread = self._thread
-            if thread is not None and thread.is_alive():  # reading already: wait for it, in budget
+            if thread is not None and thread.is_alive():  # reading already
+                if not wait:
+                    break
                 thread.join(max(0.0, deadline - time.monotonic()))
                 continue
             batch = [k for k in todo[i : i + self.BATCH] if k not in self.done]

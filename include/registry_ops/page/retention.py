@@ -34,8 +34,8 @@ from .model import Chart, Column, Figure, Section, Series, Table, never_run
 
 ID, TITLE, DAG = "retention", "Retention", "registry_retention"
 PREVIEW = 200
-SUMMARY_BUDGET = 1.0  # seconds a request spends reading run summaries; the rest load behind it
-PREVIEW_BUDGET = 1.0
+SUMMARY_BUDGET = 0.6  # seconds a request spends reading run summaries; the rest load behind it
+PREVIEW_BUDGET = 0.4
 SEARCH_BUDGET = 1.5
 WINDOW = timedelta(days=365)
 REMOVED = ("deleted", "already_deleted")
@@ -151,7 +151,7 @@ def search_deleted(ctx: PageContext, query: str, limit: int = PREVIEW, offset: i
         return Table("deleted", "Deleted images", DELETED_COLUMNS, [], total=0, note=f"{DAG} has not run yet")
     runs, pending = _runs(ctx, layout, found)
     recent = [r for r in runs if r.at is None or r.at >= ctx.now - WINDOW]
-    rows, problems, unread = _deleted(ctx, recent, None, SEARCH_BUDGET)
+    rows, problems, unread = _deleted(ctx, recent, None, SEARCH_BUDGET, wait=True)
     needle = query.strip().lower()
     hits = [r for r in rows if needle in r["_text"]] if needle else rows
     if pending or unread:
@@ -284,7 +284,7 @@ def _broken(key: str, run_id: str, problem: str) -> Run:
 
 # -- deletions -------------------------------------------------------------------------------------
 def _deleted(
-    ctx: PageContext, runs: list[Run], limit: int | None, budget: float
+    ctx: PageContext, runs: list[Run], limit: int | None, budget: float, wait: bool = False
 ) -> tuple[list[dict[str, Any]], list[str], int]:
     """Deleted images of ``runs`` (newest first) from their audit objects: those of the newest
     runs until ``limit`` rows are found, or all (``None``); the problems met; how many objects
@@ -297,7 +297,7 @@ def _deleted(
             rows_so_far += counts[keys[cut]]
             cut += 1
         keys = keys[:cut]
-    got, unread = _audits(ctx).get(keys, budget)
+    got, unread = _audits(ctx).get(keys, budget, wait)
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for key in keys:
