@@ -80,7 +80,12 @@ def runs(moto_server, s3):
     _run(
         config, s3, reg, "page-exec-1", NOW - timedelta(days=2), plan, False, {(reg.name, r1.name): "capped"}
     )
-    _run(config, s3, reg, "page-exec-2", NOW - timedelta(days=1), plan_for(reg.name, r1, s1, e1), False)
+    # page-exec-2 deletes e1 and only audits the next two (a policy that is a dry run): the
+    # same audit object then holds deleted and would_delete records
+    audited = with_children(s1, oldest_images(s1, 4)) - e1
+    last = plan_for(reg.name, r1, s1, e1 | audited)
+    last.loc[last["digest"].isin(audited), "dry_run"] = True
+    _run(config, s3, reg, "page-exec-2", NOW - timedelta(days=1), last, False)
     sizes = {m.digest: m.size for m in s0 + s1}
     return {
         "config": config,
