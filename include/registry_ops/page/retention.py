@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..retention import audit
@@ -238,6 +238,7 @@ def _run(layout: RunLayout, key: str, body: bytes) -> Run:
     try:
         doc = layout.check(_read.json_of(layout.bucket, key, body), key)
         at = datetime.fromisoformat(str(doc["now"]))
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)  # compared with the request's time
         dry = bool(doc["dry_run"])
         results = doc.get("results") or []
         audits = {
