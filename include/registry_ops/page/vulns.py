@@ -5,8 +5,12 @@ marked), and the trend of critical and high over the scan runs kept in S3.
 Sources (``scan/store.py``): ``scan/latest.json`` names the newest run's ``findings.parquet``
 and manifest; the gate wrote ``gate.json`` beside them (its violators with status, CVE ids and
 acknowledgement, and the allowlist it applied); acknowledgements are one object each under
-``scan/gate/acks/``; the trend is every run manifest's ``vulnerabilities_by_severity`` (unique
-vulnerability ids per digest), listed once under ``scan/runs/`` and read by a pool of GETs.
+``scan/gate/acks/``; the trend is the run manifests' ``vulnerabilities_by_severity`` (unique
+vulnerability ids per digest): every run of the last 30 days and one a week before, the run
+folders listed in one request (delimiter ``Z/``) and the manifests read by a pool of GETs.
+
+The per-image and violators tables carry their first :data:`IMAGE_ROWS` rows (worst, failing
+first) and ``total``; only those rows are converted for the page.
 
 Counts per repository and image are the findings' unique vulnerability ids before the allowlist
 (what is there); the violators table shows the gate's counts after it (what fails). The
