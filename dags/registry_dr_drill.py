@@ -34,11 +34,11 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, setup, task, teardown
 
+from include.registry_ops.backup.settings import DRILL_SCHEDULE as SCHEDULE
 from include.registry_ops.dag_support import config_or_fail as _config
 from include.registry_ops.dag_support import dag_defaults
 
 log = logging.getLogger(__name__)
-SCHEDULE = "0 6 1 1,4,7,10 *"
 
 PARAMS = {
     "snapshot": Param(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -161,7 +162,7 @@ def test_the_next_drill_is_the_dags_next_quarterly_date(env, now, due):
 def test_the_schedule_is_the_one_the_drill_dag_runs_on():
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(backups.DRILL_DAG_FILE))
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "registry_dr_drill.py"))
     assert bag.import_errors == {}
     timetable = bag.dags["registry_dr_drill"].timetable
     assert timetable.expression == backups.drill_schedule() and str(timetable.timezone) == "UTC"

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+# When the quarterly restore drill runs (UTC): the drill DAG's schedule, and the Registry page's
+# "next drill" date, from this one constant.
+DRILL_SCHEDULE = "0 6 1 1,4,7,10 *"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

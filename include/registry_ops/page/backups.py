@@ -9,26 +9,23 @@ one, so a newer incomplete snapshot is only found by listing) and the drill's re
 prefix (a few dozen keys: prune keeps ``keep_daily`` + ``keep_monthly`` snapshots) and one GET
 of the drill's pointer; manifests and reports are read once per version (the memo).
 
-The next drill date is computed from the drill DAG's own cron expression: ``SCHEDULE`` in
-``dags/registry_dr_drill.py``, read from that file's syntax tree (importing a DAG file would
-need Airflow and build the DAG), evaluated with croniter, as Airflow's ``CronTriggerTimetable``
-does, in UTC (the DAG's timezone).
+The next drill date is computed from the drill DAG's own cron expression
+(``backup.settings.DRILL_SCHEDULE``, which the DAG schedules itself with), evaluated with
+croniter, as Airflow's ``CronTriggerTimetable`` does, in UTC (the DAG's timezone).
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from croniter import croniter
 
 from ..backup import drill_report
+from ..backup.settings import DRILL_SCHEDULE
 from ..backup.store import KIND as BACKUP_KIND
 from ..backup.store import SCHEMA_VERSION as BACKUP_VERSION
 from ..store import objects
@@ -39,7 +36,6 @@ from .model import Column, Figure, Section, Table, never_run
 
 ID, TITLE = "backups", "Backups and drills"
 BACKUP_DAG, DRILL_DAG = "registry_backup", "registry_dr_drill"
-DRILL_DAG_FILE = Path(__file__).resolve().parents[3] / "dags" / f"{DRILL_DAG}.py"
 RECENT = 10  # snapshots in the table (their manifests are read once each, in parallel)
 FAILURES_SHOWN = 50  # drill failures listed (the report in S3 holds every one)
 _MANIFEST = re.compile(r"^dt=(\d{4})-(\d{2})-(\d{2})/(\d{6})Z/" + re.escape(MANIFEST_NAME) + "$")
@@ -305,22 +301,9 @@ def _drill_part(r: dict[str, Any], source: str) -> Part:
 
 
 # -- the next drill --------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)
-def _schedule_of(path: str, mtime_ns: int) -> str:
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"), path)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "SCHEDULE" for t in node.targets
-        ):
-            value = ast.literal_eval(node.value)
-            if isinstance(value, str):
-                return value
-    raise ValueError(f"{path}: no module-level SCHEDULE = '<cron expression>'")
-
-
-def drill_schedule(path: Path = DRILL_DAG_FILE) -> str:
-    """The drill DAG's cron expression, as its file defines it (re-read when the file changes)."""
-    return _schedule_of(str(path), path.stat().st_mtime_ns)
+def drill_schedule() -> str:
+    """The drill DAG's cron expression (the DAG schedules itself with the same constant)."""
+    return DRILL_SCHEDULE
 
 
 def next_run(expression: str, now: datetime) -> datetime:
