@@ -136,3 +136,19 @@ def test_dead_endpoint_is_a_clear_error():
 def test_unknown_repository_lists_nothing(registry_server):
     oci = OciRegistry("oci-local", registry_server.url, OCI_USER, OCI_PASSWORD)
     assert oci.list_images("no/such-repo") == []
+
+
+def test_credentials_in_the_url_are_used_and_never_quoted_in_errors(seeded, registry_server):
+    """``https://user:pass@host`` works (the credentials sign the requests) and the password
+    never reaches an error message (those land in logs, S3 reports and emails)."""
+    from urllib.parse import quote as q
+
+    scheme, _, rest = registry_server.url.partition("://")
+    with_creds = f"{scheme}://{q(OCI_USER)}:{q(OCI_PASSWORD)}@{rest}"
+    oci = OciRegistry("oci-local", with_creds)
+    assert oci.url == registry_server.url
+    assert oci.list_repositories()  # authenticated with the URL's credentials
+    dead = OciRegistry("oci-dead", f"http://{OCI_USER}:{OCI_PASSWORD}@127.0.0.1:9/", retries=0)
+    with pytest.raises(Exception) as caught:
+        dead.list_repositories()
+    assert "127.0.0.1:9" in str(caught.value) and OCI_PASSWORD not in str(caught.value)

@@ -51,7 +51,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import IO, Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -100,6 +100,16 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 EMPTY_JSON = b"{}"  # the OCI empty descriptor's content (image-spec "empty" guidance)
 
 
+def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@`` part, and that part (decoded) when there was one."""
+    parts = urlsplit(url)
+    if parts.username is None and "@" not in parts.netloc:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    creds = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=host)), creds if creds[0] else None
+
+
 class OciRegistry(Registry):
     kind = "oci"
 
@@ -120,6 +130,11 @@ class OciRegistry(Registry):
         tag_delete_api: bool = False,
     ) -> None:
         super().__init__(name)
+        # Credentials written into the URL (``https://user:pass@host``) are taken out of it: the
+        # URL is quoted in every error message, and those reach logs, S3 reports and emails.
+        url, in_url = _split_userinfo(url)
+        if in_url and not username:
+            username, password = in_url
         self.url = url.rstrip("/")
         self._creds = (username, password) if username else None
         self.concurrency = concurrency
