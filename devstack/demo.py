@@ -53,6 +53,8 @@ RUNS = (
     # after pull events are seeded (seed_events): unpausing starts the last scheduled run (the
     # Monday 07:00 weekly report of the 7 days before); a trigger would send a second report
     ("registry_reports", "schedule"),
+    # asks Airflow's REST API (connection airflow_api) for DAGs the scheduler paused
+    ("registry_watch", "trigger"),
 )
 # A failed gate is the scan working (the seeded reports hold critical CVEs), not a demo failure.
 EXPECTED_FAILURES = {"registry_scan": {"gate"}}
@@ -65,6 +67,7 @@ LOG_PROBES = {
     "registry_backup": ("publish", "backup: snapshot "),
     "registry_dr_drill": ("drill", "drill: "),
     "registry_reports": ("build", "reports: weekly report "),
+    "registry_watch": ("check", "watch: "),
 }
 # The conf each triggered DAG gets (Params; the others run on their defaults).
 TRIGGER_CONF = {
@@ -397,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="a small fleet (quick smoke run)")
     args = parser.parse_args(argv)
     os.environ.update(airflow_env(ROOT, WORK / "airflow", args.port))
+    # registry_watch signs in to the REST API with this (all-admins mode accepts any password)
+    os.environ["AIRFLOW_CONN_AIRFLOW_API"] = json.dumps(
+        {"conn_type": "http", "host": f"http://127.0.0.1:{args.port}", "login": "admin", "password": "demo"}
+    )
     airflow_logging = os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")  # tasks log at INFO
     # this process only: no INFO chatter (the SMTP sink's dialogue, connection lookups) on the terminal
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
