@@ -75,6 +75,7 @@ TRIGGER_CONF = {
     "registry_restore": lambda: _restore_conf(),
     "registry_backup": dict,
     "registry_dr_drill": dict,  # latest snapshot, dr.target, every repository
+    "registry_watch": dict,
 }
 # The task whose return value (XCom) the summary reports, per DAG.
 RESULTS = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,8 +23,6 @@ from ..store.runs import RunLayout
 from .model import Chart, Figure, Section, Table
 
 log = logging.getLogger(__name__)
-_USERINFO = re.compile(r"(?i)(://)[^/@\s:]+:[^/@\s]+@")
-_SECRET_ARG = re.compile(r"(?i)\b(password|passwd|secret|token|access_key|signature)(=|:\s*)\S+")
 
 
 class ArtefactError(ValueError):
@@ -36,14 +33,6 @@ class ArtefactError(ValueError):
 class Unreachable(RuntimeError):
     """S3 did not answer for an object (the message names it): not kept by a memo, and not a
     ``ValueError``, so it is never mistaken for a broken artefact."""
-
-
-def redact(text: Any) -> Any:
-    """Text copied from an error (a registry's, a restore's) with URL credentials and
-    ``password=...``-style values replaced by ``***``; other values as they are."""
-    if not isinstance(text, str):
-        return text
-    return _SECRET_ARG.sub(r"\1\2***", _USERINFO.sub(r"\1***@", text))
 
 
 def read_json(s3: Any, bucket: str, key: str, required: bool = True) -> Any:

@@ -1,14 +1,13 @@
 """S3 reads the section loaders share: a pointer read that also says which version of it was read
 (the memo key), many small GETs at once (a year of run summaries one after the other takes
-seconds; a pool of GETs takes a fraction), the folders under a prefix, and a redaction of text
-copied from errors (a registry error may quote a URL with credentials in it).
+seconds; a pool of GETs takes a fraction), and the folders under a prefix. Text copied from errors is masked
+with ``model.redact`` (a registry error may quote a URL with credentials in it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable
@@ -20,19 +19,10 @@ from ..store.runs import ManifestError, RunLayout
 
 log = logging.getLogger(__name__)
 WORKERS = 10  # botocore's default connection pool per client; more threads would only queue
-_USERINFO = re.compile(r"(?i)(://)[^/@\s:]+:[^/@\s]+@")
-_SECRET_ARG = re.compile(r"(?i)\b(password|passwd|secret|token|access_key|signature)(=|:\s*)\S+")
 
 
 class ArtefactError(ValueError):
     """An S3 object a section cannot read (the message names it and the problem)."""
-
-
-def redact(text: Any) -> Any:
-    """``text`` with URL credentials and ``password=...``-style values replaced by ``***``."""
-    if not isinstance(text, str):
-        return text
-    return _SECRET_ARG.sub(r"\1\2***", _USERINFO.sub(r"\1***@", text))
 
 
 def read_pointer(s3: Any, layout: RunLayout) -> tuple[dict[str, Any], tuple[str, str]] | None:

@@ -28,11 +28,10 @@ from ._artefacts import (
     read_dict,
     read_pointer,
     read_table,
-    redact,
     run_time,
 )
 from .context import PageContext
-from .model import Column, Figure, Section, Table, never_run
+from .model import Column, Figure, Section, Table, never_run, redact
 
 ID, TITLE, DAG = "audit", "Access audit", "registry_iam_audit"
 NEW_DAYS = 7

@@ -30,9 +30,9 @@ from ..backup.store import KIND as BACKUP_KIND
 from ..backup.store import SCHEMA_VERSION as BACKUP_VERSION
 from ..store import objects
 from ..store.runs import MANIFEST_NAME, RunLayout
-from ._artefacts import ArtefactError, Part, assemble, attempt, parse_time, read_dict, read_pointer, redact
+from ._artefacts import ArtefactError, Part, assemble, attempt, parse_time, read_dict, read_pointer
 from .context import PageContext
-from .model import Column, Figure, Section, Table, never_run
+from .model import Column, Figure, Section, Table, never_run, redact
 
 ID, TITLE = "backups", "Backups and drills"
 BACKUP_DAG, DRILL_DAG = "registry_backup", "registry_dr_drill"

@@ -29,7 +29,7 @@ from ..reports import cost
 from ..store import objects
 from . import _read
 from .context import PageContext
-from .model import Column, Figure, Section, Table, never_run
+from .model import Column, Figure, Section, Table, never_run, redact
 
 ID, TITLE, DAG = "fleet", "Fleet", "registry_inventory"
 # the snapshot's columns the section reads: the required ones (validated) and the times
@@ -181,7 +181,7 @@ def _section(built: dict[str, Any], now: datetime) -> Section:
             {
                 "registry": e.get("registry"),
                 "repository": e.get("repository"),
-                "error": _read.redact(e.get("error")),
+                "error": redact(e.get("error")),
             }
             for e in errors
         ]
