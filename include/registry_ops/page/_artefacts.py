@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..store import objects
-from ..store.runs import RunLayout
+from ..store.runs import ManifestError, RunLayout
+from . import _read
 from .model import Chart, Figure, Section, Table
 
 log = logging.getLogger(__name__)
@@ -77,24 +78,17 @@ def read_table(s3: Any, bucket: str, key: str) -> pa.Table:
 
 
 def read_pointer(s3: Any, layout: RunLayout) -> tuple[dict[str, Any], str] | None:
-    """The layout's ``latest`` pointer and its version (ETag and LastModified: the memo key; a
-    rerun may write the same text over changed objects, never with the same LastModified);
-    None before the first published run. A pointer that is not JSON, of another kind or a newer
-    schema raises ManifestError naming it."""
-    key = layout.latest_key
+    """The layout's ``latest`` pointer and its version as one memo key (``_read.read_pointer``:
+    ETag and LastModified), None before the first published run; a pointer that is not JSON,
+    of another kind or a newer schema raises ArtefactError naming it."""
     try:
-        resp = s3.get_object(Bucket=layout.bucket, Key=key)
-    except ClientError as exc:
-        if objects.is_missing(exc):
-            return None
-        raise
-    body = resp["Body"].read()
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise ArtefactError(f"{layout.url(key)} is not JSON ({exc})") from None
-    layout.check(doc, key)
-    return doc, f"{resp.get('ETag', '')}@{resp.get('LastModified', '')}"
+        found = _read.read_pointer(s3, layout)
+    except ManifestError as exc:
+        raise ArtefactError(str(exc)) from None
+    if found is None:
+        return None
+    doc, (etag, modified) = found
+    return doc, f"{etag}@{modified}"
 
 
 def list_after(
