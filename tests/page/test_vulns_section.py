@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,15 +75,32 @@ def _config(bucket: str, today):
     )
 
 
+def _upload_key(config, image: str) -> str:
+    return f"{config.scan.uploads_prefix}{REG}/{IMAGES[image][0]}/{D[image].replace(':', '-')}.json"
+
+
 def _upload(s3, config, image: str, report: str) -> None:
-    repo = IMAGES[image][0]
-    key = f"{config.scan.uploads_prefix}{REG}/{repo}/{D[image].replace(':', '-')}.json"
+    key = _upload_key(config, image)
     s3.put_object(Bucket=config.storage.bucket, Key=key, Body=json.dumps(_report(report)).encode())
 
 
-def _scan(s3, config, run_at: datetime, run_id: str) -> dict:
+def _reupload(s3, config, image: str, report: str) -> None:
+    """Upload a newer report for ``image``. S3 times objects to the second and the scan imports a
+    report only if it is newer than the digest's last scan (the previous upload's time): a report
+    uploaded within that second is skipped and the image keeps its old findings. Alone this file
+    is slow enough between the two uploads; after other files (warm imports) it is not."""
+    key = _upload_key(config, image)
+    before = s3.head_object(Bucket=config.storage.bucket, Key=key)["LastModified"]
+    while datetime.now(UTC) < before + timedelta(seconds=1):
+        time.sleep(0.05)
+    _upload(s3, config, image, report)
+    assert s3.head_object(Bucket=config.storage.bucket, Key=key)["LastModified"] > before
+
+
+def _scan(s3, config, run_at: datetime, run_id: str, imports: int) -> dict:
     planned = scan_jobs.plan_run(config, run_at, run_id)
     assert planned["to_scan"] == 0, planned  # every image came from an upload
+    assert planned["imported"]["count"] == imports, planned
     manifest = scan_jobs.publish(config, planned, [])
     result = scan_jobs.gate(config, manifest, run_at)
     gate_state.save(s3, config, gate_state.next_state(result, run_at))  # as report_gate, no email
@@ -111,7 +129,7 @@ def scanned(moto_server, s3):
     inventory.publish_snapshot(s3, BUCKET, "inventory/", schema.to_table(rows), [], now, [REG])
     for name, (_, _, report) in IMAGES.items():
         _upload(s3, config, name, report)
-    first = _scan(s3, config, now, "scan-1")
+    first = _scan(s3, config, now, "scan-1", imports=len(IMAGES))
     # acknowledged: B until 10 days ahead; E acknowledged earlier, ended yesterday
     scan_jobs.acknowledge(
         config, REG, "page/app", D["B"], "fix in sprint", now.date() + timedelta(days=10), "ana"
@@ -120,8 +138,8 @@ def scanned(moto_server, s3):
     scan_jobs.acknowledge(
         config, REG, "page/lib", D["E"], "was waiting", now.date() - timedelta(days=1), "bo", past
     )
-    _upload(s3, config, "A", "busybox-with-lockfile")  # A fixed: run 2 imports the new report
-    second = _scan(s3, config, now + timedelta(minutes=5), "scan-2")
+    _reupload(s3, config, "A", "busybox-with-lockfile")  # A fixed: run 2 imports the new report
+    second = _scan(s3, config, now + timedelta(minutes=5), "scan-2", imports=1)
     reports = {n: r for n, (_, _, r) in IMAGES.items()}
     runs = [reports, {**reports, "A": "busybox-with-lockfile"}]
     return {"config": config, "now": now + timedelta(hours=1), "runs": runs, "gates": (first, second)}
@@ -218,6 +236,40 @@ def test_broken_gate_report_and_ack_are_named_and_the_rest_shows(scanned, s3):
     s3.put_object(Bucket=bucket, Key=pointer["findings"], Body=b"garbage")
     broken = guard("vulns", "Vulnerabilities", lambda: vulns.load(_ctx(config, s3, scanned["now"])))
     assert broken.status == "error" and f"s3://{bucket}/{pointer['findings']}" in broken.message
+
+
+def test_a_memo_shared_by_two_buckets_keeps_their_pages_apart(scanned, s3):
+    """The plugin's memo is process-wide; the bench and tests load many buckets through one. Two
+    buckets holding the same runs (same keys, ETags and pointer time) get their own pages."""
+    twins = ("page-vulns-twin-a", "page-vulns-twin-b")
+    for bucket in twins:
+        objects.ensure_bucket(s3, bucket)
+        for o in objects.list_keys(s3, BUCKET, "reports/scan/"):
+            s3.copy_object(Bucket=bucket, Key=o["Key"], CopySource={"Bucket": BUCKET, "Key": o["Key"]})
+    pointer_key = "reports/scan/latest.json"
+    body = s3.get_object(Bucket=BUCKET, Key=pointer_key)["Body"].read()
+    pointer = json.loads(body)
+    gate_key = pointer["manifest"].rsplit("/", 1)[0] + "/gate.json"
+    ack_key = store.ack_key(_config(twins[0], scanned["now"].date()), REG, "page/app", D["B"])
+    for _ in range(5):  # the same pointer version in both: written within one second
+        for bucket in twins:
+            s3.put_object(Bucket=bucket, Key=gate_key, Body=b"not a gate")
+            s3.put_object(Bucket=bucket, Key=ack_key, Body=b"[1, 2")
+            s3.put_object(Bucket=bucket, Key=pointer_key, Body=body)
+        heads = [s3.head_object(Bucket=b, Key=pointer_key) for b in twins]
+        if len({(h["ETag"], h["LastModified"]) for h in heads}) == 1:
+            break
+    else:
+        pytest.fail("could not write the two pointers within one second")
+    memo = Memo()
+    for bucket in twins:
+        config = _config(bucket, scanned["now"].date())
+        section = vulns.load(PageContext(config, s3, scanned["now"], memo))
+        assert section.status == "ok", section.message
+        assert any(f"s3://{bucket}/{gate_key}" in n for n in section.notes), section.notes
+        assert any(f"s3://{bucket}/{ack_key}" in n for n in section.notes), section.notes
+        other = next(b for b in twins if b != bucket)
+        assert not any(f"s3://{other}/" in n for n in section.notes), section.notes
 
 
 def test_no_secret_reaches_the_json(scanned, s3):

@@ -20,6 +20,10 @@ only when that listing changed.
 
 A gate report, run manifest or acknowledgement that cannot be read is named in the notes and
 the rest of the section still shows; unreadable findings fail the section, naming the object.
+
+The memo is process-wide and keys are the same in every bucket (``reports/scan/latest.json``, an
+ack's key and ETag): every memo key names the bucket, or a copy of one bucket's runs in another
+would be shown with the first bucket's notes and object names.
 """
 
 from __future__ import annotations
@@ -102,7 +106,8 @@ def load(ctx: PageContext) -> Section:
     with ThreadPoolExecutor(1, thread_name_prefix="page-vulns") as pool:
         acks_read = pool.submit(_acks, ctx)  # meanwhile: they change without a run
         built = ctx.memo.get(
-            ("page.vulns", layout.latest_key, version, ctx.now.date()), lambda: _build(ctx, pointer)
+            ("page.vulns", ctx.bucket, layout.latest_key, version, ctx.now.date()),
+            lambda: _build(ctx, pointer),
         )
         acks, ack_notes = acks_read.result()
     today = ctx.now.date()
@@ -372,7 +377,9 @@ def _acks(ctx: PageContext) -> tuple[list[dict[str, Any]], list[str]]:
         (o["Key"], o.get("ETag", ""))
         for o in objects.list_keys(ctx.s3, ctx.bucket, store.acks_prefix(ctx.config))
     )
-    return ctx.memo.get(("page.vulns.acks", listed), lambda: _read_acks(ctx, [k for k, _ in listed]))
+    return ctx.memo.get(
+        ("page.vulns.acks", ctx.bucket, listed), lambda: _read_acks(ctx, [k for k, _ in listed])
+    )
 
 
 def _read_acks(ctx: PageContext, keys: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
