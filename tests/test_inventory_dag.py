@@ -10,6 +10,7 @@ import pytest
 from include.registry_ops import schema
 from include.registry_ops.inventory import latest_snapshot
 from tests.conftest import BUCKET, OCI_PASSWORD
+from tests.dag_test import without_deadline
 from tests.fleet_expect import all_ecr, visible_oci
 
 
@@ -17,7 +18,7 @@ from tests.fleet_expect import all_ecr, visible_oci
 def inventory_dag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder="dags").dags["registry_inventory"]
+    return without_deadline(DagBag(dag_folder="dags").dags["registry_inventory"])
 
 
 def test_inventory_run_matches_the_seeded_fleet(airflow_db, seeded, config_file, s3, inventory_dag, capfd):

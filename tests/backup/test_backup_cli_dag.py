@@ -23,6 +23,7 @@ from tests.backup.test_backup_support import (
     unique,
 )
 from tests.conftest import OCI_PASSWORD
+from tests.dag_test import without_deadline
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_backup_commands(env, capfd):
 def backup_dag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder="dags").dags["registry_backup"]
+    return without_deadline(DagBag(dag_folder="dags").dags["registry_backup"])
 
 
 def test_the_dag_backs_up_every_registry_then_fails_naming_a_broken_repository(

@@ -139,7 +139,13 @@ def test_ops_sign_in_open_the_page_filter_and_restore(airflow, browser, deleted,
 
         table.locator("tbody tr").get_by_role("link", name="Restore").click()
         form = frame.locator("#restore-form")
-        expect(form.locator("#param-digest")).to_have_value(digest, timeout=30_000)
+        try:
+            expect(form.locator("#param-digest")).to_have_value(digest, timeout=60_000)
+        except AssertionError:  # say what the form page showed, and what the API server logged
+            status = frame.locator("#status").all_inner_texts()
+            raise AssertionError(
+                f"no filled form; the page said {status}; API server: {airflow.log_tail()}"
+            ) from None
         expect(form.locator("#param-mode")).to_have_value("restore")
         expect(form.locator("#param-registry")).to_have_value("ecr-local")
         expect(form.locator("#param-repository")).to_have_value(deleted["repository"])

@@ -175,12 +175,18 @@ def test_health_lists_our_dags_from_airflow_with_the_viewer_s_token(client, auth
     assert all(r["last_success"] is None for r in rows.values())
 
 
-def test_health_names_a_dag_the_scheduler_paused_after_failures(client, auth):
+@pytest.fixture
+def paused_by_the_scheduler(airflow_app):
+    """``registry_scan`` paused by the scheduler's own check after 3 failed runs; undone after
+    the test (the runs, the scheduler's Log row, the pause), so other tests of this worker's
+    metadata DB (the pause watch) do not see it."""
     from airflow.models.dag import DagModel
     from airflow.models.dagrun import DagRun
+    from airflow.models.log import Log
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunType
+    from sqlalchemy import delete, update
 
     dag_id = "registry_scan"
     base = datetime(2026, 11, 1, tzinfo=UTC)
@@ -202,6 +208,17 @@ def test_health_names_a_dag_the_scheduler_paused_after_failures(client, auth):
         runs[-1]._check_last_n_dagruns_failed(dag_id, 3, session)
     with create_session() as session:
         assert session.get(DagModel, dag_id).is_paused
+    yield dag_id
+    with create_session() as session:
+        session.execute(delete(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id.like("scheduled__fail%")))
+        session.execute(
+            delete(Log).where(Log.dag_id == dag_id, Log.event == "paused", Log.owner == "scheduler")
+        )
+        session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(is_paused=False))
+
+
+def test_health_names_a_dag_the_scheduler_paused_after_failures(client, auth, paused_by_the_scheduler):
+    dag_id = paused_by_the_scheduler
     _, token = auth
     body = client.get("/api/health", cookies={"_token": token()}).json()
     row = next(r for r in body["tables"][0]["rows"] if r["dag_id"] == dag_id)
