@@ -223,6 +223,7 @@ def test_health_names_a_dag_the_scheduler_paused_after_failures(client, auth, pa
     body = client.get("/api/health", cookies={"_token": token()}).json()
     row = next(r for r in body["tables"][0]["rows"] if r["dag_id"] == dag_id)
     assert row["paused"] == "by the scheduler" and row["state"] == "failed"
+    assert row["last_run_state"] == "failed" and row["last_success"] is None  # 3 failed runs, no success
     assert "paused by the scheduler" in row["note"]
     assert any(
         f["label"] == "Paused by the scheduler" and f["value"] == 1 and f["alert"] for f in body["figures"]
