@@ -89,6 +89,10 @@ def api(rig, monkeypatch):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(rig["root"] / "passwords.json")
     )
     monkeypatch.setenv("REGISTRY_OPS_CONFIG", str(rig["config"]))
+    # Airflow's execution API refuses to start without a JWT secret; an earlier test of the same
+    # process may have generated one (the auth manager does when it is empty), this one must not
+    # depend on that
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "paused-watch-test-secret-" + "s" * 40)
     from airflow.api_fastapi.app import create_app, purge_cached_app
     from fastapi.testclient import TestClient
 
