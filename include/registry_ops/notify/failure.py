@@ -151,11 +151,8 @@ def send_notice(config: Any, subject: str, body: str) -> list[str]:
     try:
         notifier.notify({})
     except Exception as exc:
-        problem = mask(f"{type(exc).__name__}: {exc}", _smtp_secrets(notifier))
-        conn = config.notifications.smtp_conn_id
-        raise RuntimeError(f"notice {subject!r} not sent via SMTP connection {conn!r}: {problem}") from None
-    log.info("notice %r sent to %s", subject, ", ".join(notifier.to))
-    return list(notifier.to)
+        raise _not_sent(config, subject, notifier, exc) from None
+    return _sent(subject, notifier)
 
 
 async def asend_notice(config: Any, subject: str, body: str) -> list[str]:
@@ -164,9 +161,18 @@ async def asend_notice(config: Any, subject: str, body: str) -> list[str]:
     try:
         await notifier.async_notify({})
     except Exception as exc:
-        problem = mask(f"{type(exc).__name__}: {exc}", _smtp_secrets(notifier))
-        conn = config.notifications.smtp_conn_id
-        raise RuntimeError(f"notice {subject!r} not sent via SMTP connection {conn!r}: {problem}") from None
+        raise _not_sent(config, subject, notifier, exc) from None
+    return _sent(subject, notifier)
+
+
+def _not_sent(config: Any, subject: str, notifier: Any, exc: Exception) -> RuntimeError:
+    """The error a failed send raises, every SMTP secret masked (sync and async alike)."""
+    problem = mask(f"{type(exc).__name__}: {exc}", _smtp_secrets(notifier))
+    conn = config.notifications.smtp_conn_id
+    return RuntimeError(f"notice {subject!r} not sent via SMTP connection {conn!r}: {problem}")
+
+
+def _sent(subject: str, notifier: Any) -> list[str]:
     log.info("notice %r sent to %s", subject, ", ".join(notifier.to))
     return list(notifier.to)
 

@@ -21,14 +21,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..store import objects
 from ..store.runs import ManifestError, RunLayout
 from . import _read
+from ._read import ArtefactError
 from .model import Chart, Figure, Section, Table
 
 log = logging.getLogger(__name__)
-
-
-class ArtefactError(ValueError):
-    """An S3 object a section cannot use (the message names it and the problem): it will not get
-    better by asking again (objects of a run are written once), so a memo may keep it."""
 
 
 class Unreachable(RuntimeError):
@@ -36,14 +32,19 @@ class Unreachable(RuntimeError):
     ``ValueError``, so it is never mistaken for a broken artefact."""
 
 
+def _get(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, None when it does not exist; Unreachable naming it when S3 fails."""
+    try:
+        return objects.get_bytes(s3, bucket, key)
+    except (ClientError, BotoCoreError) as exc:
+        raise Unreachable(f"{objects.url(bucket, key)} cannot be read ({exc})") from None
+
+
 def read_json(s3: Any, bucket: str, key: str, required: bool = True) -> Any:
     """The object's JSON; ArtefactError naming it when it is not JSON or (``required``) missing;
     None when it is missing and not required."""
     where = objects.url(bucket, key)
-    try:
-        data = objects.get_bytes(s3, bucket, key)
-    except (ClientError, BotoCoreError) as exc:
-        raise Unreachable(f"{where} cannot be read ({exc})") from None
+    data = _get(s3, bucket, key)
     if data is None:
         if required:
             raise ArtefactError(f"{where} does not exist")
@@ -65,10 +66,7 @@ def read_dict(s3: Any, bucket: str, key: str) -> dict[str, Any]:
 def read_table(s3: Any, bucket: str, key: str) -> pa.Table:
     """A Parquet object; ArtefactError naming it when it is missing or not Parquet."""
     where = objects.url(bucket, key)
-    try:
-        data = objects.get_bytes(s3, bucket, key)
-    except (ClientError, BotoCoreError) as exc:
-        raise Unreachable(f"{where} cannot be read ({exc})") from None
+    data = _get(s3, bucket, key)
     if data is None:
         raise ArtefactError(f"{where} does not exist")
     try:

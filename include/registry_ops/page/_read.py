@@ -22,7 +22,9 @@ WORKERS = 10  # botocore's default connection pool per client; more threads woul
 
 
 class ArtefactError(ValueError):
-    """An S3 object a section cannot read (the message names it and the problem)."""
+    """An S3 object a section cannot use (the message names it and the problem): it will not get
+    better by asking again (objects of a run are written once), so a memo may keep it. Every
+    section raises this one class (``_artefacts`` too)."""
 
 
 def read_pointer(s3: Any, layout: RunLayout) -> tuple[dict[str, Any], tuple[str, str]] | None:
