@@ -98,12 +98,16 @@ def _airflow_base() -> str:
     return conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
 
 
+def listing() -> list[dict[str, str]]:
+    """Every section the page shows and the path of its JSON (Health last: it asks Airflow)."""
+    listed = [{"id": s.id, "title": s.title, "path": f"api/sections/{s.id}"} for s in SECTIONS]
+    return [*listed, {"id": health.SECTION, "title": health.TITLE, "path": "api/health"}]
+
+
 def _page(template: str, request: Request, extra: dict[str, Any] | None = None) -> HTMLResponse:
     root = request.scope.get("root_path", "").rstrip("/")  # where Airflow mounted us (+ its base path)
     airflow_root = root[: -len(PREFIX)] if root.endswith(PREFIX) else ""
-    sections = [{"id": s.id, "title": s.title, "path": f"api/sections/{s.id}"} for s in SECTIONS]
-    sections.append({"id": "health", "title": "Health", "path": "api/health"})
-    boot = {"base": root + "/", "airflow": airflow_root, "sections": sections, **(extra or {})}
+    boot = {"base": root + "/", "airflow": airflow_root, "sections": listing(), **(extra or {})}
     # ``</`` cannot end the script element from inside the JSON (S3 content never goes here, but
     # the mount path might be odd)
     boot_js = json.dumps(boot).replace("</", "<\\/")
@@ -173,8 +177,7 @@ def create_app(
 
     @app.get("/api/sections")
     def sections(_viewer: SignedIn) -> list[dict[str, str]]:
-        listed = [{"id": s.id, "title": s.title, "path": f"api/sections/{s.id}"} for s in SECTIONS]
-        return [*listed, {"id": "health", "title": "Health", "path": "api/health"}]
+        return listing()
 
     @app.get("/api/sections/{section_id}")
     async def one_section(section_id: str, _viewer: SignedIn) -> JSONResponse:
