@@ -82,3 +82,24 @@ def test_console_script_is_installed():
     assert exe, "registry-ops console script missing: run `make install`"
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "inventory" in proc.stdout
+
+
+def test_an_in_process_command_leaves_no_handler_on_its_stderr(monkeypatch):
+    """``main`` runs in-process (tests, the demo): a handler ``basicConfig`` bound to the
+    command's stderr must go with the command, or the next command's log lines are written to
+    a closed stream ("--- Logging error ---", with the raw exception printed)."""
+    import io
+    import logging
+
+    import airflow  # noqa: F401  (its import installs its own handler: that one may stay)
+
+    from include.registry_ops.cli import configured_logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with configured_logging(0):
+        logging.getLogger("include.registry_ops.test").warning("inside")
+        assert len(root.handlers) == 1
+    assert root.handlers == []
+    assert "inside" in sys.stderr.getvalue()

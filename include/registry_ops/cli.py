@@ -104,6 +104,9 @@ def configured_logging(verbosity: int) -> Iterator[None]:
                 table[""] = level
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
+        for handler in root.handlers[:]:  # basicConfig's, bound to this command's stderr
+            if all(handler is not h for h, _, _ in handlers):
+                root.removeHandler(handler)
         for handler, level, stream in handlers:
             handler.setLevel(level)
             if stream is not None and isinstance(handler, logging.StreamHandler):

@@ -34,6 +34,8 @@ from pydantic import (
 
 from .audit.settings import AuditConfig
 from .backup.settings import BackupConfig, DrConfig
+from .events.settings import EventsConfig
+from .health.settings import HealthConfig, SloConfig
 from .reports.settings import ReportsConfig
 from .retention.settings import RetentionConfig
 from .rotation.settings import RotationConfig
@@ -142,6 +144,8 @@ class Prefixes(_Strict):
     archive: str = "archive/"
     backup: str = "backup/"
     reports: str = "reports/"
+    events: str = "events/"
+    health: str = "health/"
 
 
 class StorageConfig(_Strict):
@@ -238,6 +242,9 @@ class Config(_Strict):
     audit: AuditConfig = AuditConfig()
     rotation: RotationConfig = RotationConfig()
     reports: ReportsConfig = ReportsConfig()
+    events: EventsConfig = EventsConfig()
+    health: HealthConfig = HealthConfig()
+    slo: SloConfig = SloConfig()
     source: str = "<memory>"
 
     @model_validator(mode="after")
@@ -250,6 +257,9 @@ class Config(_Strict):
         for key, named in (
             ("backup.registries", self.backup.registries or []),
             ("dr.target", [self.dr.target]),
+            ("health.registries", self.health.registries or []),
+            ("health.canaries", list(self.health.canaries)),
+            ("events.ecr[].registry", [e.registry for e in self.events.ecr]),
         ):
             unknown = [n for n in named if n is not None and n not in known]
             if unknown:

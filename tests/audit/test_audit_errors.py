@@ -219,3 +219,27 @@ def test_with_every_permission_the_same_user_audits(aws_account, moto_server, tm
     assert any(
         f["id"] == "human-write-access" and f["principal"].endswith(":user/auditor") for f in out["findings"]
     )
+
+
+def test_an_unreachable_endpoints_credentials_never_enter_the_audit_error():
+    """botocore names the endpoint URL it could not reach; the AuditError built from it (which
+    any traceback prints) carries the URL without its ``user:secret@``."""
+    import boto3
+    from botocore.config import Config
+
+    from devstack.services import free_port
+    from include.registry_ops.audit import aws
+
+    secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCyNOTPRINTED"
+    sts = boto3.client(
+        "sts",
+        endpoint_url=f"http://AKIAEXAMPLE:{secret}@127.0.0.1:{free_port()}",
+        region_name="us-east-1",
+        aws_access_key_id="AKIAEXAMPLE",
+        aws_secret_access_key="x",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    with pytest.raises(aws.AuditError) as caught:
+        aws.call(sts, "get_caller_identity")
+    assert "sts:GetCallerIdentity failed: EndpointConnectionError" in str(caught.value)
+    assert secret not in str(caught.value) and "http://***@127.0.0.1:" in str(caught.value)

@@ -268,3 +268,26 @@ def test_an_empty_security_list_is_refused_naming_the_key(tmp_path):
         path.read_text().replace("security_recipients: []", "security_recipients: [sec@example.com]")
     )
     assert load_config(path).notifications.security_recipients == ["sec@example.com"]
+
+
+def test_two_audits_in_one_second_keep_both_runs(aws_account, tmp_path):
+    """The CLI run twice within a second: the second audit gets its own folder; the first's
+    published findings are not overwritten (they were, and its baseline then lied)."""
+    from datetime import UTC, datetime
+
+    acct = aws_account
+    support.build(acct)
+    config = load_config(support.write_config(acct, tmp_path))
+    s3, bucket = s3_client(config), config.storage.bucket
+    now = datetime(2026, 11, 28, 20, 0, 5, 250000, tzinfo=UTC)
+    first = jobs.run(config, now=now)
+    support.scan_off(acct)
+    second = jobs.run(config, now=now + timedelta(milliseconds=500))
+    assert first["run_prefix"].endswith("dt=2026-11-28/200005Z/")
+    assert second["run_prefix"].endswith("dt=2026-11-28/200006Z/")
+    assert [f["id"] for f in _table(config, first["keys"]["findings"]).to_pylist()] == ["mutable-tags"]
+    assert objects.get_json(s3, bucket, first["published"]["manifest"])["run_at"] == now.isoformat()
+    assert sorted(f["id"] for f in _table(config, second["keys"]["findings"]).to_pylist()) == [
+        "mutable-tags",
+        "scan-on-push-off",
+    ]

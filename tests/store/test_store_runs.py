@@ -35,6 +35,21 @@ def test_run_prefix_is_dated_in_utc():
     assert dated(datetime(2026, 1, 2, 3, 4, 5)) == "dt=2026-01-02/030405Z/"  # naive: taken as UTC
 
 
+def test_a_new_run_in_the_second_of_a_published_run_gets_the_next_free_second(s3, bucket):
+    """Two CLI runs in one second: the second must not overwrite the first's published objects;
+    a run not yet published (a retry) still finds its own folder."""
+    layout = RunLayout(bucket, "caps/", KIND)
+    assert layout.new_run_prefix(s3, T0) == layout.run_prefix(T0)
+    objects.put_json(s3, bucket, layout.run_prefix(T0) + "data.json", {"rows": 1})  # a try, unpublished
+    assert layout.new_run_prefix(s3, T0) == layout.run_prefix(T0)
+    first, _ = _run(s3, layout, T0, 1)
+    assert layout.new_run_prefix(s3, T0) == layout.run_prefix(T0 + timedelta(seconds=1)) != first
+    _run(s3, layout, T0 + timedelta(seconds=1), 2)
+    assert layout.new_run_prefix(s3, T0) == "caps/dt=2026-11-20/071307Z/"
+    with pytest.raises(ManifestError, match="2 seconds of runs are all published"):
+        layout.new_run_prefix(s3, T0, tries=2)
+
+
 def test_publish_writes_the_manifest_then_the_pointer_last(s3, bucket, calls):
     layout = RunLayout(bucket, "caps/", KIND, version=3)
     prefix, manifest = _run(s3, layout, T0, 7)

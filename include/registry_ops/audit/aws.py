@@ -70,14 +70,20 @@ def permission(client: Any, operation: str) -> str:
 
 
 def _failure(client: Any, operation: str, exc: Exception) -> AuditError:
+    """The error naming the permission; botocore's text is redacted here, where it enters ours:
+    an endpoint's ``user:secret@`` in it would reach every traceback that prints the error."""
+    from .report import redact
+
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = err.get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in DENIED or (status == 403 and code not in REJECTED):
             return AuditPermissionError(permission(client, operation), f"{code}: {err.get('Message', '')}")
-        return AuditError(f"{permission(client, operation)} failed: {code}: {err.get('Message', exc)}")
-    return AuditError(f"{permission(client, operation)} failed: {type(exc).__name__}: {exc}")
+        detail = f"{code}: {err.get('Message', exc)}"
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    return AuditError(redact(f"{permission(client, operation)} failed: {detail}"))
 
 
 def call(client: Any, operation: str, absent: Collection[str] = (), **kwargs: Any) -> dict[str, Any] | None:

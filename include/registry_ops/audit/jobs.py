@@ -70,7 +70,7 @@ def audit_step(
     changes = history.diff(access, findings, baseline, audited, run_at)
     changes["baseline_error"] = unreadable
     gate = acks.classify(findings, acks.load(s3, config), config.audit.fail_severity, run_at.date())
-    run_prefix = history.layout(config).run_prefix(run_at)
+    run_prefix = history.layout(config).new_run_prefix(s3, run_at)
     keys = history.write_run(s3, config, run_prefix, access, findings, changes)
     by_severity = {s: sum(f["severity"] == s for f in findings) for s in RANK}
     by_key = {f["key"]: f for f in findings}

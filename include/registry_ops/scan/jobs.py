@@ -68,10 +68,11 @@ def plan_run(
     s3 = s3_client(config)
     bucket = config.storage.bucket
     storage.require_bucket(s3, bucket, config.source)
+    run_prefix = store.layout(config).new_run_prefix(s3, run_at)
     if inventory is None:
         frame, inventory_key = _inventory(s3, config, inventory_key)
     else:  # a live listing or a file (CLI): park it so later steps read the same rows
-        inventory_key = store.run_prefix(config, run_at) + "inventory.parquet"
+        inventory_key = run_prefix + "inventory.parquet"
         storage.put_table(s3, bucket, inventory_key, inventory)
         frame = schema.table_to_frame(inventory)
     images = _images(config, frame)
@@ -94,7 +95,7 @@ def plan_run(
     out = {
         "run_id": run_id,
         "run_at": run_at.isoformat(),
-        "run_prefix": store.run_prefix(config, run_at),
+        "run_prefix": run_prefix,
         "parts_prefix": parts,
         "inventory_key": inventory_key,
         "previous_run": pointer["manifest"] if pointer else None,

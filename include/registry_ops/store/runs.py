@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import objects
@@ -104,6 +104,18 @@ class RunLayout:
     def run_prefix(self, at: datetime) -> str:
         """The folder of the run at ``at``."""
         return self.root + self.runs + dated(at)
+
+    def new_run_prefix(self, s3: Any, at: datetime, tries: int = 60) -> str:
+        """The folder of a new run at ``at``: ``run_prefix(at)``, or the first later second's
+        whose folder holds no published run (manifest). Two runs in one second (the CLI run
+        twice) would otherwise write the same keys, and the second would overwrite the first's
+        published objects; a retry of a run not yet published still finds its own folder."""
+        for step in range(tries):
+            prefix = self.run_prefix(at + timedelta(seconds=step))
+            if not objects.exists(s3, self.bucket, self.manifest_key(prefix)):
+                return prefix
+        first = self.url(self.run_prefix(at))
+        raise ManifestError(f"{first}: {tries} seconds of runs are all published already")
 
     def id_prefix(self, run_id: str) -> str:
         """The folder of a run keyed by its id."""
