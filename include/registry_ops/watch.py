@@ -21,8 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from .airflow_api import AirflowClient, connect
+from .airflow_api import ApiError as ApiError
 from .config import Config
-from .notify.failure import dag_url, mask, send_notice
+from .notify.failure import dag_url, send_notice
 
 log = logging.getLogger(__name__)
 
@@ -30,39 +32,10 @@ OUR_DAGS = "registry_"  # every DAG of ours is named registry_<what> (tests/test
 STATE_KEY = "alerts/paused-dags.json"  # under storage.prefixes.reports
 FIRST_LOOKBACK = timedelta(days=1)
 PAGE = 100
-TIMEOUT = 30
 
 
-class ApiError(RuntimeError):
-    """Airflow's API did not answer as expected; names the connection and the call, never a secret."""
-
-
-class AirflowApi:
-    """The few REST calls the watch needs, on an httpx-compatible client (``base_url`` set)."""
-
-    def __init__(self, http: Any, username: str, password: str, where: str = "Airflow API") -> None:
-        self.http, self.where = http, where
-        self._login = (username, password)
-        self._token: str | None = None
-
-    def _fail(self, call: str, resp: Any) -> ApiError:
-        text = mask(str(getattr(resp, "text", ""))[:200].strip(), [self._login[1], self._token])
-        return ApiError(f"{self.where}: {call}: HTTP {resp.status_code} {text}".rstrip())
-
-    def token(self) -> str:
-        if self._token is None:
-            username, password = self._login
-            resp = self.http.post("/auth/token", json={"username": username, "password": password})
-            if resp.status_code not in (200, 201):
-                raise self._fail(f"POST /auth/token as {username!r}", resp)
-            self._token = resp.json()["access_token"]
-        return self._token
-
-    def get(self, path: str, **params: Any) -> Any:
-        resp = self.http.get(path, params=params, headers={"Authorization": f"Bearer {self.token()}"})
-        if resp.status_code != 200:
-            raise self._fail(f"GET {path}", resp)
-        return resp.json()
+class AirflowApi(AirflowClient):
+    """The few REST calls the watch needs (the client itself is ``airflow_api``'s)."""
 
     def pause_events(self) -> list[dict[str, Any]]:
         """The scheduler's pauses of our DAGs, newest first (one page: a watch every 15 minutes
@@ -82,22 +55,8 @@ class AirflowApi:
 
 
 def api_from_connection(conn_id: str) -> AirflowApi:
-    """An :class:`AirflowApi` for the HTTP connection ``conn_id``: host (``http://api:8080`` or a
-    bare host with schema and port), login, password."""
-    import httpx
-
-    from .clients import get_connection
-
-    conn = get_connection(conn_id)
-    host = (conn.host or "").rstrip("/")
-    if not host:
-        raise ApiError(f"connection {conn_id!r}: no host (the Airflow API server's base URL)")
-    if "://" not in host:
-        host = f"{conn.schema or 'http'}://{host}" + (f":{conn.port}" if conn.port else "")
-    if not conn.login or not conn.password:
-        raise ApiError(f"connection {conn_id!r}: login and password of an Airflow user are needed")
-    http = httpx.Client(base_url=host, timeout=TIMEOUT)
-    return AirflowApi(http, conn.login, conn.password, f"Airflow API connection {conn_id!r} ({host})")
+    """An :class:`AirflowApi` for the HTTP connection ``conn_id`` (see ``airflow_api.connect``)."""
+    return connect(conn_id, AirflowApi)
 
 
 def _when(event: Mapping[str, Any]) -> datetime:
