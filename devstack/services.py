@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,36 @@ class MotoService:
         )
 
 
+@dataclass(frozen=True)
+class NotifyEndpoint:
+    """One ``notifications.endpoints[]`` entry of the registry's config: where it POSTs its event
+    envelopes, with ``Authorization: Bearer <token>``. The registry retries a failed delivery
+    forever; ``threshold`` failures in a row make it wait ``backoff`` (small: tests are quick)."""
+
+    url: str
+    token: str | None = None
+    name: str = "registry-ops"
+    timeout: str = "2s"
+    threshold: int = 3
+    backoff: str = "250ms"
+
+    def config(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "url": self.url,
+            "timeout": self.timeout,
+            "threshold": self.threshold,
+            "backoff": self.backoff,
+        }
+        if self.token:
+            entry["headers"] = {"Authorization": [f"Bearer {self.token}"]}
+        return entry
+
+
 class RegistryService:
-    """``docker-registry serve CONFIG`` with filesystem storage in a temp dir."""
+    """``docker-registry serve CONFIG`` with filesystem storage in a temp dir; ``notify``: the
+    endpoints it sends its notifications to (none by default). The log level stays ``warn``:
+    at ``info`` the registry logs each endpoint's headers, bearer token included."""
 
     def __init__(
         self,
@@ -115,6 +144,7 @@ class RegistryService:
         username: str | None = None,
         password: str | None = None,
         port: int | None = None,
+        notify: tuple[NotifyEndpoint, ...] = (),
     ) -> None:
         if not shutil.which(REGISTRY_BIN):
             raise RuntimeError(
@@ -125,6 +155,7 @@ class RegistryService:
         self.username, self.password = username, password
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.notify = tuple(notify)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _config(self) -> Path:
@@ -142,9 +173,19 @@ class RegistryService:
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
             "  delete:\n    enabled: true\n"
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: registry-ops-local\n" + auth
+            f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: registry-ops-local\n"
+            + auth
+            + self._notifications()
         )
         return config
+
+    def _notifications(self) -> str:
+        if not self.notify:
+            return ""
+        import yaml
+
+        endpoints = [e.config() for e in self.notify]
+        return yaml.safe_dump({"notifications": {"endpoints": endpoints}}, sort_keys=False)
 
     def start(self) -> RegistryService:
         config = self._config()

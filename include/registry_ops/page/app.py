@@ -10,6 +10,9 @@ Routes (all read-only, all behind ``auth.signed_in``: 401 without a valid Airflo
 * ``GET /api/retention/deleted?q=``  the deleted-image search;
 * ``GET /api/health``                our DAGs' state from Airflow's REST API (viewer's token).
 
+The one other route is for registries, not people: ``POST /api/events/{registry}`` takes a
+distribution registry's notification envelope with a bearer token (``events/receiver.py``).
+
 Sections are read in a worker thread each (boto3 blocks) and never fail the request: a loader
 that raises becomes an error section naming the problem (``model.guard``). The config is read
 again when its file changes; a broken config shows in every section, the page still loads.
@@ -35,6 +38,7 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from ..events.receiver import Receiver
 from . import health
 from .auth import Viewer, signed_in
 from .context import Memo, PageContext
@@ -127,10 +131,12 @@ def create_app(
     airflow_base: Callable[[], str] = _airflow_base,
     airflow_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_stored: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> FastAPI:
     """The page's app. Tests pass their own config source, S3 client factory and a transport to
     an in-process Airflow API; the plugin takes the defaults (the config file of
-    ``REGISTRY_OPS_CONFIG``, the storage connection's client, ``[api] base_url``)."""
+    ``REGISTRY_OPS_CONFIG``, the storage connection's client, ``[api] base_url``).
+    ``on_stored(registry, envelope)``: called for each notification envelope once it is stored."""
     app = FastAPI(title="Registry page", docs_url=None, redoc_url=None, openapi_url=None)
     config_of = config_source or ConfigSource(os.environ.get("REGISTRY_OPS_CONFIG"))
     memo = Memo()
@@ -227,5 +233,14 @@ def create_app(
             message = f"{type(exc).__name__}: {exc}"
             result = Section(health.SECTION, health.TITLE, status="error", message=message)
         return JSONResponse(result.to_json())
+
+    receiver = Receiver(config_of, s3_factory, clock, on_stored)
+
+    @app.post("/api/events/{registry}")
+    async def registry_events(registry: str, request: Request) -> JSONResponse:
+        """A registry's notification envelope: bearer token, not a session (events/receiver.py)."""
+        peer = request.client.host if request.client else "?"
+        answer = await receiver.receive(registry, request.headers, request.stream(), peer)
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     return app
