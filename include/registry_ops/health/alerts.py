@@ -180,13 +180,13 @@ def subject(c: dict[str, Any], target: float) -> str:
     budget = "n/a" if c["budget_left"] is None else f"{c['budget_left']:.1%}"
     return (
         f"[{c['severity'].upper()}] {TITLES[c['slo']]} SLO ({target:.2%}) of {scope_label(c['scope'])}: "
-        f"burn {c['long']['burn']:.1f}x over {_span_text(c['long_window_s'])} and "
-        f"{c['short']['burn']:.1f}x over {_span_text(c['short_window_s'])} (alert at {c['burn_rate']:g}x), "
+        f"burn {c['long']['burn']:.1f}x over {span_text(c['long_window_s'])} and "
+        f"{c['short']['burn']:.1f}x over {span_text(c['short_window_s'])} (alert at {c['burn_rate']:g}x), "
         f"error budget left {budget}"
     )
 
 
-def _span_text(seconds: int) -> str:
+def span_text(seconds: int) -> str:
     if seconds % 86400 == 0:
         return f"{seconds // 86400}d"
     if seconds % 3600 == 0:
@@ -201,11 +201,11 @@ def _message(config: Any, c: dict[str, Any], result: dict[str, Any]) -> Message:
         ("SLO", f"{TITLES[c['slo']]}, target {target:.3%}"),
         ("Registry", scope_label(c["scope"])),
         (
-            f"Long window ({_span_text(c['long_window_s'])})",
+            f"Long window ({span_text(c['long_window_s'])})",
             f"{c['long']['burn']:.2f}x burn: {c['long']['bad']} bad of {c['long']['total']}",
         ),
         (
-            f"Short window ({_span_text(c['short_window_s'])})",
+            f"Short window ({span_text(c['short_window_s'])})",
             f"{c['short']['burn']:.2f}x burn: {c['short']['bad']} bad of {c['short']['total']}",
         ),
         ("Alert threshold", f"{c['burn_rate']:g}x over both windows"),

@@ -61,6 +61,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("vulns", "Vulnerabilities", "vulns"),
     SectionSpec("retention", "Retention", "retention"),
     SectionSpec("backups", "Backups and drills", "backups"),
+    SectionSpec("slo", "SLOs", "slo"),
     SectionSpec("audit", "Access audit", "audit"),
     SectionSpec("reports", "Reports", "reports"),
 )
