@@ -21,7 +21,7 @@ from ..config import Config
 from ..registries.base import RegistryError
 from ..store.clients import s3_client
 from ..store.runs import ManifestError
-from . import acks, gate_state, notify, plan, results, sizes, store, tagging, uploads
+from . import acks, gate_state, notify, plan, pushed, results, sizes, store, tagging, uploads
 from . import gate as gate_mod
 from .scanners.base import Scanner, ScanResult, Target
 from .scanners.factory import build_scanner
@@ -63,12 +63,23 @@ def plan_run(
     inventory_key: str | list[dict[str, Any]] | None = None,
     inventory: pa.Table | None = None,
     force: bool = False,
+    pushed: list[dict[str, Any]] | None = None,
+    build: Any = build_registry,
 ) -> dict[str, Any]:
-    """Import fresh pipeline reports, then list the digests to scan and split them in batches."""
+    """Import fresh pipeline reports, then list the digests to scan and split them in batches.
+
+    ``pushed``: images of ``registry_pushed_images`` events (``pushed.from_extras``). They are
+    resolved through their registries and added to the run's inventory; a run triggered by
+    pushes alone (no inventory event in ``inventory_key``) scans just them (still skipping a
+    digest scanned within the freshness window, unless ``force``)."""
     s3 = s3_client(config)
     bucket = config.storage.bucket
     storage.require_bucket(s3, bucket, config.source)
     run_prefix = store.layout(config).new_run_prefix(s3, run_at)
+    only: set[str] | None = None
+    on_push: dict[str, Any] | None = None
+    if pushed:
+        inventory, only, on_push = _with_pushed(s3, config, inventory_key, inventory, pushed, run_at, build)
     if inventory is None:
         frame, inventory_key = _inventory(s3, config, inventory_key)
     else:  # a live listing or a file (CLI): park it so later steps read the same rows
@@ -84,6 +95,8 @@ def plan_run(
     )
     fresh = set() if force else plan.fresh_digests(state, run_at, freshness) & set(images["digest"])
     skip = fresh | {r.target.digest for r in imported.results}
+    if only is not None:  # a push-only run: everything else keeps its last findings
+        skip |= set(images["digest"]) - only
     todo = sorted(plan.targets(images, skip), key=lambda t: (t["registry"], t["digest"]))
     parts = store.parts_prefix(config, run_id)
     storage.put_json(s3, bucket, parts + "targets.json", todo)
@@ -110,6 +123,7 @@ def plan_run(
         },
         "to_scan": len(todo),
         "batches": batches,
+        "pushed": on_push,
     }
     log.info(
         "scan: %d images, %d unique digests: %d fresh, %d imported from uploads, %d to scan in %d batch(es)",
@@ -121,6 +135,45 @@ def plan_run(
         len(batches),
     )
     return out
+
+
+def _with_pushed(
+    s3: Any,
+    config: Config,
+    inventory_key: str | list[dict[str, Any]] | None,
+    inventory: pa.Table | None,
+    images: list[dict[str, Any]],
+    run_at: datetime,
+    build: Any,
+) -> tuple[pa.Table, set[str] | None, dict[str, Any]]:
+    """The run's inventory with the pushed images' rows; the digests a push-only run scans (None
+    when an inventory event or a given inventory asks for the whole fleet); a summary."""
+    extras = inventory_key if isinstance(inventory_key, list) else []
+    whole_fleet = inventory is not None or isinstance(inventory_key, str) or any(e.get("key") for e in extras)
+    if inventory is None:
+        try:
+            base = snapshots.load(config, s3, extras)
+            inventory = schema.frame_to_table(base.frame, base.location.uri)
+        except snapshots.SnapshotMissing:  # the push came before any inventory: scan it anyway
+            if whole_fleet:
+                raise ScanError("no inventory snapshot to plan on") from None
+            log.info("scan on push: no inventory snapshot yet; the run covers the pushed images only")
+        except snapshots.SnapshotError as exc:
+            raise ScanError(str(exc)) from None
+    resolved = pushed.resolve(config, images, run_at, build)
+    summary = {
+        "images": len(images),
+        "digests": sorted(resolved.digests)[:MAX_LISTED],
+        "problems": resolved.problems[:MAX_LISTED],
+    }
+    log.info(
+        "scan on push: %d pushed image(s) resolved to %d digest(s), %d problem(s)%s",
+        len(images),
+        len(resolved.digests),
+        len(resolved.problems),
+        "" if whole_fleet else "; this run scans only them",
+    )
+    return pushed.merge(inventory, resolved.table), None if whole_fleet else resolved.digests, summary
 
 
 def _previous(s3: Any, config: Config) -> tuple[pa.Table, pa.Table, dict[str, Any] | None]:
