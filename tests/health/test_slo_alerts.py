@@ -277,3 +277,27 @@ def test_pull_success_is_read_from_the_reports_events_and_the_run_is_kept_for_th
         ("pull_success", "_fleet", "ticket", False),
         ("pull_success", "ecr-b", "ticket", True),
     ]
+
+
+def test_run_reads_the_probe_dataset_and_keeps_the_evaluation_for_the_page(env):
+    from include.registry_ops.health import dataset
+
+    config, s3 = env["config"], env["s3"]
+    now = T + 2 * STEP
+    runs: dict[str, list[dict]] = {}
+    for row in probe_rows(now, OUTAGE).to_pylist():
+        if row["at"] >= T - timedelta(hours=2):  # the last two hours and 10 minutes: 26 runs
+            runs.setdefault(row["run_id"], []).append(row)
+    for run_id, rows in runs.items():
+        dataset.append(s3, config, rows, run_id, rows[0]["at"])
+    before = len(env["smtp"].messages)
+    out = alerts.run(config, s3, now)
+    assert "availability/oci-a/page" in out["firing"]
+    assert [(s["scope"], s["alert"]) for s in out["sent"]] == [("oci-a", "page")]
+    latest = objects.get_json(s3, env["bucket"], alerts.latest_key(config))
+    oci = latest["slos"]["availability"]["scopes"]["oci-a"]
+    assert (oci["good"], oci["total"]) == (24, 26)
+    assert latest["slos"]["pull_success"]["scopes"][slo.FLEET]["total"] == 0  # no pull events stored
+    assert {(e["scope"], e["alert"]) for e in latest["open_episodes"]} >= {("oci-a", "page")}
+    again = alerts.run(config, s3, now + STEP)
+    assert again["sent"] == [] and len(mails(env, before)) == 1

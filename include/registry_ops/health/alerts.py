@@ -172,7 +172,10 @@ def _claim(config: Any, s3: Any, key: str, c: dict[str, Any], now: datetime) -> 
 def _stale(doc: dict[str, Any]) -> bool:
     if doc.get("state") != "sending":
         return False
-    claimed = datetime.fromisoformat(str(doc.get("claimed_at")))
+    try:
+        claimed = datetime.fromisoformat(str(doc.get("claimed_at")))
+    except ValueError:  # a claim without a readable time cannot be waited for
+        return True
     return datetime.now(UTC) - claimed > CLAIM_TTL
 
 
