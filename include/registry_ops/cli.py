@@ -28,6 +28,7 @@ COMMANDS = (
     "audit",
     "backup",
     "drill",
+    "health",
     "init",
     "inventory",
     "restore",

@@ -3,11 +3,13 @@ only what it verified, and reads that count each probe once whatever state compa
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pytest
+import yaml
 
 from include.registry_ops.config import parse_config
 from include.registry_ops.health import dataset
@@ -201,3 +203,28 @@ def test_read_names_an_object_that_is_not_a_probe_object(s3, config):
     objects.put_table(s3, BUCKET, key, pa.table({"x": [1]}))
     with pytest.raises(dataset.ProbeDataError, match=r"junk\.parquet: not a probe object, missing at"):
         dataset.read(s3, config, *whole_day(DAY))
+
+
+def test_cli_compact(s3, config, tmp_path, capsys):
+    from include.registry_ops.cli import main
+
+    path = tmp_path / "registry-ops.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "registries": [{"name": "oci-a", "kind": "oci", "conn_id": "oci_local"}],
+                "storage": {"bucket": BUCKET, "prefixes": {"health": config.storage.prefixes.health}},
+            }
+        )
+    )
+    day_runs(s3, config, DAY, 2)
+    now = ["--now", "2026-11-20T23:00:00Z"]
+    assert main(["health", "compact", "--config", str(path), "--day", "2026-11-20", *now]) == 2
+    assert "2026-11-20 is not over yet" in capsys.readouterr().err
+    assert main(["health", "compact", "--config", str(path), "--now", "2026-11-21T00:05:00Z"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["compacted"] == 1 and out["days"][0]["rows"] == 4
+    assert keys(s3, config) == [out["days"][0]["key"]]
+    with pytest.raises(SystemExit) as exit_:
+        main(["health", "compact", "--config", str(path), "--day", "20-11-2026"])
+    assert exit_.value.code == 2

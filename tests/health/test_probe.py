@@ -10,11 +10,12 @@ import os
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pytest
+import yaml
 
 from devstack.services import RegistryService, free_port
 from include.registry_ops import inventory, schema
@@ -329,3 +330,54 @@ def test_the_canary_is_the_newest_tagged_image_of_the_latest_inventory(oci, imag
 def test_no_inventory_means_no_canary(oci, s3):
     config = make_config(inventory_prefix=f"none-{uuid.uuid4().hex[:8]}/")
     assert probe_mod.canaries(config, s3, ["oci-p"]) == {"oci-p": None}
+
+
+def _config_file(tmp_path, canaries: dict) -> str:
+    path = tmp_path / "registry-ops.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "registries": [
+                    {"name": "ecr-p", "kind": "ecr", "conn_id": "aws_default", "region": "us-east-1"},
+                    {"name": "oci-p", "kind": "oci", "conn_id": "oci_probe"},
+                ],
+                "storage": {"bucket": BUCKET, "prefixes": {"health": f"health-{uuid.uuid4().hex[:8]}/"}},
+                "health": {"timeout_seconds": 5, "canaries": canaries},
+            }
+        )
+    )
+    return str(path)
+
+
+def test_cli_probe_prints_the_rows_and_stores_them(oci, images, s3, tmp_path, capsys):
+    from include.registry_ops.cli import main
+    from include.registry_ops.config import load_config
+    from include.registry_ops.health import dataset
+
+    path = _config_file(tmp_path, {"oci-p": images[0].model_dump(), "ecr-p": images[1].model_dump()})
+    assert main(["health", "probe", "--config", path, "--store", "--run-id", "manual__1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["registry"], r["good"], r["run_id"]) for r in out["rows"]] == [
+        ("ecr-p", True, "manual__1"),
+        ("oci-p", True, "manual__1"),
+    ]
+    config = load_config(path)
+    at = datetime.fromisoformat(out["rows"][0]["at"])
+    assert out["stored"] == dataset.run_key(config, at, "manual__1")
+    stored = dataset.read(s3, config, at, at + timedelta(seconds=1))
+    assert stored.column("registry").to_pylist() == ["ecr-p", "oci-p"]
+
+    assert main(["health", "probe", "--config", path, "--registry", "oci-p"]) == 0  # printed, not stored
+    out = json.loads(capsys.readouterr().out)
+    assert [r["registry"] for r in out["rows"]] == ["oci-p"] and out["stored"] is None
+    assert main(["health", "probe", "--config", path, "--registry", "nope"]) == 2
+    assert "unknown registry 'nope'" in capsys.readouterr().err
+
+
+def test_cli_probe_exits_1_when_a_registry_is_not_good(oci, images, s3, tmp_path, capsys):
+    from include.registry_ops.cli import main
+
+    path = _config_file(tmp_path, {"oci-p": {"repository": images[0].repository, "digest": NOT_THERE}})
+    assert main(["health", "probe", "--config", path]) == 1
+    rows = {r["registry"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["oci-p"]["canary_ok"] is False and rows["ecr-p"]["good"] is True
