@@ -381,3 +381,22 @@ def test_cli_probe_exits_1_when_a_registry_is_not_good(oci, images, s3, tmp_path
     assert main(["health", "probe", "--config", path]) == 1
     rows = {r["registry"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     assert rows["oci-p"]["canary_ok"] is False and rows["ecr-p"]["good"] is True
+
+
+def test_a_registry_without_its_connection_is_down_naming_it(oci, images, s3):
+    config = parse_config(
+        {
+            "registries": [
+                {"name": "oci-gone", "kind": "oci", "conn_id": "oci_never_defined"},
+                {"name": "oci-p", "kind": "oci", "conn_id": "oci_probe"},
+            ],
+            "storage": {"bucket": BUCKET},
+            "health": {"canaries": {"oci-gone": images[0].model_dump(), "oci-p": images[0].model_dump()}},
+        }
+    )
+    rows = by_name(probe_mod.probe_all(config, s3, AT, "run-noconn"))
+    gone = rows["oci-gone"]
+    assert gone["api_ok"] is False and gone["canary_ok"] is False and gone["good"] is False
+    assert "registry oci-gone (connection oci_never_defined): cannot build its client" in gone["error"]
+    assert "'oci_never_defined' is not defined" in gone["error"]
+    assert rows["oci-p"]["good"] is True

@@ -208,6 +208,7 @@ def probe(config: Config, registry_name: str, at: datetime, run_id: str, canary:
         registry = build(reg, timeout)
     except Exception as exc:  # a missing connection: this registry cannot be probed
         row["error"] = redact(f"{_where(None, reg)}: cannot build its client: {exc}")
+        row["canary_ok"] = False if canary is not None else None
         return row
     problems: list[str] = []
     api_ms, problem = _timed(_api_check(registry, timeout))
