@@ -56,11 +56,15 @@ from airflow.sdk import (
     task,
 )
 
-from include.registry_ops.assets import INVENTORY, SCAN_FINDINGS
+from include.registry_ops.assets import INVENTORY, PUSHED, SCAN_FINDINGS
 from include.registry_ops.dag_support import config_or_fail as _config
 from include.registry_ops.dag_support import dag_defaults
+from include.registry_ops.events.sqs_watch import push_watchers
 
 INVENTORY_ASSET = Asset(**INVENTORY)
+# ECR pushes arrive through AssetWatchers (EventBridge -> SQS) when events.ecr is configured;
+# OCI pushes through the event receiver's REST call. Either way one event per batch of pushes.
+PUSHED_ASSET = Asset(**PUSHED, watchers=push_watchers())
 FINDINGS_ASSET = Asset(**SCAN_FINDINGS)
 FORCE = "force_rescan"
 
@@ -71,13 +75,25 @@ def _inventory_key(context) -> list[dict]:
     All of them, in no particular order: `plan` takes the one with the newest `snapshot_at`
     and refuses it when `latest.json` names a newer one (`include/registry_ops/snapshots.py`).
     """
-    events = (context.get("triggering_asset_events") or {}).get(INVENTORY_ASSET) or []
+    return _extras(context, INVENTORY_ASSET)
+
+
+def _extras(context, asset: Asset) -> list[dict]:
+    events = (context.get("triggering_asset_events") or {}).get(asset) or []
     return [dict(e.extra or {}) for e in events]
+
+
+def _pushed(context) -> list[dict]:
+    """Images of the push events that triggered this run (none: not triggered by a push)."""
+    from include.registry_ops.scan.pushed import from_extras
+
+    return from_extras(_extras(context, PUSHED_ASSET))
 
 
 @dag(
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 4 * * *", timezone="UTC"), assets=[INVENTORY_ASSET]
+        timetable=CronTriggerTimetable("0 4 * * *", timezone="UTC"),
+        assets=INVENTORY_ASSET | PUSHED_ASSET,
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -105,8 +121,9 @@ def registry_scan():
                 run.run_id,
                 inventory_key=_inventory_key(ctx),
                 force=bool(ctx["params"][FORCE]),
+                pushed=_pushed(ctx),
             )
-        except (jobs.ScanError, BucketMissing) as exc:  # no retry can fix these
+        except (jobs.ScanError, BucketMissing, ValueError) as exc:  # no retry can fix these
             raise AirflowFailException(str(exc)) from None
 
     @task
