@@ -11,6 +11,7 @@ sees any image. No inventory snapshot exists in the run's S3 prefix at any point
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -36,13 +38,14 @@ from include.registry_ops.config import load_config
 from include.registry_ops.events.push import forward_pushes, pushed_images
 from include.registry_ops.registries.oci import OciRegistry
 from include.registry_ops.scan import jobs
-from include.registry_ops.scan import pushed as pushed_mod
+from include.registry_ops.scan.pushed import from_extras
 from tests.scan.scanfleet import STAND_IN, TRIVY, ScanFleet, image, index, invocations, stand_in_env
 
 USER, PASSWORD = "pushwatch", "push-Api-pass-7731"
 REG_USER, REG_PASSWORD = "pusher", "push-registry-pass-19"
 BUCKET = "registry-ops-push-test"
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "events"
 
 
 class Sink:
@@ -184,6 +187,14 @@ def api_conn(airflow, monkeypatch):
     return conn
 
 
+def _scan_dag_module():
+    """dags/registry_scan.py as a module (the DAG file is not a package member)."""
+    spec = importlib.util.spec_from_file_location("registry_scan_dag", ROOT / "dags" / "registry_scan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _asset_events(airflow, asset_id: int) -> list[dict]:
     data = airflow.api(USER, "GET", "/assets/events", params={"asset_id": asset_id, "limit": 100})
     return data["asset_events"]
@@ -269,9 +280,15 @@ def test_a_push_is_scanned_without_an_inventory_run(pushed, airflow, api_conn, t
         ref + arm.digest: TRIVY / "fluentd-gems.json.golden",
     }
     log = stand_in_env(monkeypatch, fleet, tmp_path)
-    images = pushed_mod.from_extras(extras)
+    # what the DAG's plan task reads from the run's triggering events: these, no inventory event
+    dag = _scan_dag_module()
+    ctx = {"triggering_asset_events": {dag.PUSHED_ASSET: [SimpleNamespace(extra=x) for x in extras]}}
+    images, inventory_key = dag._pushed(ctx), dag._inventory_key(ctx)
+    assert inventory_key == [] and {i["digest"] for i in images} == {
+        i["digest"] for x in extras for i in x["images"]
+    }
     run_at = datetime.now(UTC)
-    planned = jobs.plan_run(config, run_at, "push-1", inventory_key=[], pushed=images)
+    planned = jobs.plan_run(config, run_at, "push-1", inventory_key=inventory_key, pushed=images)
     targets = storage.get_json(s3, BUCKET, planned["parts_prefix"] + "targets.json")
     assert sorted(t["digest"] for t in targets) == sorted([web.digest, amd.digest, arm.digest])
     assert planned["pushed"]["problems"] == []
@@ -325,3 +342,20 @@ def test_a_failed_rest_call_names_the_connection_and_url_not_secrets(
     monkeypatch.delenv("AIRFLOW_CONN_AIRFLOW_API")
     with pytest.raises(ApiError, match=r"'airflow_api'.*AIRFLOW_CONN_AIRFLOW_API"):
         forward_pushes(config, "oci-push", envelope)
+
+
+def test_event_extras_of_both_sources_give_their_images():
+    image = {
+        "registry": "r",
+        "repository": "a/b",
+        "digest": "sha256:" + "1" * 64,
+        "tag": "1.0",
+        "pushed_at": None,
+    }
+    rest = {"source": "registry-notifications", "images": [image], "from_rest_api": True}
+    watcher = {"from_trigger": True, "payload": {"source": "ecr-eventbridge", "images": [image]}}
+    assert from_extras([rest, watcher]) == [image, image]
+    with pytest.raises(ValueError, match="pushed-images event 1: extra has no 'images' list"):
+        from_extras([rest, {"source": "by hand"}])
+    with pytest.raises(ValueError, match="event 0: an image lacks registry/repository/digest"):
+        from_extras([{"images": [{**image, "digest": ""}]}])

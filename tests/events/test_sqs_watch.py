@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -206,3 +207,39 @@ def test_the_scan_dag_watches_the_queues_of_the_config(tmp_path, monkeypatch, mo
     config.write_text(config.read_text().replace("registry: ecr-local\n", "registry: oci-local\n", 1))
     with pytest.raises(ValueError, match=r"events\.ecr: registry 'oci-local' is oci, not ecr"):
         sqs_watch.watchers(load_config(config))
+
+
+def test_an_ecr_push_is_scanned_from_the_trigger_event(queue, moto_server, ecr, tmp_path):
+    """The whole ECR path but the triggerer: an image really in (moto's) ECR, its documented
+    push event through the rule and queue, the trigger's event as Airflow stores it on the asset
+    (``{"from_trigger": True, "payload": ...}``), and the scan of just that digest with ECR's
+    own findings (AWS CLI's real response, seeded into moto by digest)."""
+    from devstack.fleet import RepoSpec
+    from devstack.seed import seed_ecr
+    from include.registry_ops import storage
+    from include.registry_ops.clients import s3_client
+    from include.registry_ops.scan import jobs
+    from include.registry_ops.scan.pushed import from_extras
+    from tests.scan.scanfleet import ECR, image, seed_ecr_findings, write_config
+
+    repo = f"scan/push-{uuid.uuid4().hex[:6]}"
+    pushed = image(repo, ["1.0.0", "latest"])
+    older = image(repo + "-old", ["0.9.0"])  # in the same repository, not pushed now
+    seed_ecr(ecr, [RepoSpec(repo, [older, pushed])])
+    seed_ecr_findings(
+        moto_server.endpoint, repo, pushed.digest, ECR / "describe-image-scan-findings.basic.awscli.json"
+    )
+    put(queue[1], PUSH, **{"image-digest": pushed.digest, "repository-name": repo})
+
+    payload = asyncio.run(first_then_on(trigger(queue[2]), lambda: None))
+    _, config = write_config(tmp_path, f"t-{uuid.uuid4().hex[:8]}", tmp_path / "no-trivy")
+    images = from_extras([{"from_trigger": True, "payload": payload}])
+    planned = jobs.plan_run(config, datetime.now(UTC), "ecr-push", inventory_key=[], pushed=images)
+    s3 = s3_client(config)
+    targets = storage.get_json(s3, config.storage.bucket, planned["parts_prefix"] + "targets.json")
+    assert targets == [{"digest": pushed.digest, "registry": "ecr-local", "repository": repo}]
+    parts = [jobs.scan_batch(config, b, planned["parts_prefix"]) for b in planned["batches"]]
+    manifest = jobs.publish(config, planned, parts)
+    assert manifest["error_count"] == 0 and manifest["ok"] == 1
+    findings = storage.get_table(s3, config.storage.bucket, manifest["findings_key"]).to_pandas()
+    assert set(findings["digest"]) == {pushed.digest} and set(findings["source"]) == {"ecr-basic"}
