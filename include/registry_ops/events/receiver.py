@@ -16,9 +16,10 @@ delivery until it gets a 2xx or 3xx) never loses an event to us. In order:
    and ``target``, else 400 naming the problem;
 6. storage: the body bytes as posted at
    ``<storage.prefixes.events><registry>/dt=<UTC day of receipt>/<sha256 of the body>.json``,
-   written once (``If-None-Match: *``) and checked with a HEAD. A delivery retried the same day
-   meets its own object (412): nothing is written twice; one retried across midnight is found
-   under the previous day's folder first. S3 failing is 503, nothing claimed;
+   written once (``If-None-Match: *``; S3 checks the body against the request's signed SHA-256).
+   A delivery retried the same day meets its own object (412, read back and compared): nothing
+   is written twice; one retried across midnight is found under the previous day's folder
+   first (a HEAD). S3 failing is 503, nothing claimed;
 7. the ``on_stored(registry, envelope)`` hook (push forwarding); it raising is 503, the envelope
    staying stored: the registry delivers again, which stores nothing and calls the hook again.
 
@@ -35,6 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -45,6 +47,7 @@ from ..store import objects
 
 log = logging.getLogger(__name__)
 
+WORKERS = 32  # threads for the blocking steps (S3, the hook) of concurrent deliveries
 TOKEN_TTL = 30.0  # seconds a looked-up token is trusted (a rotated token takes effect this late)
 CONTENT_TYPE = "application/json"
 OnStored = Callable[[str, dict[str, Any]], None]
@@ -228,14 +231,11 @@ def store_envelope(
             if not _same(s3, bucket, earlier, body):
                 raise StoreFailed(f"{objects.url(bucket, earlier)} holds other bytes than its name says")
             return Stored(earlier, created=False)
+        # S3 checks the body it takes against the request's signed SHA-256 and CRC32 (boto3
+        # sends both): a 200 is the stored object, no read-back needed (it cost a third of the
+        # receiver's S3 requests, see bench/events.py)
         created = objects.put_once(s3, bucket, key, body, CONTENT_TYPE)
-        if created:
-            head = s3.head_object(Bucket=bucket, Key=key)
-            if int(head.get("ContentLength", -1)) != len(body):
-                raise StoreFailed(
-                    f"{objects.url(bucket, key)}: stored {head.get('ContentLength')} bytes of {len(body)}"
-                )
-        elif not _same(s3, bucket, key, body):
+        if not created and not _same(s3, bucket, key, body):
             raise StoreFailed(f"{objects.url(bucket, key)} holds other bytes than its name says")
     except (ClientError, BotoCoreError) as exc:
         raise StoreFailed(f"{objects.url(bucket, key)}: {type(exc).__name__}: {exc}") from None
@@ -257,6 +257,33 @@ class Receiver:
         self.config_of, self.s3_factory, self.clock = config_of, s3_factory, clock
         self.on_stored = on_stored
         self.tokens = tokens or TokenCache()
+        # S3 calls block: a pool of their own, so 200 deliveries/s do not queue behind the
+        # asyncio default executor's few threads (cpu + 4) that the page's sections use too
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="registry-events")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _admit(self) -> tuple[Any, str]:
+        """The config and the expected token (both may block: a file read, a connection lookup)."""
+        try:
+            config = self.config_of()
+        except Exception as exc:
+            log.error("registry events: the config cannot be read: %s", exc)
+            raise Refused(503, "the receiver's config cannot be read (see the API server's log)") from None
+        return config, self.tokens.get(config.events.token_conn_id)
+
+    def _store(self, config: Any, name: str, body: bytes, received: datetime) -> Stored:
+        try:
+            s3 = self.s3_factory(config)
+            return store_envelope(
+                s3, config.storage.bucket, config.storage.prefixes.events, name, body, received
+            )
+        except StoreFailed as exc:
+            log.error("registry events: %s: envelope not stored: %s", name, exc)
+        except Exception as exc:  # building the client (its connection), anything else: not stored
+            log.error("registry events: %s: envelope not stored: %s: %s", name, type(exc).__name__, exc)
+        raise Refused(503, "the envelope could not be stored; deliver it again")
 
     async def receive(
         self, registry: str, headers: Mapping[str, str], chunks: AsyncIterator[bytes], client: str = "?"
@@ -277,12 +304,7 @@ class Receiver:
     async def _receive(
         self, registry: str, headers: Mapping[str, str], chunks: AsyncIterator[bytes], client: str
     ) -> Answer:
-        try:
-            config = await asyncio.to_thread(self.config_of)
-        except Exception as exc:
-            log.error("registry events: the config cannot be read: %s", exc)
-            raise Refused(503, "the receiver's config cannot be read (see the API server's log)") from None
-        token = await asyncio.to_thread(self.tokens.get, config.events.token_conn_id)
+        config, token = await self._call(self._admit)
         if not bearer_ok(headers.get("authorization"), token):
             given = "no" if not headers.get("authorization") else "a wrong"
             raise Refused(
@@ -293,24 +315,7 @@ class Receiver:
         check_length(headers.get("content-length"), limit)
         body = await read_limited(chunks, limit)
         envelope = parse_envelope(body)
-        received = self.clock()
-        try:
-            s3 = self.s3_factory(config)
-            stored = await asyncio.to_thread(
-                store_envelope,
-                s3,
-                config.storage.bucket,
-                config.storage.prefixes.events,
-                name,
-                body,
-                received,
-            )
-        except StoreFailed as exc:
-            log.error("registry events: %s: envelope not stored: %s", name, exc)
-            raise Refused(503, "the envelope could not be stored; deliver it again") from None
-        except Exception as exc:  # building the client (its connection), anything else: not stored
-            log.error("registry events: %s: envelope not stored: %s: %s", name, type(exc).__name__, exc)
-            raise Refused(503, "the envelope could not be stored; deliver it again") from None
+        stored = await self._call(self._store, config, name, body, self.clock())
         log.debug(
             "registry events: %s: %d event(s) at %s (%s)",
             name,
@@ -320,7 +325,7 @@ class Receiver:
         )
         if self.on_stored is not None:
             try:
-                await asyncio.to_thread(self.on_stored, name, envelope)
+                await self._call(self.on_stored, name, envelope)
             except Exception as exc:
                 log.error(
                     "registry events: %s: stored at %s, but on_stored failed: %s: %s",
