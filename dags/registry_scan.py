@@ -5,8 +5,12 @@ Vulnerability scan of every image in the fleet, one scan per unique digest, plus
 budget and tag-convention reports, and a policy gate that fails (and emails) when images under
 protected tags are too vulnerable.
 
-* **Schedule**: daily at 04:00 UTC **and** whenever `registry_inventory` publishes a new
-  snapshot (`AssetOrTimeSchedule` on the `registry_inventory_snapshot` Asset).
+* **Schedule**: daily at 04:00 UTC, whenever `registry_inventory` publishes a new snapshot
+  (`registry_inventory_snapshot` Asset) **and** on every push (`registry_pushed_images` Asset:
+  the event receiver records it through the REST API for OCI registries, an `AssetWatcher` on
+  the SQS queue of each `events.ecr[]` entry for ECR). A run triggered by pushes alone scans just
+  the pushed digests (indexes resolved to their platform children), with no inventory run;
+  see `docs/scan-on-push.md`.
 * **Inputs**: the inventory snapshot (the triggering event's, else `latest.json`), the config
   file (`$REGISTRY_OPS_CONFIG`, section `scan:`), the registries' connections (credentials go
   to Trivy as `TRIVY_USERNAME`/`TRIVY_PASSWORD` environment variables only), Trivy JSON

@@ -243,3 +243,18 @@ def test_an_ecr_push_is_scanned_from_the_trigger_event(queue, moto_server, ecr, 
     assert manifest["error_count"] == 0 and manifest["ok"] == 1
     findings = storage.get_table(s3, config.storage.bucket, manifest["findings_key"]).to_pandas()
     assert set(findings["digest"]) == {pushed.digest} and set(findings["source"]) == {"ecr-basic"}
+
+
+def test_a_queue_that_is_not_there_is_named(moto_server):
+    url = f"{moto_server.endpoint}/123456789012/no-such-queue-{uuid.uuid4().hex[:6]}"
+
+    async def first():
+        gen = trigger(url).run()
+        try:
+            return await asyncio.wait_for(gen.__anext__(), 10)
+        finally:
+            await gen.aclose()
+
+    with pytest.raises(sqs_watch.QueueError, match="ECR push queue of ecr-local") as err:
+        asyncio.run(first())
+    assert url in str(err.value) and "'aws_default'" in str(err.value)

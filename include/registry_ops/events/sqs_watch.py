@@ -35,6 +35,10 @@ MAX_MESSAGES = 10  # SQS's most per ReceiveMessage
 IMAGE_TYPES = MANIFEST_TYPES | INDEX_TYPES
 
 
+class QueueError(RuntimeError):
+    """The queue cannot be read (missing, no permission); names it and the connection."""
+
+
 class NotAPush(ValueError):
     """A queue message that is not a successful ECR image push."""
 
@@ -117,6 +121,21 @@ class EcrPushTrigger(BaseEventTrigger):
 
         return aws_client("sqs", self.aws_conn_id, self.region_name)
 
+    def _check(self, sqs: Any) -> None:
+        """Fail at once, naming the queue, when it is not there or not readable."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise QueueError(
+                f"ECR push queue of {self.registry} ({self.queue_url}, connection {self.aws_conn_id!r}): "
+                f"{err.get('Code')}: {err.get('Message')}"
+            ) from None
+        except BotoCoreError as exc:
+            raise QueueError(f"ECR push queue of {self.registry} ({self.queue_url}): {exc}") from None
+
     def _receive(self, sqs: Any) -> list[dict[str, Any]]:
         resp = sqs.receive_message(
             QueueUrl=self.queue_url,
@@ -137,6 +156,7 @@ class EcrPushTrigger(BaseEventTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         sqs = await asyncio.to_thread(self._client)
+        await asyncio.to_thread(self._check, sqs)
         while True:
             messages = await asyncio.to_thread(self._receive, sqs)
             images, used, bad = read_batch(self.registry, messages)
