@@ -143,6 +143,19 @@ def test_messages_that_are_no_push_are_named_and_dropped(queue, caplog):
             json.dumps(
                 {**PUSH, "detail": {**PUSH["detail"], "result": "FAILURE", "image-digest": digest("x")}}
             ),
+            json.dumps(
+                {**PUSH, "source": "custom.app", "detail": {**PUSH["detail"], "image-digest": digest("y")}}
+            ),
+            json.dumps(
+                {
+                    **PUSH,
+                    "detail": {
+                        **PUSH["detail"],
+                        "image-digest": digest("z"),
+                        "manifest-media-type": "application/vnd.docker.distribution.manifest.v1+prettyjws",
+                    },
+                }
+            ),
         )
     ]
     put(events, PUSH, **{"image-digest": digest("good")})
@@ -209,7 +222,7 @@ def test_the_scan_dag_watches_the_queues_of_the_config(tmp_path, monkeypatch, mo
         sqs_watch.watchers(load_config(config))
 
 
-def test_an_ecr_push_is_scanned_from_the_trigger_event(queue, moto_server, ecr, tmp_path):
+def test_an_ecr_push_is_scanned_from_the_trigger_event(queue, moto_server, registry_server, ecr, tmp_path):
     """The whole ECR path but the triggerer: an image really in (moto's) ECR, its documented
     push event through the rule and queue, the trigger's event as Airflow stores it on the asset
     (``{"from_trigger": True, "payload": ...}``), and the scan of just that digest with ECR's
@@ -220,24 +233,31 @@ def test_an_ecr_push_is_scanned_from_the_trigger_event(queue, moto_server, ecr, 
     from include.registry_ops.clients import s3_client
     from include.registry_ops.scan import jobs
     from include.registry_ops.scan.pushed import from_extras
-    from tests.scan.scanfleet import ECR, image, seed_ecr_findings, write_config
+    from tests.scan.scanfleet import ECR, image, publish_inventory, seed_ecr_findings, write_config
 
     repo = f"scan/push-{uuid.uuid4().hex[:6]}"
     pushed = image(repo, ["1.0.0", "latest"])
-    older = image(repo + "-old", ["0.9.0"])  # in the same repository, not pushed now
-    seed_ecr(ecr, [RepoSpec(repo, [older, pushed])])
+    older = image(repo + "-old", ["0.9.0"])  # in the same repository and the snapshot, not pushed now
+    _, config = write_config(tmp_path, f"t-{uuid.uuid4().hex[:8]}", tmp_path / "no-trivy")
+    seed_ecr(ecr, [RepoSpec(repo, [older])])
+    snapshot = publish_inventory(config)  # an inventory from before the push: older is in it
+    seed_ecr(ecr, [RepoSpec(repo, [pushed])])
     seed_ecr_findings(
         moto_server.endpoint, repo, pushed.digest, ECR / "describe-image-scan-findings.basic.awscli.json"
     )
     put(queue[1], PUSH, **{"image-digest": pushed.digest, "repository-name": repo})
 
     payload = asyncio.run(first_then_on(trigger(queue[2]), lambda: None))
-    _, config = write_config(tmp_path, f"t-{uuid.uuid4().hex[:8]}", tmp_path / "no-trivy")
     images = from_extras([{"from_trigger": True, "payload": payload}])
     planned = jobs.plan_run(config, datetime.now(UTC), "ecr-push", inventory_key=[], pushed=images)
     s3 = s3_client(config)
     targets = storage.get_json(s3, config.storage.bucket, planned["parts_prefix"] + "targets.json")
     assert targets == [{"digest": pushed.digest, "registry": "ecr-local", "repository": repo}]
+    assert older.digest not in {t["digest"] for t in targets} and snapshot["images"] >= 1
+    inventory = storage.get_table(s3, config.storage.bucket, planned["inventory_key"]).to_pandas()
+    mine = inventory[inventory["repository"] == repo]
+    assert set(mine["digest"]) == {older.digest, pushed.digest}  # the snapshot's rows and the push's
+    assert len(inventory) == snapshot["images"] + 1
     parts = [jobs.scan_batch(config, b, planned["parts_prefix"]) for b in planned["batches"]]
     manifest = jobs.publish(config, planned, parts)
     assert manifest["error_count"] == 0 and manifest["ok"] == 1
