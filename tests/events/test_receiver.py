@@ -111,6 +111,16 @@ def test_a_replay_after_midnight_finds_the_envelope_of_the_day_before(env):
     assert env.post(other).json()["key"].startswith("events/oci-local/dt=2026-11-29/")  # new: today
 
 
+def test_other_bytes_under_an_envelopes_name_are_not_taken_for_it(env, caplog):
+    """A replay is answered 200 only when the stored object holds this very body."""
+    key = f"events/oci-local/dt=2026-11-28/{hashlib.sha256(PUSH).hexdigest()}.json"
+    env.s3.put_object(Bucket=env.bucket, Key=key, Body=b'{"events": []}')
+    resp = env.post(PUSH)
+    assert resp.status_code == 503 and env.calls == []
+    assert "holds other bytes" in caplog.text
+    assert env.s3.get_object(Bucket=env.bucket, Key=key)["Body"].read() == b'{"events": []}'  # untouched
+
+
 def test_another_body_is_another_object(env):
     assert env.post(PUSH).status_code == 201
     pull = (FIXTURES / "distribution-notification-pull.docs.json").read_bytes()  # the documented sample

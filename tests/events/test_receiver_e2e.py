@@ -267,3 +267,16 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_arrives(rig):
                 break
             answer += data
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(rig):
+    """Content-Length says 10 MiB and 100 bytes come: the answer cannot wait for the rest."""
+    with socket.create_connection(("127.0.0.1", rig["served"].port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/events/oci-local HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + f"Content-Type: application/json\r\nContent-Length: {10 * 1024 * 1024}\r\n\r\n".encode()
+            + b"{" * 100
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
