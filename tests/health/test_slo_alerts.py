@@ -301,3 +301,20 @@ def test_run_reads_the_probe_dataset_and_keeps_the_evaluation_for_the_page(env):
     assert {(e["scope"], e["alert"]) for e in latest["open_episodes"]} >= {("oci-a", "page")}
     again = alerts.run(config, s3, now + STEP)
     assert again["sent"] == [] and len(mails(env, before)) == 1
+
+
+def test_two_evaluations_racing_for_one_episode_email_once(env, monkeypatch):
+    # evaluation B listed the episodes before evaluation A claimed this one: B's write-once
+    # claim loses (If-None-Match), so B sends nothing and leaves A's claim as it was
+    before = len(env["smtp"].messages)
+    key = env["config"].storage.prefixes.health + "alerts/availability/oci-a/page/open.json"
+    claim = {"episode_id": "a", "state": "sending", "claimed_at": datetime.now(UTC).isoformat()}
+    objects.put_json(env["s3"], env["bucket"], key, claim)
+    monkeypatch.setattr(alerts, "open_episodes", lambda config, s3: {})
+    result = alerts.evaluate(
+        env["config"], env["s3"], T + 2 * STEP, probes=probe_rows(T + 2 * STEP, OUTAGE), pulls=NO_PULLS
+    )
+    assert condition(result, "availability", "oci-a", "page")["firing"]
+    assert alerts.notify(env["config"], env["s3"], result) == []
+    assert mails(env, before) == []
+    assert objects.get_json(env["s3"], env["bucket"], key) == claim

@@ -110,3 +110,21 @@ def test_through_the_page_app(env, auth):  # noqa: F811
             env["config"], env["s3"], NOW, probes=probe_rows(NOW, OUTAGE), pulls=EVENTS_SCHEMA.empty_table()
         )
         alerts.persist(env["config"], env["s3"], result)
+
+
+def test_one_failed_probe_is_noted_as_held_back_not_alerted(env):
+    config = config_for(env["bucket"], f"one-{uuid.uuid4().hex[:6]}")
+    one = {T + STEP}  # the newest probe before NOW failed, alone
+    result = alerts.evaluate(
+        config, env["s3"], NOW, probes=probe_rows(NOW, one), pulls=EVENTS_SCHEMA.empty_table()
+    )
+    assert alerts.notify(config, env["s3"], result) == []
+    alerts.persist(config, env["s3"], result)
+    got = section.load(ctx_of(env, config))
+    f = {x.label: x for x in got.figures}
+    assert f["Open alert episodes"].value == 0 and not f["Open alert episodes"].alert
+    assert (
+        "Availability page alert of oci-a: both windows burn over 14.4x, but the 1h window holds "
+        "1 bad sample(s); at least 2 are needed to alert (low traffic)."
+    ) in got.notes
+    assert got.tables[-1].rows == []
