@@ -441,3 +441,16 @@ def test_credentials_in_a_registry_error_are_redacted_in_rows_and_logs(http_serv
     assert row["api_ok"] is True and row["canary_ok"] is False
     assert "HTTP 500" in row["error"] and "http://***@db:5432" in row["error"]
     assert "hunter2" not in row["error"] and "hunter2" not in caplog.text
+
+
+def test_registries_are_probed_in_parallel(http_server, s3):
+    """Three registries that each take a second to answer: about a second in all, not three."""
+    regs = [_oci_at(http_server(200, delay=1), f"oci_slow{n}") for n in range(3)]
+    empty = {"bucket": BUCKET, "prefixes": {"inventory": f"none-{uuid.uuid4().hex[:8]}/"}}
+    config = parse_config({"registries": regs, "storage": empty, "health": {"timeout_seconds": 5}})
+    probe_mod.probe_all(config, s3, AT, "run-warm-up")  # imports and connection look-ups
+    start = time.monotonic()
+    rows = probe_mod.probe_all(config, s3, AT, "run-slow")
+    assert time.monotonic() - start < 2.5
+    assert [r["good"] for r in rows] == [True, True, True]
+    assert all(r["api_ms"] >= 1000 for r in rows)
