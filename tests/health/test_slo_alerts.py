@@ -199,6 +199,14 @@ def test_a_failed_send_leaves_the_episode_to_the_next_evaluation(env, monkeypatc
     assert failed.value.sent == []
     assert "availability/oci-a/page/open.json" not in open_keys(env)  # the claim was given back
     assert mails(env, before) == []
+    # run() keeps the evaluation for the page even when an email failed, then raises
+    monkeypatch.setattr(alerts, "read_probes", lambda *_: probe_rows(now, OUTAGE))
+    monkeypatch.setattr(alerts, "read_pulls", lambda *_: NO_PULLS)
+    with pytest.raises(alerts.AlertNotSent):
+        alerts.run(broken, env["s3"], now)
+    latest = objects.get_json(env["s3"], env["bucket"], alerts.latest_key(broken))
+    assert latest["evaluated_at"] == now.isoformat()
+    assert "availability/oci-a/page/open.json" not in open_keys(env)
     # the next evaluation (SMTP back) sends it, once
     _, sent = step(env, now + STEP, OUTAGE)
     assert [(s["scope"], s["alert"]) for s in sent] == [("oci-a", "page")]
