@@ -228,3 +228,20 @@ def test_cli_compact(s3, config, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["health", "compact", "--config", str(path), "--day", "20-11-2026"])
     assert exit_.value.code == 2
+
+
+def test_a_read_racing_a_compaction_still_finds_every_row(s3, config, monkeypatch):
+    """Listed before a compaction deleted the small objects, read after: the day's compacted
+    object is looked up again, and each probe is counted once."""
+    day_runs(s3, config, DAY, 3)
+    stale = objects.list_keys(s3, BUCKET, dataset.root(config))
+    dataset.compact(s3, config, DAY, now=datetime(2026, 11, 22, tzinfo=UTC))
+    real, calls = objects.list_keys, []
+
+    def listing(s3_, bucket, prefix):
+        calls.append(prefix)
+        return stale if len(calls) == 1 else real(s3_, bucket, prefix)
+
+    monkeypatch.setattr(objects, "list_keys", listing)
+    assert dataset.read(s3, config, *whole_day(DAY)).num_rows == 6
+    assert calls == [dataset.root(config), dataset.day_prefix(config, DAY)]
