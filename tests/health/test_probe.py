@@ -454,3 +454,20 @@ def test_registries_are_probed_in_parallel(http_server, s3):
     assert time.monotonic() - start < 2.5
     assert [r["good"] for r in rows] == [True, True, True]
     assert all(r["api_ms"] >= 1000 for r in rows)
+
+
+def test_an_unreadable_inventory_only_costs_the_picked_canaries(oci, images, s3, monkeypatch, caplog):
+    from botocore.exceptions import ClientError
+
+    def denied(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+
+    monkeypatch.setattr(inventory, "latest_snapshot", denied)
+    config = make_config()
+    config = config.model_copy(
+        update={"health": config.health.model_copy(update={"canaries": {"oci-p": images[0]}})}
+    )
+    assert probe_mod.canaries(config, s3, ["ecr-p", "oci-p"]) == {"oci-p": images[0], "ecr-p": None}
+    rows = by_name(probe_mod.probe_all(config, s3, AT, "run-denied"))
+    assert rows["oci-p"]["good"] and rows["ecr-p"]["good"] and rows["ecr-p"]["canary_digest"] is None
+    assert "AccessDenied" in caplog.text

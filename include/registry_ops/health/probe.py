@@ -62,14 +62,17 @@ def canaries(config: Config, s3: Any, names: list[str]) -> dict[str, Canary | No
     wanted = [n for n, c in out.items() if c is None]
     if not wanted:
         return out
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from ..inventory import latest_snapshot
     from ..schema import SchemaError
     from ..snapshots import SnapshotError
 
     try:
         table = latest_snapshot(s3, config.storage.bucket, config.storage.prefixes.inventory)
-    except (SnapshotError, SchemaError) as exc:
-        log.warning("health: no canary for %s from the inventory: %s", ", ".join(wanted), exc)
+    except (SnapshotError, SchemaError, ClientError, BotoCoreError) as exc:
+        # the probes go on without these canaries: an unreadable inventory must not stop them
+        log.warning("health: no canary for %s from the inventory: %s", ", ".join(wanted), redact(str(exc)))
         return out
     columns = ["registry", "repository", "digest", "tags", "kind", "pushed_at", "created_at"]
     frame = table.select(columns).to_pandas()
