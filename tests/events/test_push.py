@@ -244,6 +244,10 @@ def test_the_documented_envelope_gives_one_image_per_manifest_push():
     assert len(pushed_images("hub", again)) == 1
     pulled = {"events": [{**envelope["events"][0], "action": "pull"}]}
     assert pushed_images("hub", pulled) == []
+    # distribution's own test envelope: its manifest's digest is no sha256 digest: no image
+    bad = json.loads((FIXTURE / "distribution-notification-push-envelope.event_test.json").read_text())
+    assert bad["events"][0]["target"]["digest"] == "sha256:0123456789abcdef0"
+    assert pushed_images("hub", bad) == []
     with pytest.raises(ValueError, match="registry hub: not a notification envelope"):
         pushed_images("hub", {"event": []})
 
@@ -309,6 +313,14 @@ def test_a_push_is_scanned_without_an_inventory_run(pushed, airflow, api_conn, t
     # the same push again (a retried delivery) within the freshness window scans nothing
     again = jobs.plan_run(config, datetime.now(UTC), "push-2", inventory_key=[], pushed=images)
     assert again["to_scan"] == 0 and again["fresh"] == 3
+
+    # an index pushed over manifests already there (only the index's event comes): its children
+    only_index = [i for i in images if i["digest"] == multi.digest]
+    forced = jobs.plan_run(
+        config, datetime.now(UTC), "push-3", inventory_key=[], pushed=only_index, force=True
+    )
+    targets = storage.get_json(s3, BUCKET, forced["parts_prefix"] + "targets.json")
+    assert sorted(t["digest"] for t in targets) == sorted([amd.digest, arm.digest])
 
 
 def test_scan_on_push_off_records_nothing(pushed, trivy, tmp_path, monkeypatch):
