@@ -326,3 +326,28 @@ def test_two_evaluations_racing_for_one_episode_email_once(env, monkeypatch):
     assert alerts.notify(env["config"], env["s3"], result) == []
     assert mails(env, before) == []
     assert objects.get_json(env["s3"], env["bucket"], key) == claim
+
+
+def test_an_episode_of_a_registry_no_longer_configured_closes(env):
+    config, s3, bucket = env["config"], env["s3"], env["bucket"]
+    key = config.storage.prefixes.health + "alerts/availability/gone/page/open.json"
+    doc = {
+        "episode_id": "g",
+        "state": "open",
+        "slo": "availability",
+        "scope": "gone",
+        "alert": "page",
+        "severity": "page",
+        "opened_at": T.isoformat(),
+        "notified": True,
+    }
+    objects.put_json(s3, bucket, key, doc)
+    _, sent = step(env, T, set())
+    assert sent == [] and open_keys(env) == set()
+    closed = objects.list_keys(s3, bucket, key.rsplit("/", 1)[0] + "/closed/")
+    (record,) = [objects.get_json(s3, bucket, o["Key"]) for o in closed]
+    assert (record["state"], record["close_reason"], record["closed_at"]) == (
+        "closed",
+        "no longer evaluated",
+        T.isoformat(),
+    )

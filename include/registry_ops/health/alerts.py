@@ -17,6 +17,7 @@
     ``.../closed/<opened>-<id>.json`` and ``open.json`` deleted. No "resolved" email (the page
     shows open episodes; a quiet close keeps a flapping alert from mailing twice per flap).
   - a later breach finds no ``open.json``: a new episode, a new email.
+  - an open episode no condition names any more (its registry or alert left the config) closes.
 
 * :func:`persist` writes the evaluation and the open episodes to ``<health>slo/latest.json``
   (what the Registry page shows); :func:`run` is evaluate + notify + persist (the DAG's task).
@@ -300,6 +301,10 @@ def notify(config: Any, s3: Any, result: dict[str, Any]) -> list[dict[str, Any]]
                 sent.append(out)
         elif not c["firing"] and doc is not None and doc.get("state") == "open":
             _close(config, s3, key, doc, now)
+    handled = {episode_prefix(config, c) + "open.json" for c in result["conditions"]}
+    for key, doc in current.items():  # a registry or alert no longer configured: nothing holds
+        if key not in handled and doc.get("state") == "open":
+            _close(config, s3, key, {**doc, "close_reason": "no longer evaluated"}, now)
     if failed:
         raise AlertNotSent(f"{len(failed)} SLO alert(s) not sent: " + "; ".join(failed), sent)
     return sent
@@ -312,7 +317,10 @@ def latest_key(config: Any) -> str:
 
 def persist(config: Any, s3: Any, result: dict[str, Any]) -> str:
     """``result`` with the open episodes, as ``<health>slo/latest.json``; its key."""
-    episodes = sorted(open_episodes(config, s3).values(), key=lambda d: (d["slo"], d["scope"], d["alert"]))
+    episodes = sorted(
+        open_episodes(config, s3).values(),
+        key=lambda d: (d.get("slo", ""), d.get("scope", ""), d.get("alert", "")),
+    )
     key = latest_key(config)
     objects.put_json(s3, config.storage.bucket, key, {**result, "open_episodes": episodes})
     return key
