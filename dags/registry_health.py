@@ -12,10 +12,13 @@ The rows feed the availability SLO and its burn-rate alerts (issue 13).
   without a configured canary probe the newest tagged image of the latest inventory snapshot.
 * **Work**: `probe` probes every registry in parallel (one attempt, bounded by the timeout; a
   dead registry is a row with `good = false` and the error, never a failed task); `append`
-  stores the run's rows; `compact` merges every finished UTC day's small objects into one.
+  stores the run's rows; `slo` evaluates availability and pull success against their objectives
+  and emails each multi-window burn-rate alert once per episode (`docs/slo.md`); `compact`
+  merges every finished UTC day's small objects into one.
 * **Outputs**: `s3://<bucket>/<health prefix>probes/dt=YYYY-MM-DD/HHMMSSZ-<run id>.parquet`
   (one per run, write-once) and `.../dt=YYYY-MM-DD/compacted-<hash>.parquet` (one per finished
-  day). Schema: `include/registry_ops/health/schema.py`.
+  day). Schema: `include/registry_ops/health/schema.py`. `<health prefix>slo/latest.json` (the
+  Registry page's SLOs section) and `<health prefix>alerts/` (one object per alert episode).
 * **Failure modes**: a bad config fails at once (no retry); an S3 error is retried, and a retried
   `append` keeps what the first try stored. A compaction deletes the small objects only after
   reading its merged object back with the same rows; readers count each probe once either way.
@@ -71,11 +74,20 @@ def registry_health():
         key = dataset.append(s3, config, probed["rows"], run_id, datetime.fromisoformat(probed["at"]))
         down = sorted(r["registry"] for r in probed["rows"] if not r["good"])
 
-        # --- SLO evaluation (issue 13, deliverable 4): the lead wires health.alerts here. ---------
-        # It reads the dataset (dataset.read) after this run's rows are stored.
-        # ------------------------------------------------------------------------------------------
-
         return {"key": key, "registries": len(probed["rows"]), "down": down}
+
+    @task
+    def slo(_stored: dict) -> dict:
+        """Evaluate the SLOs over what is stored now (this run's rows included), email each
+        burn-rate alert once per episode, write `slo/latest.json` for the Registry page. A failed
+        email fails this task only (the rows are stored); its retry sends it."""
+        from datetime import UTC, datetime
+
+        from include.registry_ops.clients import s3_client
+        from include.registry_ops.health import alerts
+
+        config = _config()
+        return alerts.run(config, s3_client(config), datetime.now(UTC))
 
     @task
     def compact() -> dict:
@@ -86,7 +98,7 @@ def registry_health():
         config = _config()
         return dataset.compact(s3_client(config), config)
 
-    append(probe())
+    slo(append(probe()))
     compact()
 
 

@@ -4,6 +4,7 @@ compacted, and no credential reaches the rows or the logs."""
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,8 +34,9 @@ def test_the_dag_runs_every_five_minutes_one_at_a_time(health_dag):
     assert (timetable.expression, str(timetable.timezone)) == ("*/5 * * * *", "UTC")
     assert health_dag.catchup is False and health_dag.max_active_runs == 1
     assert "registry-ops" in health_dag.tags
-    assert {t.task_id for t in health_dag.tasks} == {"probe", "append", "compact"}
+    assert {t.task_id for t in health_dag.tasks} == {"probe", "append", "slo", "compact"}
     assert health_dag.get_task("append").upstream_task_ids == {"probe"}
+    assert health_dag.get_task("slo").upstream_task_ids == {"append"}
     assert health_dag.get_task("compact").upstream_task_ids == set()
 
 
@@ -118,6 +120,10 @@ def test_dag_end_to_end(
     assert rows["oci-local"]["canary_digest"] == canary.digest
     assert rows["ecr-local"]["api_ok"] and rows["ecr-local"]["canary_ok"] is None  # no canary known
     assert dataset.read(s3, config, old - timedelta(seconds=1), old + timedelta(seconds=1)).num_rows == 1
+    # the slo task evaluated what was stored, this run's rows included, for the Registry page
+    latest = objects.get_json(s3, BUCKET, prefix + "slo/latest.json")
+    assert latest["evaluated_at"] >= start.isoformat()
+    assert "oci-local" in json.dumps(latest) and "availability" in json.dumps(latest)
     assert OCI_PASSWORD not in text
     stored = b"".join(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys)
     assert OCI_PASSWORD.encode() not in stored
