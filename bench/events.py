@@ -30,6 +30,8 @@ Figures:
    ``objects.put_once`` (one PUT), then with ``receiver.store_envelope`` (what the receiver does
    to S3: HEAD of the previous day's key, PUT ``If-None-Match``), paced the same way from as
    many threads as the receiver uses; the receiver's p50/p99 are printed as ratios to them.
+   And ``store_envelope`` 300 times one after another: the CPU boto3 spends per delivery in the
+   receiver (against the receiver's CPU per delivery from the paced run).
 
 Every stored object is counted afterwards: one per distinct body, whatever was delivered twice.
 """
@@ -47,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -332,6 +335,8 @@ def main() -> None:
         report("receiver", http)
         for name, used in http["cpu"].items():
             row(f"receiver: CPU of {name}", f"{used:.1f} s", f"over {http['elapsed']:.1f} s, 2 cores shared")
+        per = http["cpu"]["receiver"] / http["count"] * 1000
+        row("receiver: CPU per delivery", f"{per:.1f} ms", "the receiver process's CPU / deliveries")
         stored = objects.list_keys(s3, BUCKET, f"events/{REGISTRY}/")
         paced_keys = {f"{hashlib.sha256(b).hexdigest()}.json" for b in bodies}
         found = sum(1 for o in stored if o["Key"].rsplit("/", 1)[-1] in paced_keys)
@@ -382,6 +387,16 @@ def main() -> None:
             for q, name in ((0.5, "p50"), (0.99, "p99")):
                 ratio = pct(http["latencies"], q) / pct(ref["latencies"], q)
                 row(f"receiver / {label}: {name} latency", f"{ratio:.1f}x")
+        sample = envelopes(300, seed=21)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for body in sample:  # one after another: the client side's own cost of the S3 writes
+            store_envelope(s3, BUCKET, "baseline-seq/", REGISTRY, body, received)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        row(
+            "store_envelope one at a time: CPU per call",
+            f"{cpu / len(sample) * 1000:.1f} ms",
+            f"wall {wall / len(sample) * 1000:.1f} ms (boto3's side; moto's is in its process)",
+        )
         if low < RATE:
             note(f"same-process baseline store_envelope at {low:.0f}/s")
             base_low = asyncio.run(run_baseline(full, low, int(low * args.seconds)))
