@@ -204,6 +204,8 @@ def envelope_key(prefix: str, registry: str, digest: str, day: date) -> str:
 
 @dataclass(frozen=True)
 class Stored:
+    """Where the envelope is, and whether this delivery wrote it."""
+
     key: str
     created: bool  # False: this very body was already stored (a retried delivery)
 
@@ -213,8 +215,8 @@ class StoreFailed(Exception):
 
 
 def _same(s3: Any, bucket: str, key: str, body: bytes) -> bool:
-    data = objects.get_bytes(s3, bucket, key)
-    return data is not None and hashlib.sha256(data).digest() == hashlib.sha256(body).digest()
+    """Whether the stored object is this very body (a replay), not other bytes under its name."""
+    return objects.get_bytes(s3, bucket, key) == body
 
 
 def store_envelope(
