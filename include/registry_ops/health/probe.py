@@ -188,8 +188,24 @@ def _where(registry: Any, reg: RegistryConfig) -> str:
     return f"registry {reg.name} ({url})"
 
 
-def probe(config: Config, registry_name: str, at: datetime, run_id: str, canary: Canary | None) -> dict:
-    """One registry's probe row (``PROBE_SCHEMA``); failures are in the row, never raised."""
+def _built(config: Config, name: str) -> Registry | Exception:
+    """The registry's probing client, or why it cannot be built (kept for its row)."""
+    try:
+        return build(config.registry(name), config.health.timeout_seconds)
+    except Exception as exc:  # a missing connection: this registry cannot be probed
+        return exc
+
+
+def probe(
+    config: Config,
+    registry_name: str,
+    at: datetime,
+    run_id: str,
+    canary: Canary | None,
+    client: Registry | Exception | None = None,
+) -> dict:
+    """One registry's probe row (``PROBE_SCHEMA``); failures are in the row, never raised.
+    ``client``: the registry's client (or the error building it) when built already."""
     reg = config.registry(registry_name)
     timeout = config.health.timeout_seconds
     row: dict[str, Any] = {
@@ -206,13 +222,12 @@ def probe(config: Config, registry_name: str, at: datetime, run_id: str, canary:
         "good": False,
         "error": None,
     }
-    registry: Registry | None = None
-    try:
-        registry = build(reg, timeout)
-    except Exception as exc:  # a missing connection: this registry cannot be probed
-        row["error"] = redact(f"{_where(None, reg)}: cannot build its client: {exc}")
+    built = client if client is not None else _built(config, reg.name)
+    if isinstance(built, Exception):
+        row["error"] = redact(f"{_where(None, reg)}: cannot build its client: {built}")
         row["canary_ok"] = False if canary is not None else None
         return row
+    registry = built
     problems: list[str] = []
     api_ms, problem = _timed(_api_check(registry, timeout))
     row["api_ok"] = problem is None
@@ -264,10 +279,14 @@ def probe_all(
     """Every probed registry's row (sorted by name), in parallel, at most ``MAX_PARALLEL`` at once."""
     names = probed_names(config, only)
     picked = canaries(config, s3, names)
+    # Clients are built here, one after another: building one imports Airflow's hooks and reads
+    # its connection, and first imports racing in threads fail ("deadlock detected by
+    # _ModuleLock"), which marked a healthy registry down. Only the network work is parallel.
+    clients = {name: _built(config, name) for name in names}
 
     def one(name: str) -> dict:
         try:
-            return probe(config, name, at, run_id, picked[name])
+            return probe(config, name, at, run_id, picked[name], clients[name])
         except Exception as exc:  # one registry never stops the others
             return _failed_row(config, name, at, run_id, exc)
 
