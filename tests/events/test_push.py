@@ -44,6 +44,7 @@ from tests.scan.scanfleet import STAND_IN, TRIVY, ScanFleet, image, index, invoc
 USER, PASSWORD = "pushwatch", "push-Api-pass-7731"
 REG_USER, REG_PASSWORD = "pusher", "push-registry-pass-19"
 BUCKET = "registry-ops-push-test"
+JWT_SECRET = "scan-on-push-test-" + "p" * 48
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "events"
 
@@ -141,7 +142,7 @@ def airflow(airflow_db, moto_server, tmp_path_factory):
     server = ApiServer(
         tmp_path_factory.mktemp("push-api"),
         {USER: PASSWORD},
-        AIRFLOW__API_AUTH__JWT_SECRET="scan-on-push-test-" + "p" * 48,
+        AIRFLOW__API_AUTH__JWT_SECRET=JWT_SECRET,
     ).start()
     yield server
     server.stop()
@@ -323,12 +324,13 @@ def test_a_push_is_scanned_without_an_inventory_run(pushed, airflow, api_conn, t
     assert sorted(t["digest"] for t in targets) == sorted([amd.digest, arm.digest])
 
 
-def test_scan_on_push_off_records_nothing(pushed, trivy, tmp_path, monkeypatch):
+def test_scan_on_push_off_records_nothing(pushed, moto_server, trivy, tmp_path, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_AIRFLOW_API", json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9"})
     )
     _, config = _config(tmp_path, trivy, scan_on_push=False)
-    assert forward_pushes(config, "oci-push", pushed["envelopes"][0]) is None
+    envelope = next(env for env in pushed["envelopes"] if pushed_images("oci-push", env))
+    assert forward_pushes(config, "oci-push", envelope) is None  # the API (port 9) is never asked
 
 
 def test_a_failed_rest_call_names_the_connection_and_url_not_secrets(
@@ -371,3 +373,25 @@ def test_event_extras_of_both_sources_give_their_images():
         from_extras([rest, {"source": "by hand"}])
     with pytest.raises(ValueError, match="event 0: an image lacks registry/repository/digest"):
         from_extras([{"images": [{**image, "digest": ""}]}])
+
+
+def test_a_stale_token_is_renewed_once_and_an_unknown_asset_is_named(airflow, api_conn):
+    import jwt
+
+    from include.registry_ops.airflow_api import connect
+
+    api = connect("airflow_api")
+    real = api.token()  # the same token, expired: what a long-lived process holds after a while
+    header, claims = jwt.get_unverified_header(real), jwt.decode(real, options={"verify_signature": False})
+    expired = jwt.encode(
+        {**claims, "iat": claims["iat"] - 7200, "nbf": claims["iat"] - 7200, "exp": claims["iat"] - 3600},
+        JWT_SECRET,
+        algorithm=header["alg"],
+        headers={k: v for k, v in header.items() if k not in ("alg", "typ")},
+    )
+    api._token = expired
+    assert api.asset_id(PUSHED["name"], PUSHED["uri"]) > 0  # 401 "Token Expired", renewed, answered
+    assert api._token not in (expired, None)
+    with pytest.raises(ApiError, match=r"no asset 'registry_nothing'.*registry_scan") as err:
+        api.asset_id("registry_nothing", "registry-ops://nothing")
+    assert airflow.base in str(err.value)
