@@ -128,7 +128,7 @@ def test_pushes_become_one_event_and_leave_the_queue_after_it(queue, moto_server
             "pushed_at": payload["images"][1]["pushed_at"],
         },
     ]
-    assert all(i["pushed_at"] for i in payload["images"])
+    assert all(i["pushed_at"] and i["pushed_at"].endswith("+00:00") for i in payload["images"])
 
 
 def test_messages_that_are_no_push_are_named_and_dropped(queue, caplog):

@@ -30,7 +30,7 @@ SOURCE = "registry-notifications"
 IMAGE_TYPES = MANIFEST_TYPES | INDEX_TYPES
 
 
-def _when(value: Any) -> str | None:
+def utc_iso(value: Any) -> str | None:
     """The event's timestamp as UTC ISO-8601 (the registry writes nanoseconds and an offset)."""
     try:
         when = datetime.fromisoformat(str(value))  # 3.11: nanoseconds truncated, "Z" accepted
@@ -61,7 +61,7 @@ def _image(registry: str, event: Any) -> dict[str, Any] | None:
         "repository": repository,
         "digest": digest,
         "tag": target.get("tag") or None,
-        "pushed_at": _when(event.get("timestamp")),
+        "pushed_at": utc_iso(event.get("timestamp")),
     }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from ..registries.base import DIGEST, INDEX_TYPES, MANIFEST_TYPES
+from .push import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def push_image(registry: str, body: str) -> dict[str, Any]:
         "repository": repository,
         "digest": digest,
         "tag": detail.get("image-tag") or None,
-        "pushed_at": event.get("time"),
+        "pushed_at": utc_iso(event.get("time")),
     }
 
 
