@@ -217,6 +217,12 @@ def test_the_scan_dag_watches_the_queues_of_the_config(tmp_path, monkeypatch, mo
         "poll_seconds": 5,
     }
 
+    # Airflow serializes the DAG with its watchers (what the dag processor stores for the triggerer)
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    stored = json.dumps(DagSerialization.to_dict(dag))
+    assert "include.registry_ops.events.sqs_watch.EcrPushTrigger" in stored and url in stored
+
     config.write_text(config.read_text().replace("registry: ecr-local\n", "registry: oci-local\n", 1))
     with pytest.raises(ValueError, match=r"events\.ecr: registry 'oci-local' is oci, not ecr"):
         sqs_watch.watchers(load_config(config))
