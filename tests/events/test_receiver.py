@@ -111,6 +111,22 @@ def test_a_replay_after_midnight_finds_the_envelope_of_the_day_before(env):
     assert env.post(other).json()["key"].startswith("events/oci-local/dt=2026-11-29/")  # new: today
 
 
+def test_the_day_before_is_asked_only_in_the_first_hour_after_midnight(env, monkeypatch):
+    """The HEAD on yesterday's key halved the receiver's throughput when made for every
+    delivery; a retry is minutes late, so it is made only in the hour after midnight."""
+    from include.registry_ops.events import receiver
+
+    asked: list[str] = []
+    real = receiver.objects.exists
+    monkeypatch.setattr(receiver.objects, "exists", lambda s3, b, k: asked.append(k) or real(s3, b, k))
+    env.now = NOON.replace(hour=23, minute=59, second=59)
+    assert env.post(PUSH).status_code == 201 and asked == []
+    env.now = NOON + timedelta(hours=12, minutes=59)  # 00:59 the next day: still looks back
+    assert env.post(PUSH).status_code == 200 and len(asked) == 1 and "/dt=2026-11-28/" in asked[0]
+    env.now = NOON + timedelta(hours=13, minutes=1)  # 01:01: one PUT, no HEAD
+    assert env.post(PUSH).status_code == 201 and len(asked) == 1
+
+
 def test_other_bytes_under_an_envelopes_name_are_not_taken_for_it(env, caplog):
     """A replay is answered 200 only when the stored object holds this very body."""
     key = f"events/oci-local/dt=2026-11-28/{hashlib.sha256(PUSH).hexdigest()}.json"

@@ -19,7 +19,10 @@ delivery until it gets a 2xx or 3xx) never loses an event to us. In order:
    written once (``If-None-Match: *``; S3 checks the body against the request's signed SHA-256).
    A delivery retried the same day meets its own object (412, read back and compared): nothing
    is written twice; one retried across midnight is found under the previous day's folder
-   first (a HEAD). S3 failing is 503, nothing claimed;
+   first (a HEAD, only in the first ``MIDNIGHT_HORIZON`` after midnight: it halved the
+   receiver's throughput when made on every delivery; a retry later than that stores a second
+   copy, whose events the reports' ingestion still counts once, by event id). S3 failing is
+   503, nothing claimed;
 7. the ``on_stored(registry, envelope)`` hook (push forwarding); it raising is 503, the envelope
    staying stored: the registry delivers again, which stores nothing and calls the hook again.
 
@@ -46,6 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..store import objects
 
 log = logging.getLogger(__name__)
+MIDNIGHT_HORIZON = timedelta(hours=1)  # registries retry a failed delivery within minutes
 
 WORKERS = 32  # threads for the blocking steps (S3, the hook) of concurrent deliveries
 TOKEN_TTL = 30.0  # seconds a looked-up token is trusted (a rotated token takes effect this late)
@@ -229,7 +233,8 @@ def store_envelope(
     key = envelope_key(prefix, registry, digest, day)
     try:
         earlier = envelope_key(prefix, registry, digest, day - timedelta(days=1))
-        if objects.exists(s3, bucket, earlier):
+        since_midnight = received.astimezone(UTC) - datetime.combine(day, datetime.min.time(), UTC)
+        if since_midnight < MIDNIGHT_HORIZON and objects.exists(s3, bucket, earlier):
             if not _same(s3, bucket, earlier, body):
                 raise StoreFailed(f"{objects.url(bucket, earlier)} holds other bytes than its name says")
             return Stored(earlier, created=False)
