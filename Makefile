@@ -24,7 +24,7 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: install
-	for b in inventory retention_plan retention_apply scan backup audit reports registry_page; do $(PY) bench/$$b.py $(ARGS) || exit 1; done
+	for b in inventory retention_plan retention_apply scan backup audit reports registry_page events push_to_findings; do $(PY) bench/$$b.py $(ARGS) || exit 1; done
 
 install: apt $(STAMP)
 

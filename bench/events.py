@@ -261,7 +261,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="3 seconds per phase (make bench ARGS=--quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 3.0)
     if args.serve:
         serve(args.serve)
         return

@@ -323,7 +323,10 @@ def ms(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=5, help="measured pushes (default 5)")
+    parser.add_argument("--quick", action="store_true", help="2 pushes (make bench ARGS=--quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.n = min(args.n, 2)
 
     work = Path(tempfile.mkdtemp(prefix="push-bench-"))
     trivy = work / "trivy"

@@ -108,3 +108,15 @@ class ApiServer:
                 os.killpg(self.proc.pid, 9)
             self.proc.wait(5)
         self._log.close()
+
+
+def reserialize_dags() -> None:
+    """Parse this repository's DAGs into the metadata DB of the current ``AIRFLOW_HOME``: the REST
+    API serves a DAG (and the assets it declares) only once it is serialized."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "reserialize"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )

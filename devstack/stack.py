@@ -50,6 +50,18 @@ class LocalStack:
         )
         return self
 
+    def send_events_to(self, url: str, token: str) -> None:
+        """Restart the registry (same storage, port and users) with its notifications going to
+        ``url`` with ``Authorization: Bearer <token>``: the Registry page's event receiver. It
+        keeps retrying a delivery until the receiver answers (Airflow may not be up yet)."""
+        from devstack.services import NotifyEndpoint
+
+        old = self.registry
+        old.stop()
+        endpoint = NotifyEndpoint(url, token, timeout="5s", threshold=5, backoff="1s")
+        self.registry = RegistryService(old.root, OCI_USER, self.oci_password, old.port, notify=(endpoint,))
+        self.registry.start()
+
     def stop(self) -> None:
         for service in (self.smtp, self.registry_dr, self.registry, self.moto):
             if service:

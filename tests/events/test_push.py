@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -130,15 +129,9 @@ def pushed(notifying):
 @pytest.fixture(scope="module")
 def airflow(airflow_db, moto_server, tmp_path_factory):
     """The real API server, with our DAGs serialized (registry_scan registers the asset)."""
-    from devstack.api_server import ApiServer
+    from devstack.api_server import ApiServer, reserialize_dags
 
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "reserialize"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
+    reserialize_dags()
     server = ApiServer(
         tmp_path_factory.mktemp("push-api"),
         {USER: PASSWORD},

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -67,7 +66,7 @@ def _wait(what: str, check, timeout: float = 20.0):
 @pytest.fixture(scope="module")
 def chain(airflow_db, moto_server, tmp_path_factory):
     """The API server with the plugin, and two registries notifying its receiver."""
-    from devstack.api_server import ApiServer
+    from devstack.api_server import ApiServer, reserialize_dags
 
     work = tmp_path_factory.mktemp("push-chain")
     tag = f"chain-{uuid.uuid4().hex[:8]}"
@@ -97,13 +96,7 @@ def chain(airflow_db, moto_server, tmp_path_factory):
     s3 = s3_client(config)
     storage.ensure_bucket(s3, bucket)
 
-    subprocess.run(  # registry_scan parsed: Airflow knows the registry_pushed_images asset
-        [sys.executable, "-m", "airflow", "dags", "reserialize"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
+    reserialize_dags()  # registry_scan parsed: Airflow knows the registry_pushed_images asset
     api = ApiServer(
         work,
         {USER: PASSWORD},

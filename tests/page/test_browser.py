@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,15 +73,9 @@ def deleted(moto_server, s3, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def airflow(airflow_db, deleted, tmp_path_factory):
-    from devstack.api_server import ApiServer
+    from devstack.api_server import ApiServer, reserialize_dags
 
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "reserialize"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
+    reserialize_dags()
     server = ApiServer(
         tmp_path_factory.mktemp("api-server"),
         {USER: PASSWORD},

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,13 +47,9 @@ def auth(airflow_db):
 @pytest.fixture(scope="module")
 def airflow_app(airflow_db):
     """Airflow's own REST API app on the test DB, with our DAGs serialized into it."""
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "reserialize"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
+    from devstack.api_server import reserialize_dags
+
+    reserialize_dags()
     from airflow.api_fastapi.app import create_app as airflow_create_app
 
     return airflow_create_app(apps="core")
