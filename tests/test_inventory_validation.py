@@ -416,3 +416,13 @@ def test_publish_validates_each_part_and_conforms_one_from_an_older_version(s3, 
     storage.put_table(s3, snapshot_bucket, keys[0], comma_joined(good))
     with pytest.raises(schema.SchemaError, match=rf"s3://{snapshot_bucket}/{keys[0]}: column 'tags'"):
         inventory_jobs.publish(config, registries, parts)
+
+
+def test_an_empty_snapshot_round_trips_through_a_frame():
+    """A registry whose include globs match nothing publishes an empty snapshot; its frame (whose
+    list columns pandas may type as float64) must convert back, not crash the scan's plan."""
+    empty = schema.ARROW_SCHEMA.empty_table()
+    frame = schema.table_to_frame(empty)
+    frame["tags"] = frame["tags"].astype("float64")  # what an empty column may come back as
+    table = schema.frame_to_table(frame, "empty.parquet")
+    assert table.num_rows == 0 and table.schema.equals(schema.ARROW_SCHEMA)

@@ -242,6 +242,8 @@ def _frame_columns(frame: pd.DataFrame, source: str) -> dict[str, pa.Array]:
 
 def _from_pandas(frame: pd.DataFrame, field: pa.Field, source: str) -> pa.Array:
     series = frame[field.name]
+    if series.empty:  # an empty snapshot's frame: its columns may have any dtype (Arrow refuses some)
+        return pa.array([], type=field.type)
     fits = _VALUE_FITS[_family(field.type)]
     if pa.types.is_list(field.type):  # Arrow would split a string into characters: refuse first
         text = np.fromiter(map(str.__instancecheck__, series.to_numpy(dtype=object)), bool, len(series))

@@ -241,10 +241,11 @@ def test_an_ecr_push_is_scanned_from_the_trigger_event(queue, moto_server, regis
     from include.registry_ops.scan.pushed import from_extras
     from tests.scan.scanfleet import ECR, image, publish_inventory, seed_ecr_findings, write_config
 
-    repo = f"scan/push-{uuid.uuid4().hex[:6]}"
+    repo = f"sqs-push/{uuid.uuid4().hex[:6]}"  # outside scan/*: the scan tests count that fleet
     pushed = image(repo, ["1.0.0", "latest"])
     older = image(repo + "-old", ["0.9.0"])  # in the same repository and the snapshot, not pushed now
-    _, config = write_config(tmp_path, f"t-{uuid.uuid4().hex[:8]}", tmp_path / "no-trivy")
+    tag = f"t-{uuid.uuid4().hex[:8]}"
+    _, config = write_config(tmp_path, tag, tmp_path / "no-trivy", include="sqs-push/*")
     seed_ecr(ecr, [RepoSpec(repo, [older])])
     snapshot = publish_inventory(config)  # an inventory from before the push: older is in it
     seed_ecr(ecr, [RepoSpec(repo, [pushed])])

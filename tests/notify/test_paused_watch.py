@@ -94,12 +94,21 @@ def api(rig, monkeypatch):
     # depend on that
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "paused-watch-test-secret-" + "s" * 40)
     from airflow.api_fastapi.app import create_app, purge_cached_app
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
     from fastapi.testclient import TestClient
 
+    def forget_keys() -> None:
+        """Airflow caches its JWT signer and validator per process, each with the secret it saw
+        first: a signer an earlier test made (another secret) would sign tokens this app refuses."""
+        for method in (BaseAuthManager._get_token_signer, BaseAuthManager._get_token_validator):
+            method.__func__.cache_clear()
+
     purge_cached_app()
+    forget_keys()
     with TestClient(create_app(), base_url="http://testserver") as client:
         yield watch.AirflowApi(client, USER, PASSWORD)
     purge_cached_app()
+    forget_keys()
 
 
 def _fail_runs(rig, n: int) -> None:

@@ -305,8 +305,11 @@ def expect_trivy(mp: pytest.MonkeyPatch, **changes: Any) -> dict[str, Any]:
     return current
 
 
-def write_config(workdir: Path, tag: str, trivy_bin: Path, **scan: Any) -> tuple[Path, Any]:
-    """A config for the ``scan/*`` repositories of both registries, S3 prefixes under ``tag``."""
+def write_config(
+    workdir: Path, tag: str, trivy_bin: Path, include: str = "scan/*", **scan: Any
+) -> tuple[Path, Any]:
+    """A config for the ``scan/*`` repositories of both registries (or ``include``'s), S3
+    prefixes under ``tag``."""
     from include.registry_ops.config import load_config
 
     path = workdir / f"registry-ops-{uuid.uuid4().hex[:6]}.yaml"
@@ -323,9 +326,9 @@ def write_config(workdir: Path, tag: str, trivy_bin: Path, **scan: Any) -> tuple
             "kind": "ecr",
             "conn_id": "aws_default",
             "region": "us-east-1",
-            "include": ["scan/*"],
+            "include": [include],
         },
-        {"name": "oci-local", "kind": "oci", "conn_id": "oci_local", "include": ["scan/*"]},
+        {"name": "oci-local", "kind": "oci", "conn_id": "oci_local", "include": [include]},
     ]
     storage = {
         "conn_id": "aws_default",
