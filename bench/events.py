@@ -64,7 +64,7 @@ ROOT = _local.prepare()
 import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 
-from devstack.services import free_port, wait_http  # noqa: E402
+from devstack.services import free_port, moto_process, wait_http  # noqa: E402
 
 RATE = 200.0
 TOKEN = "bench-events-token"
@@ -128,18 +128,6 @@ def envelopes(count: int, seed: int = 7) -> list[bytes]:
 
 
 # -- the services ----------------------------------------------------------------------------------
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_http(f"{endpoint}/moto-api/", ok=(200,), timeout=60)
-    return proc, endpoint
-
-
 def aws_conn(endpoint: str) -> str:
     return json.dumps(
         {
@@ -270,7 +258,7 @@ def main() -> None:
         return
 
     count = int(RATE * args.seconds)
-    moto, endpoint = start_moto()
+    moto, endpoint = moto_process()
     receiver = None
     try:
         home = tempfile.mkdtemp(prefix="events-bench-")

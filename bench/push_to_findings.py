@@ -76,7 +76,7 @@ import requests  # noqa: E402
 import yaml  # noqa: E402
 
 from devstack.api_server import ApiServer  # noqa: E402
-from devstack.services import NotifyEndpoint, RegistryService, free_port, wait_http  # noqa: E402
+from devstack.services import NotifyEndpoint, RegistryService, moto_process  # noqa: E402
 from include.registry_ops.registries.base import Manifest  # noqa: E402
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
 from tests.scan.scanfleet import STAND_IN, TRIVY, image  # noqa: E402
@@ -118,18 +118,6 @@ def row(label: str, value: Any, comment: str = "") -> None:
 
 
 # -- the services ----------------------------------------------------------------------------------
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_http(f"{endpoint}/moto-api/", ok=(200,), timeout=60)
-    return proc, endpoint
-
-
 def write_configs(work: Path, trivy: Path) -> tuple[Path, Path]:
     """The chain's config (the API server reads it too) and the baseline's: the same registry,
     its own S3 prefixes (its own earlier runs, nothing fresh from the chain's scans)."""
@@ -333,7 +321,7 @@ def main() -> None:
     trivy.write_text(STAND_IN.format(python=sys.executable))
     trivy.chmod(0o755)
     chain_path, baseline_path = write_configs(work, trivy)
-    moto, endpoint = start_moto()
+    moto, endpoint = moto_process()
     api = registry = None
     try:
         os.environ.update(

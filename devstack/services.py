@@ -50,6 +50,22 @@ def wait_http(url: str, ok: tuple[int, ...] = (200, 401), timeout: float = 20.0)
     raise RuntimeError(f"{url} did not come up within {timeout:.0f}s ({last})")
 
 
+def moto_process() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server in a child process on a free port (benches: its CPU is then not the
+    measuring process's); the process and its endpoint. The caller terminates it."""
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_http(f"{endpoint}/moto-api/", ok=(200,), timeout=60)
+    return proc, endpoint
+
+
 class MotoService:
     """moto server on 127.0.0.1 and a free port."""
 

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +37,7 @@ from include.registry_ops.events.push import forward_pushes, pushed_images
 from include.registry_ops.registries.oci import OciRegistry
 from include.registry_ops.scan import jobs
 from include.registry_ops.scan.pushed import from_extras
+from tests.events.polling import wait_for
 from tests.scan.scanfleet import STAND_IN, TRIVY, ScanFleet, image, index, invocations, stand_in_env
 
 USER, PASSWORD = "pushwatch", "push-Api-pass-7731"
@@ -77,15 +77,6 @@ class Sink:
         self.server.shutdown()
 
 
-def _wait(what: str, check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def notifying():
     """A distribution registry that notifies the sink of every push and pull."""
@@ -121,7 +112,7 @@ def pushed(notifying):
         }
         return seen == manifests
 
-    _wait("the registry's push notifications", all_manifest_pushes)
+    wait_for("the registry's push notifications", all_manifest_pushes)
     envelopes = [env for env in sink.envelopes if any(e.get("action") == "push" for e in env["events"])]
     return {"web": web, "amd": amd, "arm": arm, "multi": multi, "envelopes": envelopes, "host": server.url}
 
@@ -212,7 +203,7 @@ def test_blob_pushes_and_pulls_are_not_images(pushed, notifying):
     # a pull of the image gives pull events only: no image
     before = len(sink.envelopes)
     OciRegistry("pull", server.url, REG_USER, REG_PASSWORD).get_manifest("apps/web", "latest")
-    _wait("the pull notification", lambda: any(
+    wait_for("the pull notification", lambda: any(
         e.get("action") == "pull" for env in sink.envelopes[before:] for e in env["events"]))  # fmt: skip
     assert [pushed_images("oci-push", env) for env in sink.envelopes[before:]] == [[]] * len(
         sink.envelopes[before:]

@@ -42,6 +42,7 @@ from include.registry_ops.registries.base import Manifest
 from include.registry_ops.registries.oci import OciRegistry
 from include.registry_ops.scan import jobs
 from include.registry_ops.store import objects
+from tests.events.polling import wait_for
 from tests.scan.scanfleet import STAND_IN, TRIVY, ScanFleet, image, invocations, stand_in_env
 
 USER, PASSWORD = "chainwatch", "chain-Api-pass-5820"
@@ -52,15 +53,6 @@ JWT_SECRET = "push-chain-test-" + "c" * 48
 GOOD, STRANGER = "oci-chain", "oci-stranger"
 REPOSITORY = "apps/chain"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(what: str, check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +188,7 @@ def test_a_push_is_stored_recorded_and_scanned_through_the_plugin(chain, tmp_pat
     pushed_at = datetime.now(UTC)
 
     # 1. the envelope, stored by the plugin's receiver under the day of receipt
-    found = _wait(
+    found = wait_for(
         "the push's envelope in S3",
         lambda: {k: v for k, v in _envelopes(chain, GOOD).items() if _manifest_push(v, spec.digest)},
     )
@@ -205,7 +197,7 @@ def test_a_push_is_stored_recorded_and_scanned_through_the_plugin(chain, tmp_pat
     assert key.startswith(f"events/{GOOD}/dt={pushed_at.date().isoformat()}/")
 
     # 2. the asset event the plugin's on_stored hook recorded through the REST API
-    events = _wait("the registry_pushed_images asset event", lambda: _pushed_events(chain, spec.digest))
+    events = wait_for("the registry_pushed_images asset event", lambda: _pushed_events(chain, spec.digest))
     elapsed = time.monotonic() - started
     assert elapsed < 15, f"push to asset event took {elapsed:.1f} s"
     for event in events:  # a delivery retried after a slow answer records the same image again
@@ -249,7 +241,7 @@ def test_a_wrong_token_stores_nothing_and_records_nothing(chain):
     refused = f"path=/registry-page/api/events/{STRANGER} query= status_code=401"
 
     # the registry delivered and the server refused: only after that is "nothing" meaningful
-    _wait("the stranger's delivery refused with 401", lambda: refused in chain.api.log_tail(400_000))
+    wait_for("the stranger's delivery refused with 401", lambda: refused in chain.api.log_tail(400_000))
     assert f"registry events: '{STRANGER}' from 127.0.0.1 refused: 401 a wrong bearer token" in (
         chain.api.log_tail(400_000)
     )
