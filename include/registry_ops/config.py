@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -32,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import durations
 from .audit.settings import AuditConfig
 from .backup.settings import BackupConfig, DrConfig
 from .events.settings import EventsConfig
@@ -156,23 +156,12 @@ class StorageConfig(_Strict):
     prefixes: Prefixes = Prefixes()
 
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
 MAX_DEADLINE = timedelta(days=7)
 
 
 def parse_duration(value: object) -> timedelta:
     """``"2h"``, ``"90m"``, ``"1d"``, ``"1h30m"`` as a timedelta (positive, at most 7 days)."""
-    if isinstance(value, timedelta):
-        out = value
-    else:
-        match = _DURATION.match(value.strip()) if isinstance(value, str) else None
-        if not match or not any(match.groups()):
-            raise ValueError(f"{value!r} is not a duration: write e.g. '2h', '90m', '1d' or '1h30m'")
-        days, hours, minutes = (int(g or 0) for g in match.groups())
-        out = timedelta(days=days, hours=hours, minutes=minutes)
-    if not timedelta(0) < out <= MAX_DEADLINE:
-        raise ValueError(f"{value!r}: a deadline must be more than 0 and at most 7 days")
-    return out
+    return durations.parse(value, MAX_DEADLINE, "a deadline")
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from . import schema
@@ -143,8 +144,9 @@ def choose(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Location:
     return event
 
 
-def load(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Snapshot:
-    """Choose the snapshot (see :func:`choose`) and read its rows, validated against the schema."""
+def load_table(config: Config, s3: Any, extras: list[dict[str, Any]]) -> tuple[Location, pa.Table]:
+    """Choose the snapshot (see :func:`choose`) and read its rows as Arrow, validated against the
+    schema (for callers that add rows before they need a frame)."""
     where = choose(config, s3, extras)
     try:
         table = objects.get_table(s3, where.bucket, where.key)
@@ -152,11 +154,16 @@ def load(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Snapshot:
         if _missing(exc):
             raise _no_snapshot(where.bucket, where.key) from None
         raise
-    frame = schema.table_to_frame(table, where.uri)
     log.info(
         "inventory: planning on %s, %d rows (%d triggering event(s))",
         where.describe(),
-        len(frame),
+        table.num_rows,
         len(extras),
     )
-    return Snapshot(where, frame)
+    return where, schema.validate_table(table, where.uri)
+
+
+def load(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Snapshot:
+    """Choose the snapshot (see :func:`choose`) and read its rows, validated against the schema."""
+    where, table = load_table(config, s3, extras)
+    return Snapshot(where, schema.built_frame(table))

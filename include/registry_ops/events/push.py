@@ -39,6 +39,17 @@ def utc_iso(value: Any) -> str | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
+def image_record(registry: str, repository: str, digest: str, tag: Any, at: Any) -> dict[str, Any]:
+    """One pushed image as the ``registry_pushed_images`` extra carries it (both sources)."""
+    return {
+        "registry": registry,
+        "repository": repository,
+        "digest": digest,
+        "tag": tag or None,
+        "pushed_at": utc_iso(at),
+    }
+
+
 def _image(registry: str, event: Any) -> dict[str, Any] | None:
     """The pushed image of one event, or None when the event is not an image push."""
     if not isinstance(event, dict) or event.get("action") != "push":
@@ -56,13 +67,7 @@ def _image(registry: str, event: Any) -> dict[str, Any] | None:
             digest,
         )
         return None
-    return {
-        "registry": registry,
-        "repository": repository,
-        "digest": digest,
-        "tag": target.get("tag") or None,
-        "pushed_at": utc_iso(event.get("timestamp")),
-    }
+    return image_record(registry, repository, digest, target.get("tag"), event.get("timestamp"))
 
 
 def pushed_images(registry: str, envelope: dict[str, Any]) -> list[dict[str, Any]]:

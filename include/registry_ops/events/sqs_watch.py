@@ -26,14 +26,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from ..registries.base import DIGEST, INDEX_TYPES, MANIFEST_TYPES
-from .push import utc_iso
+from ..registries.base import DIGEST
+from .push import IMAGE_TYPES, image_record
 
 log = logging.getLogger(__name__)
 
 SOURCE = "ecr-eventbridge"
 MAX_MESSAGES = 10  # SQS's most per ReceiveMessage
-IMAGE_TYPES = MANIFEST_TYPES | INDEX_TYPES
 
 
 class QueueError(RuntimeError):
@@ -64,13 +63,7 @@ def push_image(registry: str, body: str) -> dict[str, Any]:
     repository, digest = detail.get("repository-name"), detail.get("image-digest")
     if not repository or not DIGEST.match(str(digest or "")):
         raise NotAPush(f"repository-name {repository!r}, image-digest {digest!r}")
-    return {
-        "registry": registry,
-        "repository": repository,
-        "digest": digest,
-        "tag": detail.get("image-tag") or None,
-        "pushed_at": utc_iso(event.get("time")),
-    }
+    return image_record(registry, repository, digest, detail.get("image-tag"), event.get("time"))
 
 
 def read_batch(registry: str, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list, list]:

@@ -7,28 +7,17 @@ in an hour), ticket at 6x over 6 h and 30 min (5 % in six hours).
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-_SPAN = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
+from .. import durations
 
 
 def parse_span(value: object) -> timedelta:
     """``"5m"``, ``"1h"``, ``"6h"``, ``"30d"`` (or a timedelta) as a positive timedelta."""
-    if isinstance(value, timedelta):
-        out = value
-    else:
-        match = _SPAN.match(value.strip()) if isinstance(value, str) else None
-        if not match or not any(match.groups()):
-            raise ValueError(f"{value!r} is not a duration: write e.g. '5m', '1h', '6h' or '30d'")
-        days, hours, minutes = (int(g or 0) for g in match.groups())
-        out = timedelta(days=days, hours=hours, minutes=minutes)
-    if out <= timedelta(0):
-        raise ValueError(f"{value!r}: a duration must be more than 0")
-    return out
+    return durations.parse(value)
 
 
 Span = Annotated[timedelta, BeforeValidator(parse_span)]

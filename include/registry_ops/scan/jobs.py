@@ -152,8 +152,7 @@ def _with_pushed(
     whole_fleet = inventory is not None or isinstance(inventory_key, str) or any(e.get("key") for e in extras)
     if inventory is None:
         try:
-            base = snapshots.load(config, s3, extras)
-            inventory = schema.frame_to_table(base.frame, base.location.uri)
+            _, inventory = snapshots.load_table(config, s3, extras)  # a frame is built once, after the merge
         except snapshots.SnapshotMissing:  # the push came before any inventory: scan it anyway
             if whole_fleet:
                 raise ScanError("no inventory snapshot to plan on") from None
