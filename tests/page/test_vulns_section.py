@@ -142,7 +142,14 @@ def scanned(moto_server, s3):
     second = _scan(s3, config, now + timedelta(minutes=5), "scan-2", imports=1)
     reports = {n: r for n, (_, _, r) in IMAGES.items()}
     runs = [reports, {**reports, "A": "busybox-with-lockfile"}]
-    return {"config": config, "now": now + timedelta(hours=1), "runs": runs, "gates": (first, second)}
+    # "today" is the day the acknowledgements were dated; "now" (an hour on) may be tomorrow
+    return {
+        "config": config,
+        "today": now.date(),
+        "now": now + timedelta(hours=1),
+        "runs": runs,
+        "gates": (first, second),
+    }
 
 
 def _ctx(config, s3, now) -> PageContext:
@@ -178,7 +185,7 @@ def test_counts_violators_allowlist_acks_and_trend(scanned, s3):
     violators = {r["digest"]: r for r in tables["violators"].rows}
     assert set(violators) == {D["B"], D["C"], D["E"]}  # A fixed, D allowlisted
     assert violators[D["B"]]["status"] == "acknowledged"
-    assert violators[D["B"]]["ack_until"] == str(scanned["now"].date() + timedelta(days=10))
+    assert violators[D["B"]]["ack_until"] == str(scanned["today"] + timedelta(days=10))
     assert violators[D["E"]]["status"] == "unacknowledged"
     assert violators[D["C"]]["status"] == "unprotected" and violators[D["C"]]["protected"] == "no"
     want_b = sorted(_ids("photon-30", "CRITICAL")) + sorted(_ids("photon-30", "HIGH"))
