@@ -56,4 +56,5 @@ def test_make_installs_the_development_set_and_the_image_the_runtime_set():
     assert re.search(r"pip install .*-r requirements-dev\.txt", makefile)
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
     assert "requirements-dev" not in dockerfile and "devstack" not in dockerfile
-    assert re.search(r"pip install .*-r /opt/airflow/requirements\.txt", dockerfile)
+    # one pip command, continued over lines with a backslash
+    assert re.search(r"pip install (?:[^\n]|\\\n)*-r /opt/airflow/requirements\.txt", dockerfile)

@@ -11,9 +11,12 @@ leaves them on the queue to be delivered again (at least once; the scan is idemp
 A message that is not an ECR image push (another event, a delete, a failed push, not JSON)
 is named by its message id in the log and deleted at once, so it never comes round again.
 
-The amazon provider's ``SqsSensorTrigger`` needs aiobotocore, which is not installed (and no
-release accepts the botocore that boto3 1.44.8 pins), so this trigger calls boto3 in
-``asyncio.to_thread``, with the registry's own AWS connection.
+Why not the amazon provider's ``SqsSensorTrigger``: it was written when aiobotocore could not be
+installed beside our boto3 (it can now, #14); it passes on every message received and, by
+default, deletes them on reception, before Airflow has stored the event. This trigger keeps
+only ECR pushes, batches them into one asset event, and deletes only after the triggerer has
+taken the event. It calls boto3 in ``asyncio.to_thread``
+with the registry's own AWS connection.
 """
 
 from __future__ import annotations
