@@ -9,6 +9,9 @@ Lists every image of every configured registry (ECR and OCI) into one table, one
   the S3 connection.
 * **Work**: `list_repositories` is mapped over registries, `list_batch` over batches of
   repositories (`inventory.batch_size`), so the listing spreads over Celery workers.
+  OCI registries list incrementally: the previous snapshot is the cache (one HEAD per tag, a
+  GET only for a digest not seen before), with a full listing every `inventory.full_every_days`
+  or when triggered with **full_listing** on.
 * **Outputs**: `s3://<bucket>/<inventory prefix>dt=YYYY-MM-DD/HHMMSSZ/inventory.parquet`, its
   `manifest.json` (counts, errors), `latest.json`, and the Asset `registry_inventory_snapshot`
   (extra: key, counts, completeness) that scan and retention DAGs schedule on.
@@ -24,7 +27,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Metadata, dag, get_current_context, task
+from airflow.sdk import Asset, Metadata, Param, dag, get_current_context, task
 
 from include.registry_ops.assets import INVENTORY
 from include.registry_ops.dag_support import config_or_fail as _config
@@ -46,6 +49,14 @@ def _run() -> tuple[str, object]:
     tags=["registry-ops", "inventory"],
     **dag_defaults(owner="platform", retry_delay=timedelta(minutes=1), deadline="registry_inventory"),
     max_active_runs=1,
+    params={
+        "full_listing": Param(
+            False,
+            type="boolean",
+            description="list every OCI manifest and config again instead of trusting the previous "
+            "snapshot's cache (it also runs by itself every inventory.full_every_days)",
+        )
+    },
 )
 def registry_inventory():
     @task
@@ -68,8 +79,9 @@ def registry_inventory():
         """Repository names of one registry, in batches (errors returned, not raised)."""
         from include.registry_ops import inventory_jobs
 
-        get_current_context()["registry_label"] = registry
-        return inventory_jobs.repository_batches(_config(), registry)
+        ctx = get_current_context()
+        ctx["registry_label"] = registry
+        return inventory_jobs.repository_batches(_config(), registry, bool(ctx["params"]["full_listing"]))
 
     @task
     def plan(registries: list[dict]) -> list[dict]:

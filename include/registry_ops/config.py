@@ -215,6 +215,13 @@ class NotificationConfig(_Strict):
 
 class InventoryConfig(_Strict):
     batch_size: int = Field(10, ge=1, le=1000, description="repositories per mapped task")
+    full_every_days: int = Field(
+        7,
+        ge=1,
+        le=365,
+        description="OCI registries list incrementally (the previous snapshot is the cache); a full "
+        "listing runs at least this often, in case the cache went wrong",
+    )
 
 
 class Config(_Strict):

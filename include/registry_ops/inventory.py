@@ -127,8 +127,10 @@ def publish_snapshot(
     errors: list[dict[str, str]],
     snapshot_at: datetime,
     expected_registries: list[str],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the dated snapshot, then its manifest, then ``latest.json``; returns the manifest."""
+    """Write the dated snapshot, then its manifest, then ``latest.json``; returns the manifest.
+    ``extra``: more manifest fields (the listing cache's keys, ``inventory_cache``)."""
     layout = snapshot_layout(bucket, prefix)
     run = layout.run_prefix(snapshot_at)
     key = run + SNAPSHOT_NAME
@@ -145,6 +147,7 @@ def publish_snapshot(
         "registries_failed": failed,
         "errors": errors,
         **summarize(table),
+        **(extra or {}),
     }
     return layout.publish(s3, run, manifest, named={"key": key})
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import inventory, schema
+from . import inventory, inventory_cache, schema
 from .clients import build_registry
 from .config import Config
 from .registries.base import RegistryError
+from .registries.known import KnownContent
 from .store import objects
 from .store.clients import s3_client
 
@@ -30,20 +31,21 @@ def start(config: Config) -> list[str]:
     return [r.name for r in config.registries]
 
 
-def repository_batches(config: Config, registry: str) -> dict[str, Any]:
-    """Batches of one registry's repositories, or the registry's error (the others go on)."""
+def repository_batches(config: Config, registry: str, full: bool = False) -> dict[str, Any]:
+    """Batches of one registry's repositories, or the registry's error (the others go on).
+
+    Each batch carries how it lists (``inventory_cache.listing_mode``), decided once here so
+    every batch of a registry lists the same way."""
     reg = config.registry(registry)
     try:
         repos = inventory.list_repositories(build_registry(reg), reg)
     except (RegistryError, ValueError) as exc:
         log.error("inventory: registry %s: %s", registry, exc)
         return {"registry": registry, "batches": [], "error": str(exc)}
-    log.info("inventory: registry %s: %d repositories", registry, len(repos))
-    return {
-        "registry": registry,
-        "batches": inventory.plan_batches(registry, repos, config.inventory.batch_size),
-        "error": None,
-    }
+    mode = inventory_cache.listing_mode(config, s3_client(config), registry, datetime.now(UTC), full)
+    log.info("inventory: registry %s: %d repositories, listing: %s", registry, len(repos), mode["why"])
+    batches = inventory.plan_batches(registry, repos, config.inventory.batch_size)
+    return {"registry": registry, "batches": [{**b, "listing": mode} for b in batches], "error": None}
 
 
 def part_key(config: Config, run_id: str, batch: dict[str, Any]) -> str:
@@ -59,10 +61,25 @@ def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict
     list at 07:13), to the second, as snapshot keys are.
     """
     listed_at = datetime.now(UTC).replace(microsecond=0)
+    s3, bucket = s3_client(config), config.storage.bucket
     registry = build_registry(config.registry(batch["registry"]))
+    mode = batch.get("listing") or {"cache": None, "full_at": None}
+    known = (
+        inventory_cache.load_known(s3, bucket, mode["cache"], registry.name, batch["repositories"])
+        if mode["cache"]
+        else KnownContent()
+    )
+    cached = inventory_cache.prepare(registry, known)
     listing = inventory.list_batch(registry, batch["repositories"], listed_at)
     key = part_key(config, run_id, batch)
-    objects.put_table(s3_client(config), config.storage.bucket, key, listing.table)
+    objects.put_table(s3, bucket, key, listing.table)
+    cache: dict[str, str] | None = None
+    if cached:
+        cache = {"manifests": key.replace(".parquet", ".manifests.parquet")}
+        cache["configs"] = key.replace(".parquet", ".configs.parquet")
+        manifests, configs = inventory_cache.seen_tables(registry.name, known)
+        objects.put_table(s3, bucket, cache["manifests"], manifests)
+        objects.put_table(s3, bucket, cache["configs"], configs)
     log.info(
         "inventory: %s batch %d: %d repositories, %d images, %d errors, %d requests %s",
         batch["registry"],
@@ -73,11 +90,17 @@ def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict
         registry.requests.total,
         dict(registry.requests.counts),
     )
+    if cached:
+        log.info("inventory: %s batch %d: cache %s", batch["registry"], batch["batch"], dict(known.stats))
     return {
         "key": key,
         "rows": listing.table.num_rows,
         "errors": listing.errors,
         "listed_at": listed_at.isoformat(),
+        "registry": batch["registry"],
+        "cache": cache,
+        # the cache chain's last full listing: this one, when it listed in full
+        "full_at": (mode["full_at"] or listed_at.isoformat()) if cached else None,
     }
 
 
@@ -112,6 +135,9 @@ def publish(config: Config, registries: list[dict[str, Any]], parts: list[dict[s
         {"registry": r["registry"], "repository": "*", "error": r["error"]} for r in registries if r["error"]
     ]
     errors += [e for p in parts for e in p["errors"]]
+    extra = _publish_cache(
+        s3, bucket, inventory.snapshot_layout(bucket, prefix).run_prefix(snapshot_at), parts
+    )
     manifest = inventory.publish_snapshot(
         s3,
         bucket,
@@ -120,10 +146,35 @@ def publish(config: Config, registries: list[dict[str, Any]], parts: list[dict[s
         errors,
         snapshot_at,
         [r["registry"] for r in registries],
+        extra,
     )
-    objects.delete_keys(s3, bucket, [p["key"] for p in parts])
+    cache_parts = [k for p in parts if p.get("cache") for k in p["cache"].values()]
+    objects.delete_keys(s3, bucket, [p["key"] for p in parts] + cache_parts)
     log.info("inventory: snapshot s3://%s/%s: %d images", bucket, manifest["key"], manifest["images"])
     return manifest
+
+
+def _publish_cache(s3: Any, bucket: str, run: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's cache objects (merged from the parts), and the manifest fields naming them.
+
+    A registry with a failed repository gets no ``full_listing_at``: its next run lists in full,
+    so nothing the failure left out is trusted from a cache."""
+    cached = [p for p in parts if p.get("cache")]
+    if not cached:
+        return {}
+    keys = {"manifests": run + inventory_cache.MANIFESTS_NAME, "configs": run + inventory_cache.CONFIGS_NAME}
+    for what, schema_ in (
+        ("manifests", inventory_cache.MANIFESTS_SCHEMA),
+        ("configs", inventory_cache.CONFIGS_SCHEMA),
+    ):
+        tables = [objects.get_table(s3, bucket, p["cache"][what]) for p in cached]
+        objects.put_table(s3, bucket, keys[what], inventory_cache.merge(tables, schema_))
+    failed = {p["registry"] for p in parts if p["errors"]}
+    full_at: dict[str, str] = {}
+    for p in cached:
+        if p["registry"] not in failed:
+            full_at[p["registry"]] = min(full_at.get(p["registry"], p["full_at"]), p["full_at"])
+    return {"cache": keys, "full_listing_at": full_at}
 
 
 def raise_if_incomplete(manifest: dict[str, Any]) -> None:

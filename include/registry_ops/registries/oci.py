@@ -88,6 +88,7 @@ from .base import (
     referrer_tags,
     referrers_of_type,
 )
+from .known import KnownContent
 from .records import IMAGE_CONFIG_TYPES, config_digests, index_created, manifest_record, parse_configs
 from .streams import CHUNK, BlobStream, spool
 
@@ -153,6 +154,8 @@ class OciRegistry(Registry):
         self._basic = False
         self._lock = threading.Lock()
         self._referrers_api: bool | None = None
+        # What an earlier listing read (the inventory sets it): known digests cost no GET.
+        self.known: KnownContent | None = None
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
@@ -330,7 +333,7 @@ class OciRegistry(Registry):
         manifests: dict[str, Manifest] = {}
         tags_of: dict[str, list[str]] = {}
         with ThreadPoolExecutor(self.concurrency) as pool:
-            for tag, m in zip(tags, pool.map(lambda t: self.get_manifest(repository, t), tags), strict=False):
+            for tag, m in zip(tags, pool.map(lambda t: self._tagged(repository, t), tags), strict=False):
                 manifests[m.digest] = m
                 tags_of.setdefault(m.digest, []).append(tag)
             children: dict[str, list[str]] = {}
@@ -347,7 +350,7 @@ class OciRegistry(Registry):
                                 platforms[e["digest"]] = p
                             if e["digest"] not in manifests and e["digest"] not in wanted:
                                 wanted.append(e["digest"])
-                pending = list(pool.map(lambda d: self.get_manifest(repository, d), wanted))
+                pending = list(pool.map(lambda d: self._by_digest(repository, d), wanted))
                 manifests.update((m.digest, m) for m in pending)
             pending = self._referrers(repository, manifests, pool)
             while pending:
@@ -372,7 +375,29 @@ class OciRegistry(Registry):
             return []
         lists = pool.map(lambda d: self.referrers(repository, d), subjects)
         new = {e["digest"] for entries in lists for e in entries} - set(found)
-        return list(pool.map(lambda d: self.get_manifest(repository, d), sorted(new)))
+        return list(pool.map(lambda d: self._by_digest(repository, d), sorted(new)))
+
+    def _tagged(self, repository: str, tag: str) -> Manifest:
+        """The manifest a tag points at: one GET, or with a cache one HEAD (plus a GET by digest
+        only when the digest is new)."""
+        known = self.known
+        if known is None or (repository, tag) not in known.tags:
+            m = self.get_manifest(repository, tag)
+        else:
+            head = self.head_manifest(repository, tag)
+            # a tag gone between the list and the HEAD: the GET names it the way a full listing does
+            m = self.get_manifest(repository, tag) if head is None else self._by_digest(repository, str(head))
+        if known is not None:
+            known.saw_manifest(m)
+        return m
+
+    def _by_digest(self, repository: str, digest: str) -> Manifest:
+        known = self.known
+        if known is None:
+            return self.get_manifest(repository, digest)
+        m = known.manifest(digest, lambda: self.get_manifest(repository, digest))
+        known.saw_manifest(m)
+        return m
 
     def _has_referrers_api(self, repository: str, digest: str) -> bool:
         if self._referrers_api is None:
@@ -415,8 +440,18 @@ class OciRegistry(Registry):
         if not self.read_configs:
             return {}
         wanted = config_digests(manifests)
-        blobs = pool.map(lambda d: self.get_blob(repository, d), wanted)
-        return parse_configs(zip(wanted, blobs, strict=False), lambda p: self.error(p, repository, Invalid))
+        known = self.known
+        cached = {} if known is None else {d: c for d in wanted if (c := known.config(d)) is not None}
+        missing = [d for d in wanted if d not in cached]
+        blobs = pool.map(lambda d: self.get_blob(repository, d), missing)
+        configs = parse_configs(
+            zip(missing, blobs, strict=False), lambda p: self.error(p, repository, Invalid)
+        )
+        if known is not None:
+            for digest, config in configs.items():
+                known.saw_config(digest, config)
+            known.seen_configs.update(cached)
+        return {**configs, **cached}
 
     # -- manifests ---------------------------------------------------------------------------
     def get_manifest(self, repository: str, reference: str) -> Manifest:
