@@ -13,12 +13,17 @@ Run from the repository root (not a pytest test)::
 2. Plans it with a realistic policy (five ECR rules including a ``tagRegexList`` rule, an
    override, exclusions, protected tags, semver keep, keep-if-pulled, untag-partial and an
    in-use list of 1,000 references), timing the best of ``--repeat`` runs.
-3. Peak memory is the process's resident-set high-water mark (``resource.getrusage``
-   ``ru_maxrss``), read right after planning (before the loop runs); tracemalloc is not used
-   because it does not see Arrow's allocator. The RSS before planning is printed too.
+3. Peak memory is the process's resident-set high-water mark (VmHWM, reset after the inventory
+   is built; ``ru_maxrss`` where it cannot be reset), read right after planning (before the loop
+   runs); tracemalloc is not used because it does not see Arrow's allocator. The RSS before
+   planning (the inventory, Python and the libraries) is printed too, and the difference is
+   what the planner adds: its working set and its result frame.
 4. Runs the per-image loop planner of ``tests/retention/reference_planner.py`` (same
    semantics, written as plainly as possible) and asserts both produce the same action,
    rule priority and untag tags for every image.
+5. Does all of this at three sizes (10 %, 30 % and 100 % of the requested size, ``--sizes``)
+   and prints the slope between them (seconds and MB per million images), so a step that grows
+   faster than linearly shows.
 
 The loop planner is the test oracle the differential test
 (tests/retention/test_planner_differential.py) checks the vectorized planner against; it
@@ -29,10 +34,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
+import os
 import platform
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -307,87 +315,170 @@ def reset_peak() -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="50,000 images over 100 repositories")
-    ap.add_argument("--images", type=int, help="images (default 1,000,000; 50,000 with --quick)")
-    ap.add_argument("--repositories", type=int, help="repositories (default 2,000; 100 with --quick)")
-    ap.add_argument("--repeat", type=int, default=3, help="planner runs; the best is reported")
-    ap.add_argument("--skip-loop", action="store_true", help="do not run the loop baseline")
-    args = ap.parse_args(argv)
-    images = args.images or (50_000 if args.quick else 1_000_000)
-    repos = args.repositories or (100 if args.quick else 2_000)
-    print(f"retention planner bench: {images:,} images over {repos:,} repositories")
-    print(
-        f"python {platform.python_version()}, pandas {pd.__version__}, pyarrow {pa.__version__}, "
-        f"numpy {np.__version__}, {platform.machine()}"
+def release_memory() -> None:
+    """Hand freed memory back to the OS (Python, glibc, Arrow's pool) between sizes, so the RSS
+    before each size's plan is that size's inventory, not the previous size's leftovers."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+
+@dataclass
+class Measure:
+    """One size's figures."""
+
+    images: int  # rows in the inventory
+    planned: int
+    times: list[float]
+    rss_before: float  # MB, inventory loaded
+    peak: float  # MB, high-water mark while planning (inventory included)
+    loop_s: float | None = None
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+    @property
+    def added(self) -> float:
+        """What planning adds on top of the loaded inventory (its working set and its result)."""
+        return self.peak - self.rss_before
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.loop_s is None else self.loop_s / self.best
+
+
+def check_against_loop(result: pd.DataFrame, expected: dict) -> None:
+    """Same action, rule priority and untag tags as the per-image loop for every image."""
+    got = {
+        (r.registry, r.repository, r.digest): (
+            r.action,
+            None if pd.isna(r.rule_priority) else int(r.rule_priority),
+            list(r.untag_tags),
+        )
+        for r in result.itertuples(index=False)
+    }
+    assert got.keys() == expected.keys(), "planned images differ"
+    bad = [k for k in got if got[k] != expected[k]]
+    assert not bad, (
+        f"{len(bad)} decisions differ, e.g. {bad[0]}: vectorized {got[bad[0]]}, loop {expected[bad[0]]}"
     )
+
+
+def measure(images: int, repos: int, policies: Any, repeat: int, loop: bool) -> Measure:
+    """Build one inventory, plan it ``repeat`` times, optionally run and compare the loop."""
     t = time.perf_counter()
     inventory, in_use = make_inventory(images, repos)
     print(
-        f"synthetic inventory built in {time.perf_counter() - t:.2f} s: {len(inventory):,} rows, "
+        f"  inventory built in {time.perf_counter() - t:.2f} s: {len(inventory):,} rows, "
         f"{inventory['repository'].nunique():,} repositories, kinds "
         f"{inventory['kind'].value_counts().to_dict()}, {len(in_use):,} in-use references"
     )
-    policies = parse_policies(BENCH_POLICY, "bench-policy")
-    generator_peak = peak_mb()
+    release_memory()
     reset = reset_peak()
     rss_before = rss_mb()
     times = []
     result = None
-    for _ in range(max(1, args.repeat)):
+    for _ in range(max(1, repeat)):
         result = None
         gc.collect()
         t = time.perf_counter()
         result = plan(inventory, policies, NOW, in_use)
         times.append(time.perf_counter() - t)
-    best = min(times)
     hwm = hwm_mb() if reset else None
     peak = hwm if hwm is not None else peak_mb()
     assert result is not None
+    m = Measure(len(inventory), len(result), times, rss_before, peak)
     print(
-        f"vectorized plan: best {best:.3f} s of {len(times)} run(s) "
-        f"({', '.join(f'{x:.3f}' for x in times)}), "
-        f"{len(result):,} rows planned"
+        f"  vectorized plan: best {m.best:.3f} s of {len(times)} run(s) "
+        f"({', '.join(f'{x:.3f}' for x in times)}), {m.planned:,} rows planned; actions "
+        f"{result['action'].value_counts().to_dict()}"
     )
-    if hwm is not None:
-        print(
-            f"memory: RSS with the inventory loaded {rss_before:,.0f} MB; peak RSS while planning "
-            f"{peak:,.0f} MB (VmHWM, reset after building the inventory; includes the inventory and "
-            f"Python/pandas/pyarrow themselves); ru_maxrss of the whole process, inventory generator "
-            f"included: {max(generator_peak, peak_mb()):,.0f} MB"
-        )
-    else:
-        print(f"memory: peak RSS (ru_maxrss, whole process incl. the inventory generator) {peak:,.0f} MB")
-    print("actions:", result["action"].value_counts().to_dict())
-    goals = [
-        f"time {'OK' if best < 3 else 'MISSED'} (< 3 s)",
-        f"memory {'OK' if peak < 1536 else 'MISSED'} (< 1.5 GB)",
-    ]
-    if not args.skip_loop:
+    print(
+        f"  memory: RSS with the inventory loaded {rss_before:,.0f} MB; peak RSS while planning "
+        f"{peak:,.0f} MB ({'VmHWM reset after building the inventory' if hwm is not None else 'ru_maxrss'}; "
+        f"includes the inventory and Python/pandas/pyarrow); the planner adds {m.added:,.0f} MB "
+        f"(its working set and its result frame)"
+    )
+    if loop:
         t = time.perf_counter()
         expected = loop_plan(inventory, policies, NOW, in_use)
-        loop_s = time.perf_counter() - t
-        got = {
-            (r.registry, r.repository, r.digest): (
-                r.action,
-                None if pd.isna(r.rule_priority) else int(r.rule_priority),
-                list(r.untag_tags),
-            )
-            for r in result.itertuples(index=False)
-        }
-        assert got.keys() == expected.keys(), "planned images differ"
-        bad = [k for k in got if got[k] != expected[k]]
-        assert not bad, (
-            f"{len(bad)} decisions differ, e.g. {bad[0]}: vectorized {got[bad[0]]}, loop {expected[bad[0]]}"
-        )
-        ratio = loop_s / best
+        m.loop_s = time.perf_counter() - t
+        check_against_loop(result, expected)
         print(
-            f"per-image loop: {loop_s:.2f} s; same action, rule priority and untag tags for all "
-            f"{len(got):,} images; speed-up {ratio:.1f}x"
+            f"  per-image loop: {m.loop_s:.2f} s; same action, rule priority and untag tags for all "
+            f"{len(expected):,} images; speed-up {m.ratio:.1f}x"
         )
-        goals.append(f"speed-up {'OK' if ratio >= 20 else 'MISSED'} (>= 20x)")
-    print("goals: " + ", ".join(goals))
+    return m
+
+
+def slope_lines(sizes: list[Measure]) -> list[str]:
+    """Seconds and MB per million images between consecutive sizes; a growing slope (ratio of
+    the later slope to the earlier one well above 1) is a super-linear step."""
+    lines = []
+    slopes = []
+    for a, b in itertools.pairwise(sizes):
+        million = (b.images - a.images) / 1e6
+        if million <= 0:
+            continue
+        s_time, s_mem = (b.best - a.best) / million, (b.added - a.added) / million
+        slopes.append((s_time, s_mem))
+        lines.append(
+            f"slope {a.images:,} -> {b.images:,} images: {s_time:.2f} s per million images, "
+            f"{s_mem:,.0f} MB per million images"
+        )
+    if len(slopes) == 2 and slopes[0][0] > 0 and slopes[0][1] > 0:
+        lines.append(
+            f"slope growth (later / earlier; about 1 = linear): time {slopes[1][0] / slopes[0][0]:.2f}x, "
+            f"memory {slopes[1][1] / slopes[0][1]:.2f}x"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="50,000 images over 100 repositories")
+    ap.add_argument("--images", type=int, help="images (default 1,000,000; 50,000 with --quick)")
+    ap.add_argument("--repositories", type=int, help="repositories (default 2,000; 100 with --quick)")
+    ap.add_argument("--repeat", type=int, default=3, help="planner runs per size; the best is reported")
+    ap.add_argument("--skip-loop", action="store_true", help="do not run the loop baseline")
+    ap.add_argument(
+        "--sizes",
+        default="10,30,100",
+        help="percentages of the requested size to measure, smallest first (default 10,30,100)",
+    )
+    args = ap.parse_args(argv)
+    images = args.images or (50_000 if args.quick else 1_000_000)
+    repos = args.repositories or (100 if args.quick else 2_000)
+    fractions = sorted({float(x) / 100 for x in args.sizes.split(",") if x.strip()})
+    if not fractions or fractions[-1] != 1.0 or fractions[0] <= 0:
+        ap.error(f"--sizes {args.sizes!r}: percentages above 0, the largest 100")
+    print(f"retention planner bench: {images:,} images over {repos:,} repositories")
+    print(
+        f"python {platform.python_version()}, pandas {pd.__version__}, pyarrow {pa.__version__}, "
+        f"numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs"
+    )
+    policies = parse_policies(BENCH_POLICY, "bench-policy")
+    sizes = []
+    for frac in fractions:
+        n, r = max(1, round(images * frac)), max(1, round(repos * frac))
+        print(f"size {frac:.0%}: {n:,} images over {r:,} repositories")
+        sizes.append(measure(n, r, policies, args.repeat, not args.skip_loop))
+        release_memory()
+    print("sizes (images: best plan s, planner adds MB, peak RSS MB, loop speed-up):")
+    for m in sizes:
+        ratio = "loop not run" if m.ratio is None else f"{m.ratio:.1f}x the loop"
+        print(f"  {m.images:>10,}: {m.best:7.3f} s, +{m.added:6,.0f} MB, peak {m.peak:6,.0f} MB, {ratio}")
+    for line in slope_lines(sizes):
+        print(line)
+    full = sizes[-1]
+    goals = [
+        f"time {'OK' if full.best < 2 else 'MISSED'} (< 2 s)",
+        f"memory {'OK' if full.peak < 1024 else 'MISSED'} (peak < 1 GB, inventory included; "
+        f"the planner adds {full.added:,.0f} MB)",
+    ]
+    if full.ratio is not None:
+        goals.append(f"speed-up {'OK' if full.ratio >= 20 else 'MISSED'} (>= 20x)")
+    print("goals at 100 %: " + ", ".join(goals))
     return 0
 
 

@@ -57,7 +57,6 @@ from .planner_state import (
     P_REFERRER,
     P_RULES,
     PREFIXES,
-    REASON_CHUNK,
     RESULT_COLUMNS,
     TRANSITION,
     Ctx,
@@ -255,64 +254,59 @@ def _str(arr: pa.Array | pa.ChunkedArray) -> Any:
     return pd.array(arr.cast(pa.large_string()), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
-def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.ChunkedArray:
+def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.Array:
     """Reason strings: prefix (who decided) + middle (why not) + detail + " -> " + action.
 
     Rows without a per-row detail share one string per distinct combination; only rows with a
-    detail are joined one by one, in chunks, so the transient memory stays small next to the
-    result (about 100 bytes per image)."""
+    detail are joined one by one. The strings are written once, by one ``take`` from the
+    distinct strings followed by the joined ones (about 100 bytes per image)."""
     prefixes = list(PREFIXES)
     for rule in rules:
         prefixes += [rule.explain(False), rule.explain(True)]
     mids = sorted(st.mids, key=st.mids.__getitem__)
-    pre, mid, act = (
-        st.prefix[at].astype(np.int64),
-        st.mid[at].astype(np.int64),
-        st.action[at].astype(np.int64),
-    )
+    pre, mid, act = st.prefix[at], st.mid[at], st.action[at]
     detailed = st.has_detail[at]
-    index = np.zeros(len(at), dtype=np.int64)
-    codes, combos = pd.factorize(((pre * len(mids) + mid) * len(ACTIONS) + act)[~detailed])
-    index[~detailed] = codes
+    plain_rows = np.flatnonzero(~detailed)
+    combo = (pre[plain_rows].astype(np.int64) * len(mids) + mid[plain_rows]) * len(ACTIONS) + act[plain_rows]
+    codes, uniq = pd.factorize(combo)
+    del combo
     plain = []
-    for k in np.asarray(combos).tolist():
-        combo, a = divmod(k, len(ACTIONS))
-        p, m = divmod(combo, len(mids))
+    for k in np.asarray(uniq).tolist():
+        rest, a = divmod(k, len(ACTIONS))
+        p, m = divmod(rest, len(mids))
         plain.append(f"{prefixes[p]}{mids[m]} -> {ACTIONS[a]}")
-    shared = pa.array(plain, pa.large_string())
-    prefix_arr, mid_arr = pa.array(prefixes, pa.large_string()), pa.array(mids, pa.large_string())
-    action_arr = pa.array(ACTIONS, pa.large_string())
-    chunks = []
-    for start in range(0, len(at), REASON_CHUNK):
-        stop = min(start + REASON_CHUNK, len(at))
-        d = np.flatnonzero(detailed[start:stop]) + start
-        idx = index[start:stop].copy()
-        table = shared
-        if len(d):
-            joined = pc.binary_join_element_wise(
-                prefix_arr.take(take_index(pre[d])),
-                mid_arr.take(take_index(mid[d])),
-                pa.array(st.detail[at[d]], type=pa.large_string()),
-                pa.scalar(" -> ", pa.large_string()),
-                action_arr.take(take_index(act[d])),
-                pa.scalar("", pa.large_string()),
-            )
-            table = pa.concat_arrays([shared, joined])
-            idx[d - start] = len(plain) + np.arange(len(d))
-        chunks.append(table.take(take_index(idx)))
-    return pa.chunked_array(chunks, type=pa.large_string())
+    index = np.empty(len(at), dtype=np.int64)
+    index[plain_rows] = codes
+    del plain_rows, codes
+    values = pa.array(plain, pa.large_string())
+    d = np.flatnonzero(detailed)
+    if len(d):
+        joined = pc.binary_join_element_wise(
+            pa.array(prefixes, pa.large_string()).take(take_index(pre[d])),
+            pa.array(mids, pa.large_string()).take(take_index(mid[d])),
+            pa.array(st.detail[at[d]], type=pa.large_string()),
+            pa.scalar(" -> ", pa.large_string()),
+            pa.array(ACTIONS, pa.large_string()).take(take_index(act[d])),
+            pa.scalar("", pa.large_string()),
+        )
+        index[d] = len(plain) + np.arange(len(d))
+        values = pa.concat_arrays([values, joined])
+        del joined
+    return values.take(take_index(index))
 
 
 def _result(
     inv: pd.DataFrame, ctx: Ctx, st: State, resolved: list[ResolvedPolicy], rules: list[Rule]
 ) -> pd.DataFrame:
     """The plan in inventory order (the evaluation order is undone here)."""
-    rows = np.sort(ctx.src)  # planned inventory positions, in inventory order
-    at = ctx.evalpos[rows]
+    planned = ctx.evalpos >= 0  # planned inventory positions, a mask in inventory order
+    at = ctx.evalpos[planned]
+    whole = len(at) == len(inv)
     # untag_tags: an Arrow list column; flat tags are already in inventory (= output) order
     out_of = np.empty(ctx.n, dtype=np.int64)
     out_of[at] = np.arange(ctx.n)
     counts = np.bincount(out_of[ctx.flat_row[st.untag_flat]], minlength=ctx.n)
+    del out_of
     untag = pa.ListArray.from_arrays(
         pa.array(np.r_[0, np.cumsum(counts)], pa.int32()),
         ctx.flat.take(take_index(st.untag_flat)).cast(pa.string()),
@@ -320,20 +314,19 @@ def _result(
     action = pa.array(ACTIONS, pa.large_string()).take(take_index(st.action[at].astype(np.int64)))
     prio = st.prio[at]
     pid = ctx.pid[at].astype(np.int64)
-    whole = len(rows) == len(inv)
     columns: dict[str, Any] = {}
     for col in RESULT_COLUMNS[:8]:
         if col not in inv.columns:
             columns[col] = pd.array([None] * ctx.n, dtype=object)
-        else:
-            columns[col] = inv[col].array if whole else inv[col].array.take(rows)
+        else:  # a boolean filter copies contiguous runs (much cheaper than a take)
+            columns[col] = inv[col].array if whole else inv[col].array[planned]
     columns["action"] = _str(action)
     columns["rule_priority"] = pd.arrays.IntegerArray(np.where(prio >= 0, prio, 0), prio < 0)
     columns["reason"] = _str(_reasons(st, at, rules))
     columns["untag_tags"] = pd.array(untag, dtype=LIST_OF_STR)
     columns["dry_run"] = np.array([p.dry_run for p in resolved], dtype=bool)[pid]
     columns["policy"] = _str(pa.array([p.name for p in resolved], pa.large_string()).take(take_index(pid)))
-    return pd.DataFrame(columns, index=inv.index if whole else inv.index[rows], copy=False)
+    return pd.DataFrame(columns, index=inv.index if whole else inv.index[planned], copy=False)
 
 
 # --------------------------------------------------------------------------- entry point

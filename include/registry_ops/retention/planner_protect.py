@@ -100,11 +100,22 @@ def in_use_marks(
     if index.tags and len(ctx.flat):
         cand = np.flatnonzero(as_bool(pc.is_in(ctx.flat, pa.array(sorted(index.tags), ctx.flat.type))))
         cand = cand[scope[ctx.flat_row[cand]]]
-        for f, tag in zip(cand, ctx.flat.take(take_index(cand)).to_pylist(), strict=True):
-            for repo, raw in index.tags[tag]:
-                if repo == ctx.group_names[ctx.group[ctx.flat_row[f]]]:
-                    flat[f], flat_ref[f] = True, raw
-                    break
+        # a tag reference names its repository: match (repository, tag) pairs, not tags alone
+        # (a common tag such as "main" is in thousands of repositories)
+        refs: dict[str, str] = {}
+        for tag, entries in index.tags.items():
+            for repo, raw in entries:
+                refs.setdefault(f"{repo}\0{tag}", raw)
+        names = pa.array(ctx.group_names, pa.large_string())
+        keys = pc.binary_join_element_wise(
+            names.take(take_index(ctx.group[ctx.flat_row[cand]])),
+            ctx.flat.take(take_index(cand)).cast(pa.large_string()),
+            pa.scalar("\0", pa.large_string()),
+        )
+        at = np.asarray(pc.fill_null(pc.index_in(keys, pa.array(list(refs), pa.large_string())), -1))
+        hit = at >= 0
+        flat[cand[hit]] = True
+        flat_ref[cand[hit]] = np.array(list(refs.values()), dtype=object)[at[hit]]
     return rows, row_ref, flat, flat_ref
 
 
@@ -160,13 +171,20 @@ def keep_vetoed(st: State, v: Vetoes, ctx: Ctx, rows: np.ndarray) -> None:
     st.note(
         r,
         "; but protected tag ",
-        np.array(ctx.flat.take(take_index(v.row_tag_first[r])).to_pylist(), dtype=object),
+        ctx.flat.take(take_index(v.row_tag_first[r])).to_numpy(zero_copy_only=False),
     )
     sv = rest[tk == T_SEMVER]
     for p in np.unique(ctx.pid[sv]):
         r = sv[ctx.pid[sv] == p]
         lab = v.semver_label[v.row_tag_first[r]]
-        st.note(r, v.semver_text[int(p)], [f"{a}.{b}" if b >= 0 else str(a) for a, b in lab])
+        st.note(r, v.semver_text[int(p)], semver_labels(lab[:, 0], lab[:, 1]))
+
+
+def semver_labels(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """``"major.minor"`` (or ``"major"`` where minor is -1) per row, built by Arrow not a loop."""
+    text = pc.cast(pa.array(major), pa.string())
+    dotted = pc.binary_join_element_wise(text, pc.cast(pa.array(minor), pa.string()), ".")
+    return pc.if_else(pa.array(minor >= 0), dotted, text).to_numpy(zero_copy_only=False)
 
 
 def untag_or_veto(

@@ -45,7 +45,6 @@ PREFIXES = ("no rule selects this image", "not seen by rules: excluded by exclud
 D_IN_USE, D_EXCLUDED, D_PULLED = 1, 2, 3
 T_IN_USE, T_PROTECTED, T_SEMVER = 1, 2, 3
 MAX_GRAPH_DEPTH = 8
-REASON_CHUNK = 65_536
 
 
 # --------------------------------------------------------------------------- column access
