@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
+import itertools
 import json
 import os
 import platform
@@ -49,14 +51,21 @@ from _report import note, out, title
 ROOT = _local.prepare()
 
 import boto3  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
 from devstack.fleet import RepoSpec, make_fleet  # noqa: E402
 from devstack.seed import seed_ecr, seed_oci  # noqa: E402
 from devstack.services import MotoService, RegistryService  # noqa: E402
+from include.registry_ops import inventory_cache  # noqa: E402
 from include.registry_ops.clients import RETRIES  # noqa: E402
-from include.registry_ops.registries.base import REFERRER_TAG  # noqa: E402
+from include.registry_ops.registries.base import (  # noqa: E402
+    REFERRER_TAG,
+    Manifest,
+    digest_of,
+)
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
+from include.registry_ops.registries.known import CONFIG_FIELDS, KnownContent  # noqa: E402
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
 
 REGION = "us-east-1"
@@ -652,7 +661,7 @@ def debug_requests(command: str, ref: str) -> tuple[Counter[str], int]:
     return kinds, p.returncode
 
 
-def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Sizes) -> None:
+def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Sizes) -> float:
     host = svc.url.split("://", 1)[1]
     all_repos = sorted(ours.records)
     subset = all_repos if sizes.skopeo_repos is None else all_repos[: sizes.skopeo_repos]
@@ -762,6 +771,137 @@ def bench_skopeo(svc: RegistryService, ours: OciRun, facts: OciFacts, sizes: Siz
         )
     row("our time, whole registry (concurrency 8)", secs(ours.wall), "measured")
     row("ratio skopeo / ours, whole registry", ratio(sk_total, ours.wall), "" if full else "(extrapolated)")
+    return sk_total
+
+
+# -- incremental --------------------------------------------------------------------------------
+def listing_with(
+    url: str, known: KnownContent, repos: list[str]
+) -> tuple[dict[str, list[dict]], float, Counter]:
+    """One listing of ``repos`` at concurrency 8 with ``known`` as the cache."""
+    reg = OciRegistry("oci-bench", url, concurrency=8)
+    reg.known = known
+    t = time.perf_counter()
+    records = {r: reg.list_images(r) for r in repos}
+    return records, time.perf_counter() - t, Counter(reg.requests.counts)
+
+
+def next_cache(known: KnownContent, records: dict[str, list[dict]]) -> tuple[KnownContent, float, int]:
+    """The cache the next run loads, through the same Parquet tables the inventory writes and
+    reads (bytes in memory here, S3 in a run); seconds and bytes of that round trip."""
+    t = time.perf_counter()
+    manifests, configs = inventory_cache.seen_tables("oci-bench", known)
+    blobs = []
+    for table in (manifests, configs):
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        blobs.append(buf.getvalue())
+    manifests, configs = (pq.read_table(io.BytesIO(b)) for b in blobs)
+    tags = {(repo, tag): x["digest"] for repo, recs in records.items() for x in recs for tag in x["tags"]}
+    loaded = KnownContent.verified(
+        list(zip(*(manifests[c].to_pylist() for c in ("digest", "media_type", "manifest")), strict=True)),
+        {r["digest"]: {f: r[f] for f in CONFIG_FIELDS if r[f] is not None} for r in configs.to_pylist()},
+        tags,
+    )
+    return loaded, time.perf_counter() - t, sum(len(b) for b in blobs)
+
+
+def comparable(records: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {r: sorted(recs, key=lambda x: x["digest"]) for r, recs in records.items()}
+
+
+def move_tags(url: str, records: dict[str, list[dict]], fraction: float) -> int:
+    """Re-push ``fraction`` of the tags as new manifests (same config and layers, one annotation
+    more, so a new digest): what a day of CI rebuilds looks like to the listing."""
+    reg = OciRegistry("mover", url, concurrency=8)
+    moves = [
+        (repo, tag, x["digest"])
+        for repo, recs in sorted(records.items())
+        for x in recs
+        if x["kind"] == "image"
+        for tag in x["tags"]
+    ]
+    step = max(1, round(1 / fraction))
+    chosen = moves[::step]
+    for i, (repo, tag, digest) in enumerate(chosen):
+        old = reg.get_manifest(repo, digest)
+        body = json.loads(old.raw)
+        body["annotations"] = {**body.get("annotations", {}), "org.example.rebuild": str(i)}
+        raw = json.dumps(body).encode()
+        reg.put_manifest(repo, Manifest(digest_of(raw), old.media_type, raw), tag)
+    return len(chosen)
+
+
+def bench_incremental(svc: RegistryService, facts: OciFacts, sk_total: float) -> None:
+    """Section 4: the previous listing as the cache (inventory_cache, registries.known)."""
+    repos = sorted(facts.tags_per_repo)
+    note("incremental: full listing that collects the cache ...")
+    first_known = KnownContent()
+    full, t_full, full_counts = listing_with(svc.url, first_known, repos)
+    cache, t_cache, cache_bytes = next_cache(first_known, full)
+    note("incremental: unchanged registry ...")
+    second_known = cache
+    same, t_same, same_counts = listing_with(svc.url, second_known, repos)
+    identical = comparable(same) == comparable(full)
+    list_pages = same_counts["tags_list"] + same_counts["catalog"]
+
+    title("4. incremental OCI listing: the previous snapshot as the cache")
+    row("full listing (collects the cache)", secs(t_full), f"{sum(full_counts.values()):,} requests")
+    row("cache round trip (Parquet write + read + hash check)", secs(t_cache), f"{cache_bytes / 1e6:.1f} MB")
+    ops_table(same_counts)
+    row("unchanged run: requests", f"{sum(same_counts.values()):,}", "goal: list pages + one HEAD per tag")
+    row("  list pages + tags", f"{list_pages:,} + {facts.tags:,} = {list_pages + facts.tags:,}")
+    row(
+        "  manifest GETs / blob GETs",
+        f"{same_counts['manifest_get']} / {same_counts['blob_get']}",
+        "goal: 0 / 0",
+    )
+    row("unchanged run: wall", secs(t_same + t_cache), "listing + cache round trip")
+    row("ratio full / unchanged", ratio(t_full, t_same + t_cache))
+    row("ratio skopeo / unchanged", ratio(sk_total, t_same + t_cache), "goal: >= 30")
+    row("records identical to the full listing", "yes" if identical else "NO")
+    if not identical:
+        raise SystemExit("incremental listing differs from the full listing")
+
+    note("incremental: 5 % of the tags moved ...")
+    moved = move_tags(svc.url, full, 0.05)
+    third_cache, _, _ = next_cache(second_known, same)
+    changed, t_changed, changed_counts = listing_with(svc.url, third_cache, repos)
+    after, _, _ = listing_with(svc.url, KnownContent(), repos)
+    out()
+    row("tags moved to new digests", f"{moved:,}", f"{moved / facts.tags:.1%} of {facts.tags:,}")
+    row(
+        "after the move: manifest GETs / blob GETs",
+        f"{changed_counts['manifest_get']} / {changed_counts['blob_get']}",
+        f"goal: {moved} (the new digests) / 0 (configs known)",
+    )
+    row("after the move: requests / wall", f"{sum(changed_counts.values()):,} / {secs(t_changed)}")
+    row(
+        "after the move: identical to a full listing",
+        "yes" if comparable(changed) == comparable(after) else "NO",
+    )
+
+    out()
+    out("  growth: unchanged run over 10 %, 30 %, 100 % of the repositories (cache from the last run)")
+    points = []
+    for share in (0.1, 0.3, 1.0):
+        subset = repos[: max(1, round(len(repos) * share))]
+        tags = sum(facts.tags_per_repo[r] for r in subset)
+        _, t, counts = listing_with(svc.url, cache_for(svc.url, subset), subset)
+        points.append((tags, t, sum(counts.values())))
+        row(
+            f"  {share:.0%}: {len(subset)} repositories, {tags:,} tags",
+            f"{secs(t)}",
+            f"{sum(counts.values()):,} requests",
+        )
+    for (n0, t0, _), (n1, t1, _) in itertools.pairwise(points):
+        row(f"  slope {n0:,} -> {n1:,} tags", f"{(t1 - t0) / max(1, n1 - n0) * 1000:.2f} ms/tag")
+
+
+def cache_for(url: str, repos: list[str]) -> KnownContent:
+    known = KnownContent()
+    records, _, _ = listing_with(url, known, repos)
+    return next_cache(known, records)[0]
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -794,7 +934,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         note("starting docker-registry ...")
         svc = RegistryService().start()
         oci, facts = bench_oci(svc, sizes)
-        bench_skopeo(svc, oci, facts, sizes)
+        sk_total = bench_skopeo(svc, oci, facts, sizes)
+        bench_incremental(svc, facts, sk_total)
     finally:
         if moto is not None:
             moto.stop()
