@@ -40,7 +40,6 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -322,16 +321,17 @@ def release_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-@dataclass
 class Measure:
-    """One size's figures."""
+    """One size's figures. (A plain class: the differential test loads this file without
+    registering it in ``sys.modules``, which a dataclass needs.)"""
 
-    images: int  # rows in the inventory
-    planned: int
-    times: list[float]
-    rss_before: float  # MB, inventory loaded
-    peak: float  # MB, high-water mark while planning (inventory included)
-    loop_s: float | None = None
+    def __init__(self, images: int, planned: int, times: list[float], rss_before: float, peak: float):
+        self.images = images  # rows in the inventory
+        self.planned = planned
+        self.times = times
+        self.rss_before = rss_before  # MB, inventory loaded
+        self.peak = peak  # MB, high-water mark while planning (inventory included)
+        self.loop_s: float | None = None
 
     @property
     def best(self) -> float:

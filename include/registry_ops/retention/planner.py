@@ -28,6 +28,7 @@ Referrers never take part in rules: they only follow their subject.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -278,20 +279,32 @@ def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.Array:
     index = np.empty(len(at), dtype=np.int64)
     index[plain_rows] = codes
     del plain_rows, codes
-    values = pa.array(plain, pa.large_string())
+    parts = [pa.array(plain, pa.large_string())]
+    done = len(plain)
     d = np.flatnonzero(detailed)
     if len(d):
-        joined = pc.binary_join_element_wise(
-            pa.array(prefixes, pa.large_string()).take(take_index(pre[d])),
-            pa.array(mids, pa.large_string()).take(take_index(mid[d])),
-            pa.array(st.detail[at[d]], type=pa.large_string()),
-            pa.scalar(" -> ", pa.large_string()),
-            pa.array(ACTIONS, pa.large_string()).take(take_index(act[d])),
-            pa.scalar("", pa.large_string()),
-        )
-        index[d] = len(plain) + np.arange(len(d))
-        values = pa.concat_arrays([values, joined])
-        del joined
+        # detailed rows grouped by their (prefix, middle, action): each group is one scalar head,
+        # its details and one scalar tail, so the bytes are written once before the final take
+        combo = (pre[d].astype(np.int64) * len(mids) + mid[d]) * len(ACTIONS) + act[d]
+        order = np.argsort(combo, kind="stable")
+        d, combo = d[order], combo[order]
+        cuts = np.r_[0, np.flatnonzero(combo[1:] != combo[:-1]) + 1, len(d)]
+        details = pa.array(st.detail[at[d]], type=pa.large_string())
+        for lo, hi in itertools.pairwise(cuts.tolist()):
+            rest, a = divmod(int(combo[lo]), len(ACTIONS))
+            p, m = divmod(rest, len(mids))
+            parts.append(
+                pc.binary_join_element_wise(
+                    pa.scalar(prefixes[p] + mids[m], pa.large_string()),
+                    details.slice(lo, hi - lo),
+                    pa.scalar(f" -> {ACTIONS[a]}", pa.large_string()),
+                    pa.scalar("", pa.large_string()),
+                )
+            )
+        index[d] = done + np.arange(len(d))
+        del details, combo, order
+    values = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+    del parts
     return values.take(take_index(index))
 
 
