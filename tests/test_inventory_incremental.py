@@ -66,7 +66,10 @@ def built(monkeypatch):
         clients.append(client)
         return client
 
+    from include.registry_ops import clients as factory
+
     monkeypatch.setattr(inventory_jobs, "build_registry", build)
+    monkeypatch.setattr(factory, "build_registry", build)  # the command line imports it from there
     return clients
 
 
@@ -170,3 +173,89 @@ def test_a_failed_repository_makes_the_next_listing_full(pushed, config, s3, bui
     assert manifest["errors"] and REG not in manifest["full_listing_at"]
     monkeypatch.setattr(OciRegistry, "list_images", real)
     assert inventory_cache.listing_mode(config, s3, REG, datetime.now(UTC))["cache"] is None
+
+
+def test_the_command_line_lists_incrementally_from_the_latest_snapshot(pushed, config, s3, built, tmp_path):
+    from include.registry_ops.cli import main
+
+    run(config, s3, built, "incr-10", full=True)
+    built.clear()
+    args = ["inventory", "--config", str(config.source), "--registry", REG]
+    assert main([*args, "--out", str(tmp_path / "full.parquet")]) == 0
+    full_requests = sum(c.requests.counts.get("manifest_get", 0) for c in built)
+    built.clear()
+    assert main([*args, "--out", str(tmp_path / "incr.parquet"), "--incremental"]) == 0
+    incremental_requests = sum(c.requests.counts.get("manifest_get", 0) for c in built)
+    assert full_requests > 0 and incremental_requests == 0
+
+    import pyarrow.parquet as pq
+
+    full, incr = (
+        pq.read_table(tmp_path / f"{n}.parquet").drop_columns(["snapshot_at"]) for n in ("full", "incr")
+    )
+    assert incr.to_pylist() == full.to_pylist()
+
+
+def test_a_new_digest_asked_for_by_many_threads_is_fetched_once():
+    """Two tags of one new digest, or one child of two indexes, are looked up at the same time by
+    the listing's thread pool: one GET, the others wait for it."""
+    import threading
+    import time
+
+    from include.registry_ops.registries.known import KnownContent
+
+    raw = b'{"schemaVersion": 2}'
+    manifest = Manifest(digest_of(raw), "application/vnd.oci.image.manifest.v1+json", raw)
+    known, calls, start = KnownContent(), [], threading.Barrier(8)
+
+    def fetch() -> Manifest:
+        calls.append(1)
+        time.sleep(0.2)
+        return manifest
+
+    results: list[Manifest] = []
+
+    def ask() -> None:
+        start.wait()
+        results.append(known.manifest(manifest.digest, fetch))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and results == [manifest] * 8
+
+
+def test_when_the_one_fetch_fails_the_waiting_threads_fetch_themselves():
+    import threading
+
+    from include.registry_ops.registries.known import KnownContent
+
+    raw = b'{"schemaVersion": 2, "x": 1}'
+    manifest = Manifest(digest_of(raw), "application/vnd.oci.image.manifest.v1+json", raw)
+    known, owner_in, release = KnownContent(), threading.Event(), threading.Event()
+
+    def failing() -> Manifest:
+        owner_in.set()
+        release.wait(5)
+        raise Unavailable(REG, "injected")
+
+    errors: list[Exception] = []
+
+    def owner() -> None:
+        try:
+            known.manifest(manifest.digest, failing)
+        except Unavailable as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=owner)
+    t.start()
+    owner_in.wait(5)
+    waiter: list[Manifest] = []
+    w = threading.Thread(target=lambda: waiter.append(known.manifest(manifest.digest, lambda: manifest)))
+    w.start()
+    release.set()
+    t.join()
+    w.join()
+    assert errors and waiter == [manifest]

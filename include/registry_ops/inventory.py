@@ -72,9 +72,14 @@ def list_batch(registry: Registry, repositories: Iterable[str], snapshot_at: dat
 
 
 def run_inventory(
-    config: Config, build: Callable[[RegistryConfig], Registry], snapshot_at: datetime | None = None
+    config: Config,
+    build: Callable[[RegistryConfig], Registry],
+    snapshot_at: datetime | None = None,
+    prepare: Callable[[Registry, list[str]], None] | None = None,
 ) -> Listing:
-    """The whole inventory in one process (the command line's path)."""
+    """The whole inventory in one process (the command line's path). ``prepare(registry,
+    repositories)`` runs before each registry is listed (the CLI's ``--incremental`` gives the
+    adapter its cache there)."""
     snapshot_at = snapshot_at or datetime.now(UTC)
     tables, errors, count = [], [], 0
     for reg in config.registries:
@@ -84,6 +89,8 @@ def run_inventory(
         except (RegistryError, ValueError) as exc:
             errors.append({"registry": reg.name, "repository": "*", "error": str(exc)})
             continue
+        if prepare is not None:
+            prepare(registry, repos)
         part = list_batch(registry, repos, snapshot_at)
         tables.append(part.table)
         errors.extend(part.errors)

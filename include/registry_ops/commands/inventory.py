@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ..config import load_config
+from ..config import Config, load_config
+from ..registries.base import Registry
 from .options import CONFIG_HELP
 
 
@@ -23,13 +25,42 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
         config = config.model_copy(
             update={"registries": [r for r in config.registries if r.name in args.registry]}
         )
-    listing = run_inventory(config, build_registry, datetime.now(UTC))
+    now = datetime.now(UTC)
+    modes: dict[str, str] = {}
+    prepare = _incremental(config, now, modes) if args.incremental else None
+    listing = run_inventory(config, build_registry, now, prepare)
     write_inventory(listing.table, args.out)
     summary = summarize(listing.table)
     summary.update(out=str(args.out), repositories=listing.repositories, errors=listing.errors)
+    if args.incremental:
+        summary["listing"] = modes
     for err in listing.errors:
         print(f"error: registry {err['registry']}/{err['repository']}: {err['error']}", file=sys.stderr)
     return (1 if listing.errors else 0), summary
+
+
+def _incremental(
+    config: Config, now: datetime, modes: dict[str, str]
+) -> Callable[[Registry, list[str]], None]:
+    """Give each OCI registry the latest snapshot's cache, as the DAG does (read only: the
+    command publishes nothing, so the cache stays the DAG's)."""
+    from ..inventory_cache import listing_mode, load_known, prepare
+    from ..registries.known import KnownContent
+    from ..store.clients import s3_client
+
+    s3 = s3_client(config)
+
+    def give(registry: Registry, repositories: list[str]) -> None:
+        mode = listing_mode(config, s3, registry.name, now)
+        modes[registry.name] = mode["why"]
+        if mode["cache"]:
+            prepare(
+                registry, load_known(s3, config.storage.bucket, mode["cache"], registry.name, repositories)
+            )
+        else:
+            prepare(registry, KnownContent())
+
+    return give
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,4 +68,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     inv.add_argument("--config", help=CONFIG_HELP)
     inv.add_argument("--out", required=True, help="output file: .parquet, .csv or .json")
     inv.add_argument("--registry", action="append", help="only this registry (repeatable)")
+    inv.add_argument(
+        "--incremental",
+        action="store_true",
+        help="OCI registries: use the latest snapshot's cache (one HEAD per known tag, a GET only for "
+        "new digests), unless a full listing is due; without it every manifest and config is read",
+    )
     inv.set_defaults(func=run)
