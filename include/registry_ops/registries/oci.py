@@ -10,6 +10,8 @@ counts, which the bench and the "one request per digest" goal need. What this cl
   lists, digests taken from ``Docker-Content-Digest`` and checked against the bytes;
 - one GET per tag (it yields both the tag's digest and the manifest), then one GET per child
   digest of an index not already seen, issued concurrently on a bounded thread pool;
+- with ``known`` (what an earlier listing read, ``registries.known``): one HEAD per tag it
+  knows, a GET only for a digest it has not seen, no GET for a config it has;
 - referrers: the OCI referrers API where the registry has it (probed once per registry),
   else the tag schema and cosign-style ``sha256-<hex>.sig|att|sbom`` tags;
 - delete by digest (202), blobs streamed out (hashed while read) and in (checked before the
