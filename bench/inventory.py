@@ -65,7 +65,7 @@ from include.registry_ops.registries.base import (  # noqa: E402
     digest_of,
 )
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
-from include.registry_ops.registries.known import CONFIG_FIELDS, KnownContent  # noqa: E402
+from include.registry_ops.registries.known import KnownContent  # noqa: E402
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
 
 REGION = "us-east-1"
@@ -798,11 +798,7 @@ def next_cache(known: KnownContent, records: dict[str, list[dict]]) -> tuple[Kno
         blobs.append(buf.getvalue())
     manifests, configs = (pq.read_table(io.BytesIO(b)) for b in blobs)
     tags = {(repo, tag): x["digest"] for repo, recs in records.items() for x in recs for tag in x["tags"]}
-    loaded = KnownContent.verified(
-        list(zip(*(manifests[c].to_pylist() for c in ("digest", "media_type", "manifest")), strict=True)),
-        {r["digest"]: {f: r[f] for f in CONFIG_FIELDS if r[f] is not None} for r in configs.to_pylist()},
-        tags,
-    )
+    loaded = inventory_cache.known_from(manifests, configs, tags)
     return loaded, time.perf_counter() - t, sum(len(b) for b in blobs)
 
 

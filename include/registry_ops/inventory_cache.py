@@ -91,10 +91,14 @@ def load_known(
         )
         for tag in names or ()
     }
-    config_rows = configs.to_pylist()
+    return known_from(manifests, configs, tags)
+
+
+def known_from(manifests: pa.Table, configs: pa.Table, tags: dict[tuple[str, str], str]) -> KnownContent:
+    """The adapter's cache from the stored tables (manifest bytes are verified on the way)."""
     return KnownContent.verified(
         list(zip(*(manifests[c].to_pylist() for c in ("digest", "media_type", "manifest")), strict=True)),
-        {r["digest"]: {f: r[f] for f in CONFIG_FIELDS if r[f] is not None} for r in config_rows},
+        {r["digest"]: {f: r[f] for f in CONFIG_FIELDS if r[f] is not None} for r in configs.to_pylist()},
         tags,
     )
 
