@@ -308,13 +308,17 @@ def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.Array:
     return values.take(take_index(index))
 
 
-def _result(
-    inv: pd.DataFrame, ctx: Ctx, st: State, resolved: list[ResolvedPolicy], rules: list[Rule]
-) -> pd.DataFrame:
-    """The plan in inventory order (the evaluation order is undone here)."""
+def _decisions(
+    ctx: Ctx, st: State, resolved: list[ResolvedPolicy], rules: list[Rule]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The planned-row mask (inventory order) and the columns the planner computed, in
+    inventory order (the evaluation order is undone here)."""
     planned = ctx.evalpos >= 0  # planned inventory positions, a mask in inventory order
     at = ctx.evalpos[planned]
-    whole = len(at) == len(inv)
+    # reasons first, while the other columns do not exist yet: their transient parts then
+    # never coincide with the rest of the result (a lower peak)
+    reason = _str(_reasons(st, at, rules))
+    st.release_details()
     # untag_tags: an Arrow list column; flat tags are already in inventory (= output) order
     out_of = np.empty(ctx.n, dtype=np.int64)
     out_of[at] = np.arange(ctx.n)
@@ -327,18 +331,28 @@ def _result(
     action = pa.array(ACTIONS, pa.large_string()).take(take_index(st.action[at].astype(np.int64)))
     prio = st.prio[at]
     pid = ctx.pid[at].astype(np.int64)
+    return planned, {
+        "action": _str(action),
+        "rule_priority": pd.arrays.IntegerArray(np.where(prio >= 0, prio, 0), prio < 0),
+        "reason": reason,
+        "untag_tags": pd.array(untag, dtype=LIST_OF_STR),
+        "dry_run": np.array([p.dry_run for p in resolved], dtype=bool)[pid],
+        "policy": _str(pa.array([p.name for p in resolved], pa.large_string()).take(take_index(pid))),
+    }
+
+
+def _result(inv: pd.DataFrame, planned: np.ndarray, decided: dict[str, Any]) -> pd.DataFrame:
+    """The plan: the planned rows' inventory columns, then the decisions. Called after the
+    evaluation state is gone, so the copied inventory columns never coincide with it."""
+    n = int(np.count_nonzero(planned))
+    whole = n == len(inv)
     columns: dict[str, Any] = {}
     for col in RESULT_COLUMNS[:8]:
         if col not in inv.columns:
-            columns[col] = pd.array([None] * ctx.n, dtype=object)
+            columns[col] = pd.array([None] * n, dtype=object)
         else:  # a boolean filter copies contiguous runs (much cheaper than a take)
             columns[col] = inv[col].array if whole else inv[col].array[planned]
-    columns["action"] = _str(action)
-    columns["rule_priority"] = pd.arrays.IntegerArray(np.where(prio >= 0, prio, 0), prio < 0)
-    columns["reason"] = _str(_reasons(st, at, rules))
-    columns["untag_tags"] = pd.array(untag, dtype=LIST_OF_STR)
-    columns["dry_run"] = np.array([p.dry_run for p in resolved], dtype=bool)[pid]
-    columns["policy"] = _str(pa.array([p.name for p in resolved], pa.large_string()).take(take_index(pid)))
+    columns.update(decided)
     return pd.DataFrame(columns, index=inv.index if whole else inv.index[planned], copy=False)
 
 
@@ -375,4 +389,8 @@ def plan(
     untag_or_veto(ctx, resolved, st, vetoes, rules, rule_pid)
     children_follow(ctx, inventory, resolved, st, vetoes)
     referrers_follow(ctx, st, vetoes)
-    return _result(inventory, ctx, st, resolved, rules)
+    del vetoes, excluded
+    ctx.release_evaluation()
+    planned, decided = _decisions(ctx, st, resolved, rules)
+    del ctx, st
+    return _result(inventory, planned, decided)

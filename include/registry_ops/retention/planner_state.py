@@ -138,6 +138,14 @@ class Ctx:
     now: int
     _cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
+    def release_evaluation(self) -> None:
+        """Drop the arrays only rule evaluation and the graph read, before the result is built
+        (the result needs n, src/evalpos, pid and the flat tags): a lower peak at 1M images."""
+        empty = np.zeros(0, dtype=np.int64)
+        self.group = self.clock = self.pulled = self.last_pulled = self.archived_at = empty
+        self.archived, self.kind, self.tag_count = empty.astype(bool), empty, empty
+        self._cache.clear()
+
     def flat_match(self, kind: str, entry: str) -> np.ndarray:
         """Which flat tags an entry matches (cached: rules and policies share entries)."""
         key = (kind, entry)
@@ -218,6 +226,11 @@ class State:
         self.mid[rows] = self.mids.setdefault(mid, len(self.mids))
         self.detail[rows] = detail
         self.has_detail[rows] = detail is not None
+
+    def release_details(self) -> None:
+        """Drop the per-row detail strings once the reasons are built (they are ~40 MB at 1M)."""
+        self.detail = np.full(0, None, dtype=object)
+        self.has_detail = np.zeros(0, dtype=bool)
 
     def acting(self) -> np.ndarray:
         return (self.action == EXPIRE) | (self.action == TRANSITION)
