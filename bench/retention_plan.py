@@ -21,9 +21,9 @@ Run from the repository root (not a pytest test)::
 4. Runs the per-image loop planner of ``tests/retention/reference_planner.py`` (same
    semantics, written as plainly as possible) and asserts both produce the same action,
    rule priority and untag tags for every image.
-5. Does all of this at three sizes (10 %, 30 % and 100 % of the requested size, ``--sizes``)
-   and prints the slope between them (seconds and MB per million images), so a step that grows
-   faster than linearly shows.
+5. Does all of this at three sizes (10 %, 30 % and 100 % of the requested size, ``--sizes``),
+   each in a fresh process, and prints the slope between them (seconds and MB per million
+   images), so a step that grows faster than linearly shows.
 
 The loop planner is the test oracle the differential test
 (tests/retention/test_planner_differential.py) checks the vectorized planner against; it
@@ -35,9 +35,11 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -411,6 +413,25 @@ def measure(images: int, repos: int, policies: Any, repeat: int, loop: bool) -> 
     return m
 
 
+def measure_in_child(images: int, repos: int, repeat: int, skip_loop: bool) -> Measure:
+    """``measure`` in a fresh interpreter: each size starts from the same state (no heap left
+    fragmented, no allocator cache warmed by a smaller size), so the slope compares like with like."""
+    cmd = [sys.executable, __file__, "--one-size", str(images), str(repos), "--repeat", str(repeat)]
+    if skip_loop:
+        cmd.append("--skip-loop")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = proc.stdout.rstrip("\n").split("\n")
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"bench size {images:,} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+    print("\n".join(lines[:-1]), flush=True)
+    fields = json.loads(lines[-1])
+    m = Measure(fields["images"], fields["planned"], fields["times"], fields["rss_before"], fields["peak"])
+    m.loop_s = fields["loop_s"]
+    return m
+
+
 def slope_lines(sizes: list[Measure]) -> list[str]:
     """Seconds and MB per million images between consecutive sizes; a growing slope (ratio of
     the later slope to the earlier one well above 1) is a super-linear step."""
@@ -446,7 +467,14 @@ def main(argv: list[str] | None = None) -> int:
         default="10,30,100",
         help="percentages of the requested size to measure, smallest first (default 10,30,100)",
     )
+    ap.add_argument("--one-size", type=int, nargs=2, metavar=("IMAGES", "REPOS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.one_size:  # a child process: one size, its figures as the last line (JSON)
+        m = measure(
+            *args.one_size, parse_policies(BENCH_POLICY, "bench-policy"), args.repeat, not args.skip_loop
+        )
+        print(json.dumps(vars(m)))
+        return 0
     images = args.images or (50_000 if args.quick else 1_000_000)
     repos = args.repositories or (100 if args.quick else 2_000)
     fractions = sorted({float(x) / 100 for x in args.sizes.split(",") if x.strip()})
@@ -457,13 +485,11 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}, pandas {pd.__version__}, pyarrow {pa.__version__}, "
         f"numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs"
     )
-    policies = parse_policies(BENCH_POLICY, "bench-policy")
     sizes = []
     for frac in fractions:
         n, r = max(1, round(images * frac)), max(1, round(repos * frac))
-        print(f"size {frac:.0%}: {n:,} images over {r:,} repositories")
-        sizes.append(measure(n, r, policies, args.repeat, not args.skip_loop))
-        release_memory()
+        print(f"size {frac:.0%}: {n:,} images over {r:,} repositories (a fresh process)", flush=True)
+        sizes.append(measure_in_child(n, r, args.repeat, args.skip_loop))
     print("sizes (images: best plan s, planner adds MB, peak RSS MB, loop speed-up):")
     for m in sizes:
         ratio = "loop not run" if m.ratio is None else f"{m.ratio:.1f}x the loop"
