@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pyarrow.parquet as pq
@@ -49,13 +50,22 @@ def test_inventory_run_matches_the_seeded_fleet(airflow_db, seeded, config_file,
             assert row.kind == spec.kind
     assert manifest["images"] == len(frame)
     assert set(manifest["registries"]) == {"ecr-local", "oci-local"}
+    # the OCI listing's cache sits beside the snapshot for the next run (ECR has none)
+    run_folder = pointer["key"].rsplit("/", 1)[0] + "/"
+    assert manifest["cache"] == {
+        "manifests": run_folder + "manifests.parquet",
+        "configs": run_folder + "configs.parquet",
+    }
+    assert set(manifest["full_listing_at"]) == {"oci-local"}
+    cached = pq.read_table(
+        io.BytesIO(s3.get_object(Bucket=BUCKET, Key=manifest["cache"]["manifests"])["Body"].read())
+    )
+    assert set(cached["digest"].to_pylist()) == set(frame[frame.registry == "oci-local"].digest)
     # the mapped parts were cleaned up after the snapshot was written
     parts = s3.list_objects_v2(Bucket=BUCKET, Prefix="inventory/_parts/").get("KeyCount", 0)
     assert parts == 0
     # the snapshot is a real Parquet file any tool can read
     body = s3.get_object(Bucket=BUCKET, Key=pointer["key"])["Body"].read()
-    import io
-
     assert pq.read_table(io.BytesIO(body)).num_rows == len(frame)
 
 
