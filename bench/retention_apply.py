@@ -3,9 +3,11 @@
 Run from the repository root (not a pytest test)::
 
     .venv/bin/python bench/retention_apply.py            # 50 repositories x ~1,000 images
-    .venv/bin/python bench/retention_apply.py --quick    # 5 repositories x ~1,000 images
+    .venv/bin/python bench/retention_apply.py --quick    # 10 repositories x ~300 images
 
-What it does, all on a moto server started here (ECR with AWS-like paging, and S3):
+What it does, on a moto server (ECR with AWS-like paging, and S3) in a child process, so its CPU
+is not this process's (ECR's and S3's are not a real run's either), at three sizes (10 %, 30 %
+and 100 % of the fleet's repositories), each on a freshly reset and seeded moto:
 
 1. seeds the fleet (``make_fleet`` with a tiny ``layer_scale``; ``seed_ecr``);
 2. lists it (``EcrRegistry``: ``describe_repositories``, ``describe_images``) and plans it with
@@ -13,25 +15,36 @@ What it does, all on a moto server started here (ECR with AWS-like paging, and S
 3. applies the plan with the real executor (fresh look and archive from the same
    ``batch_get_image`` reads, archive packs to S3 with read-back verification,
    ``batch_delete_image``; caps lifted for the bench), and checks the result;
-4. unless ``--no-baseline``: seeds a second copy of the fleet and times the same listing and
-   planning followed by bare deletes (no fresh look, no archive): the "without archive" peer.
+4. unless ``--no-baseline``: seeds the same fleet again and times the same listing and planning
+   followed by bare deletes (no fresh look, no archive), repositories as many at a time as ours:
+   the "without archive" peer.
 
-Printed: ECR requests by operation against the least the brief counts (1 ``describe_repositories``
-page, ceil(n/1000) ``describe_images`` per repository, ceil(n/100) ``batch_get_image`` and
-ceil(n/100) ``batch_delete_image`` per repository for its n expired images), S3 requests by
-operation against the unique digests archived, and wall times. Every figure is measured.
+Printed: for the whole fleet, ECR requests by operation against the least the brief counts (1
+``describe_repositories`` page, ceil(n/1000) ``describe_images`` per repository, ceil(n/100)
+``batch_get_image`` and ceil(n/100) ``batch_delete_image`` per repository for its n expired
+images), S3 requests by operation against the unique digests archived; then at each size the wall
+times, the ratio to the peer and the requests, and the slopes between sizes (seconds per 1,000
+expired images, and the growth exponent: a quadratic step shows as a slope that grows and an
+exponent near 2). Every figure is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
+import multiprocessing
 import os
 import platform
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
+from multiprocessing.connection import Connection
 from typing import Any
 
 import _local
@@ -43,9 +56,6 @@ import boto3  # noqa: E402
 import pandas as pd  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
-from devstack.fleet import make_fleet  # noqa: E402
-from devstack.seed import seed_ecr  # noqa: E402
-from devstack.services import MotoService  # noqa: E402
 from include.registry_ops import schema  # noqa: E402
 from include.registry_ops.clients import RETRIES  # noqa: E402
 from include.registry_ops.inventory import list_batch  # noqa: E402
@@ -59,6 +69,7 @@ REGION = "us-east-1"
 BUCKET = "retention-bench"
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 KEEP = 10
+FRACTIONS = (0.1, 0.3, 1.0)  # sizes, as fractions of the fleet's repositories
 POLICY = {
     "policies": [
         {
@@ -98,6 +109,68 @@ def ecr_client(endpoint: str) -> Any:
     )
 
 
+def s3_client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        config=BotoConfig(retries=RETRIES, max_pool_connections=32, s3={"addressing_style": "path"}),
+    )
+
+
+# -- moto in a child process ------------------------------------------------------------------------
+def _serve(conn: Connection) -> None:
+    """The child: moto's server (ECR paging, layer downloads), seeding its backend on request."""
+    from devstack.fleet import make_fleet
+    from devstack.seed import seed_ecr
+    from devstack.services import MotoService
+
+    moto = MotoService().start()
+    conn.send(moto.endpoint)
+    client = ecr_client(moto.endpoint)
+    while True:
+        cmd, args = conn.recv()
+        if cmd == "stop":
+            moto.stop()
+            conn.send(None)
+            return
+        moto.reset()
+        repos, per_repo = args
+        fleet = make_fleet(
+            seed=7, repositories=repos, images=repos * per_repo, layer_scale=0.0001, prefix="bench/"
+        )
+        t = time.perf_counter()
+        conn.send((seed_ecr(client, fleet, REGION), time.perf_counter() - t))
+
+
+class MotoChild:
+    """moto in a child process (forked, so the child seeds its own backend): its CPU is then not
+    this process's, as ECR's and S3's are not a real run's; in one process the two would share
+    one GIL and every request would wait for the other side's work."""
+
+    def __init__(self) -> None:
+        self._conn, child = multiprocessing.get_context("fork").Pipe()
+        self._proc = multiprocessing.get_context("fork").Process(target=_serve, args=(child,), daemon=True)
+        self._proc.start()
+        self.endpoint: str = self._conn.recv()
+
+    def fresh_fleet(self, repos: int, per_repo: int) -> tuple[int, float]:
+        """Reset moto and seed ``repos`` x ~``per_repo`` images; (images, seconds)."""
+        self._conn.send(("seed", (repos, per_repo)))
+        return self._conn.recv()
+
+    def cpu(self) -> float:
+        """The child's CPU seconds so far (user + system, ``/proc/<pid>/stat``)."""
+        with open(f"/proc/{self._proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self._conn.send(("stop", None))
+        self._conn.recv()
+        self._proc.join(10)
+
+
 def list_and_plan(reg: EcrRegistry, policies: Any) -> tuple[pd.DataFrame, float, float]:
     t0 = time.perf_counter()
     repos = reg.list_repositories()
@@ -107,190 +180,327 @@ def list_and_plan(reg: EcrRegistry, policies: Any) -> tuple[pd.DataFrame, float,
     return planned, t1 - t0, time.perf_counter() - t1
 
 
+@dataclass
+class Measured:
+    """One size's figures (``ours``: list + plan + apply; ``base``: list + plan + bare delete)."""
+
+    repos: int
+    images: int
+    expired: int
+    t_seed: float
+    t_list: float
+    t_plan: float
+    t_apply: float
+    ecr: Counter[str]
+    least: dict[str, int]
+    index_reads: int
+    s3: Counter[str]
+    checks: list[tuple[str, str, str]]
+    cpu_moto: float = 0.0  # the apply's CPU seconds in moto's process
+    cpu_self: float = 0.0  # and in this one
+    t_base: float | None = None
+    t_base_delete: float | None = None
+    cpu_moto_base: float = 0.0  # the bare deletes' CPU seconds in moto's process
+    cpu_self_base: float = 0.0
+    cpu_list: float = 0.0  # list + plan: CPU seconds in both processes (ours)
+    cpu_list_base: float = 0.0  # and the peer's
+    base_deleted: int = 0
+
+    @property
+    def ours(self) -> float:
+        return self.t_list + self.t_plan + self.t_apply
+
+    @property
+    def ours_cpu(self) -> float:
+        """List + plan + apply in CPU seconds of both processes: unlike the wall time, it does not
+        move with what else the machine runs."""
+        return self.cpu_list + self.cpu_moto + self.cpu_self
+
+    @property
+    def base_cpu(self) -> float:
+        return self.cpu_list_base + self.cpu_moto_base + self.cpu_self_base
+
+
+def apply_once(moto: MotoChild, repos: int, per_repo: int, policies: Any, workers: int) -> Measured:
+    """Seed a fresh fleet, list, plan and apply it; check the outcome."""
+    seeded, t_seed = moto.fresh_fleet(repos, per_repo)
+    list_reg = EcrRegistry("ecr-bench", ecr_client(moto.endpoint))
+    cpu_start = moto.cpu() + time.process_time()
+    planned, t_list, t_plan = list_and_plan(list_reg, policies)
+    cpu_list = moto.cpu() + time.process_time() - cpu_start
+    expire = planned[planned["action"] == "expire"]
+    n_by_repo = planned.groupby("repository").size()
+    x_by_repo = expire.groupby("repository").size()
+    kinds = Counter(expire["kind"])
+
+    s3 = s3_client(moto.endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    s3_counts = S3Counter(s3)
+    apply_reg = EcrRegistry("ecr-bench", ecr_client(moto.endpoint))
+    run = RunContext(
+        s3=s3,
+        bucket=BUCKET,
+        store=ArchiveStore(s3, BUCKET, "archive/"),
+        run_id="bench",
+        now=NOW,
+        dry_run=False,
+    )
+    note(f"applying: {len(expire):,} images of {len(n_by_repo)} repositories to archive and delete ...")
+    cpu0, self0, t = moto.cpu(), time.process_time(), time.perf_counter()
+    results = execute(
+        planned,
+        run,
+        lambda _: apply_reg,
+        limits=Limits(max_deletions_per_run=10**9, max_fraction=1.0),
+        policies=policies,
+        workers=workers,
+    )
+    t_apply = time.perf_counter() - t
+    cpu_moto, cpu_self = moto.cpu() - cpu0, time.process_time() - self0
+    listing_counts = Counter(list_reg.requests.counts)
+    ecr_counts = listing_counts + Counter(apply_reg.requests.counts)
+    s3_apply = s3_counts.take()
+
+    # the outcome: every expired image deleted and archived, every kept one still there
+    status = Counter(r["status"] for r in results)
+    deleted = sum(r["deleted"] + r["already_deleted"] for r in results)
+    check_reg = EcrRegistry("ecr-bench", ecr_client(moto.endpoint))
+    left = {r: len(check_reg.describe(r)) for r in n_by_repo.index}
+    keep_by_repo = n_by_repo - x_by_repo.reindex(n_by_repo.index, fill_value=0)
+    wrong = [r for r in left if left[r] != keep_by_repo[r]]
+    catalogs = run.store.catalog_keys("ecr-bench")
+    docs = [run.store.read_catalog(k) for k in catalogs]
+    archived = {e["digest"] for d in docs for e in d["images"]}
+    packs = {d["pack"] for d in docs}
+    unarchived = set(expire["digest"]) - archived
+    least = {
+        "DescribeRepositories": max(1, ceil_div(len(n_by_repo), PAGE)),
+        "DescribeImages": sum(ceil_div(int(n), PAGE) for n in n_by_repo),
+        "BatchGetImage": sum(ceil_div(int(n), BATCH) for n in x_by_repo),
+        "BatchDeleteImage": sum(ceil_div(int(n), BATCH) for n in x_by_repo),
+    }
+    checks = [
+        ("expired by kind", "", ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()))),
+        ("repositories by status", "", ", ".join(f"{k} {v}" for k, v in sorted(status.items()))),
+        (
+            "images deleted / planned",
+            f"{deleted:,} / {len(expire):,}",
+            "OK" if deleted == len(expire) else "MISMATCH",
+        ),
+        (
+            "expired images archived (catalog entries)",
+            f"{len(archived & set(expire['digest'])):,}",
+            f"{len(catalogs)} catalogs, {len(packs)} packs; "
+            + ("OK" if not unarchived else f"MISSING {len(unarchived)}"),
+        ),
+        (
+            "repositories left with exactly the kept images",
+            f"{len(left) - len(wrong)} / {len(left)}",
+            "OK" if not wrong else "MISMATCH: " + ", ".join(wrong[:3]),
+        ),
+    ]
+    return Measured(
+        repos=len(n_by_repo),
+        images=seeded,
+        expired=len(expire),
+        t_seed=t_seed,
+        t_list=t_list,
+        t_plan=t_plan,
+        t_apply=t_apply,
+        ecr=ecr_counts,
+        least=least,
+        index_reads=listing_counts.get("BatchGetImage", 0),
+        s3=s3_apply,
+        checks=checks,
+        cpu_moto=cpu_moto,
+        cpu_self=cpu_self,
+        cpu_list=cpu_list,
+    )
+
+
+def delete_only(moto: MotoChild, m: Measured, per_repo: int, policies: Any, workers: int) -> None:
+    """The peer without archive, on the same fleet seeded again: list, plan, bare deletes (indexes
+    first), repositories ``workers`` at a time like ours."""
+    moto.fresh_fleet(m.repos, per_repo)
+    reg = EcrRegistry("ecr-base", ecr_client(moto.endpoint))
+    cpu_start, t0 = moto.cpu() + time.process_time(), time.perf_counter()
+    planned, _, _ = list_and_plan(reg, policies)
+    cpu0, self0, t1 = moto.cpu(), time.process_time(), time.perf_counter()
+    m.cpu_list_base = cpu0 + self0 - cpu_start
+    expire = planned[planned["action"] == "expire"]
+
+    def one(item: tuple[str, pd.DataFrame]) -> int:
+        repo, rows = item
+        kinds_first = rows.sort_values("kind", key=lambda k: k.map({"index": 0}).fillna(1))
+        return len(reg.delete_images(repo, kinds_first["digest"].tolist()).deleted)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        m.base_deleted = sum(pool.map(one, expire.groupby("repository")))
+    m.t_base, m.t_base_delete = time.perf_counter() - t0, time.perf_counter() - t1
+    m.cpu_moto_base, m.cpu_self_base = moto.cpu() - cpu0, time.process_time() - self0
+
+
+def print_details(m: Measured) -> None:
+    """Sections 1 to 3: the whole fleet's run, its ECR and S3 requests."""
+    title(f"1. apply on moto: {m.repos} repositories, {m.images:,} images, {m.expired:,} expired")
+    row("seeding (seed_ecr into moto's backend)", f"{m.t_seed:,.2f} s", f"{m.images:,} images")
+    row("listing (describe_repositories + describe_images)", f"{m.t_list:,.2f} s")
+    row("planning (planner.plan)", f"{m.t_plan:,.2f} s")
+    row(
+        "apply (fresh look + archive + verify + delete)",
+        f"{m.t_apply:,.2f} s",
+        f"{m.expired / m.t_apply:,.0f} images/s",
+    )
+    row("list + plan + apply", f"{m.ours:,.2f} s")
+    row("apply: CPU in moto's process / in this one", f"{m.cpu_moto:.2f} / {m.cpu_self:.2f} s")
+    if m.t_base_delete is not None:
+        row("bare deletes (the peer)", f"{m.t_base_delete:,.2f} s", f"{m.base_deleted:,} deleted")
+        row(
+            "bare deletes: CPU in moto's process / in this one",
+            f"{m.cpu_moto_base:.2f} / {m.cpu_self_base:.2f} s",
+        )
+    for label, value, comment in m.checks:
+        row(label, value, comment)
+
+    title("2. ECR requests: listing + apply, against the least the brief counts")
+    ops_table(
+        m.ecr,
+        m.least,
+        {
+            "DescribeImages": "the inventory listing",
+            "ListImages": "none: the fresh look rides on the archive's BatchGetImage reads",
+            "BatchGetImage": f"incl. {m.index_reads:,} by the inventory listing (manifests of indexes)",
+            "BatchDeleteImage": f"{BATCH} ids per call",
+        },
+    )
+    actual = sum(m.ecr.values())
+    row("actual / least", f"{actual / sum(m.least.values()):.3f}")
+    row(
+        "requests over the least",
+        f"{actual - sum(m.least.values()):,}",
+        "the listing's index reads (children must be linked to their indexes before planning)",
+    )
+    apply_ecr = actual - m.index_reads - m.least["DescribeImages"] - m.least["DescribeRepositories"]
+    row(
+        "apply's own ECR requests / its least",
+        f"{apply_ecr:,} / {m.least['BatchGetImage'] + m.least['BatchDeleteImage']:,}",
+        "BatchGetImage + BatchDeleteImage, ceil(n/100) each per repository",
+    )
+
+    title("3. S3 requests against the unique digests archived")
+    ops_table(
+        m.s3,
+        {},
+        {
+            "PutObject": "packs + catalogs (write-once) + journal checkpoints + audit files",
+            "GetObject": "read-back of packs and catalogs + journal loads",
+        },
+    )
+    s3_total = sum(m.s3.values())
+    row("unique digests archived (expired images)", f"{m.expired:,}")
+    row(
+        "S3 requests per unique digest",
+        f"{s3_total / m.expired:.4f}",
+        "one object per digest would need >= 2 (write + read-back) plus metadata",
+    )
+    row("S3 requests per repository", f"{s3_total / m.repos:.1f}")
+
+
+def growth(sizes: list[Measured], value: Callable[[Measured], float]) -> tuple[list[float], float]:
+    """Seconds per 1,000 expired images between consecutive sizes, and the exponent of the
+    smallest-to-largest growth (1.0: linear; 2.0: quadratic)."""
+    per_k = [(value(b) - value(a)) / (b.expired - a.expired) * 1000 for a, b in itertools.pairwise(sizes)]
+    first, last = sizes[0], sizes[-1]
+    exponent = math.log(value(last) / value(first)) / math.log(last.expired / first.expired)
+    return per_k, exponent
+
+
+def print_sizes(sizes: list[Measured], fractions: tuple[float, ...], baseline: bool) -> None:
+    """Section 4: the main figure at each size and the slopes between them."""
+    title("4. against a delete-only run (no fresh look, no archive), same machine, same fleet, three sizes")
+    head = f"  {'size':>5} {'repos':>5} {'expired':>7} {'ours s':>7} {'apply s':>7}"
+    if baseline:
+        head += f" {'del-only s':>10} {'ratio':>6} {'ours CPU':>8} {'del CPU':>7} {'CPU ratio':>9}"
+        head += f" {'apply/del':>9}"
+    out(head + f" {'ECR req':>7} {'least':>6}")
+    for frac, m in zip(fractions, sizes, strict=True):
+        line = f"  {frac:>5.0%} {m.repos:>5} {m.expired:>7,} {m.ours:>7.2f} {m.t_apply:>7.2f}"
+        if baseline and m.t_base is not None and m.t_base_delete is not None:
+            line += (
+                f" {m.t_base:>10.2f} {m.ours / m.t_base:>5.2f}x {m.ours_cpu:>8.2f} {m.base_cpu:>7.2f}"
+                f" {m.ours_cpu / m.base_cpu:>8.2f}x {m.t_apply / m.t_base_delete:>8.2f}x"
+            )
+        out(line + f" {sum(m.ecr.values()):>7,} {sum(m.least.values()):>6,}")
+    out("  ours = list + plan + apply; del-only = list + plan + bare delete; ratio = ours / del-only (wall);")
+    out("  CPU: the same, in CPU seconds of this process and moto's (steady under a loaded machine);")
+    out("  apply/del: apply alone / the bare deletes alone (wall); ECR req: listing + apply")
+    series: list[tuple[str, Callable[[Measured], float]]] = [
+        ("ours (list + plan + apply), wall", lambda m: m.ours),
+        ("apply, wall", lambda m: m.t_apply),
+        ("ours, CPU", lambda m: m.ours_cpu),
+    ]
+    if baseline:
+        series += [
+            ("delete-only (list + plan + delete), wall", lambda m: m.t_base or 0.0),
+            ("delete-only, CPU", lambda m: m.base_cpu),
+        ]
+    out(f"  {'slope: s per 1,000 expired images':<46} {'10->30 %':>10} {'30->100 %':>10} {'exponent':>9}")
+    for label, value in series:
+        per_k, exponent = growth(sizes, value)
+        out(f"    {label:<44} {per_k[0]:>10.3f} {per_k[1]:>10.3f} {exponent:>9.2f}")
+    out("  exponent: log(t_100 / t_10) / log(n_100 / n_10); 1.0 is linear, 2.0 quadratic")
+    if baseline:
+        full = sizes[-1]
+        assert full.t_base is not None
+        row(
+            "ours / delete-only at 100 %: wall, CPU",
+            f"{full.ours / full.t_base:.2f}x, {full.ours_cpu / full.base_cpu:.2f}x",
+            "goal: within 1.5x",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="5 repositories instead of 50")
+    parser.add_argument(
+        "--quick", action="store_true", help="10 repositories x ~300 images instead of 50 x ~1,000"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the delete-only baseline")
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="repositories applied in parallel (default 1: moto runs in this process, so more threads "
-        "only contend for the GIL here; against real registries parallel repositories help)",
+        default=4,
+        help="repositories applied (and bare-deleted by the peer) in parallel (default 4, the executor's)",
     )
     args = parser.parse_args(argv)
-    repos, per_repo = (5, 996) if args.quick else (50, 996)  # 996: make_fleet overshoots by <= 4
+    repos, per_repo = (10, 296) if args.quick else (50, 996)  # make_fleet overshoots by <= 4
+    fractions = FRACTIONS
 
     title("registry-ops retention apply bench" + ("  (--quick)" if args.quick else ""))
     row("date (UTC)", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
     row("nproc (usable CPUs)", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?")
+    row("load average (1 min) at start", f"{os.getloadavg()[0]:.2f}")
     row("python", platform.python_version())
     for pkg in ("moto", "boto3", "pandas", "pyarrow"):
         row(pkg, metadata.version(pkg))
     out(f"  fleet: {repos} repositories x ~{per_repo} images (make_fleet seed=7, layer_scale=0.0001);")
+    out(f"  sizes: {', '.join(f'{f:.0%}' for f in fractions)} of its repositories, each on a fresh moto;")
     out(f"  policy: keep the newest {KEEP} (imageCountMoreThan {KEEP}, expire);")
-    out(f"  repositories applied {args.workers} at a time")
+    out(f"  repositories applied {args.workers} at a time; moto in a child process")
 
-    moto = MotoService().start()
+    policies = parse_policies(POLICY)
+    moto = MotoChild()
     try:
-        policies = parse_policies(POLICY)
-        note(f"seeding {repos} x ~{per_repo} ...")
-        fleet = make_fleet(
-            seed=7, repositories=repos, images=repos * per_repo, layer_scale=0.0001, prefix="bench/"
-        )
-        t = time.perf_counter()
-        seeded = seed_ecr(ecr_client(moto.endpoint), fleet, REGION)
-        t_seed = time.perf_counter() - t
-        del fleet
-
-        note("listing and planning ...")
-        list_reg = EcrRegistry("ecr-bench", ecr_client(moto.endpoint))
-        planned, t_list, t_plan = list_and_plan(list_reg, policies)
-        expire = planned[planned["action"] == "expire"]
-        n_by_repo = planned.groupby("repository").size()
-        x_by_repo = expire.groupby("repository").size()
-        kinds = Counter(expire["kind"])
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=moto.endpoint,
-            region_name=REGION,
-            config=BotoConfig(retries=RETRIES, max_pool_connections=32, s3={"addressing_style": "path"}),
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        s3_counts = S3Counter(s3)
-        apply_reg = EcrRegistry("ecr-bench", ecr_client(moto.endpoint))
-        run = RunContext(
-            s3=s3,
-            bucket=BUCKET,
-            store=ArchiveStore(s3, BUCKET, "archive/"),
-            run_id="bench",
-            now=NOW,
-            dry_run=False,
-        )
-        note(f"applying: {len(expire):,} images to archive and delete ...")
-        t = time.perf_counter()
-        results = execute(
-            planned,
-            run,
-            lambda _: apply_reg,
-            limits=Limits(max_deletions_per_run=10**9, max_fraction=1.0),
-            policies=policies,
-            workers=args.workers,
-        )
-        t_apply = time.perf_counter() - t
-        ecr_counts = Counter(list_reg.requests.counts)
-        listing_counts = Counter(ecr_counts)
-        ecr_counts += Counter(apply_reg.requests.counts)
-        s3_apply = Counter(s3_counts.counts)
-
-        # check the outcome: every expired image deleted and archived, every kept one still there
-        status = Counter(r["status"] for r in results)
-        deleted = sum(r["deleted"] + r["already_deleted"] for r in results)
-        check_reg = EcrRegistry("ecr-bench", ecr_client(moto.endpoint))
-        left = {r: len(check_reg.describe(r)) for r in n_by_repo.index}
-        keep_by_repo = n_by_repo - x_by_repo.reindex(n_by_repo.index, fill_value=0)
-        wrong = [r for r in left if left[r] != keep_by_repo[r]]
-        catalogs = run.store.catalog_keys("ecr-bench")
-        archived = sum(len(run.store.read_catalog(k)["images"]) for k in catalogs)
-        packs = {run.store.read_catalog(k)["pack"] for k in catalogs}
-        unique_digests = expire["digest"].nunique()
-
-        scope = f"{len(n_by_repo)} repositories, {len(planned):,} images, {len(expire):,} expired"
-        title(f"1. apply on moto: {scope}")
-        row("seeding (seed_ecr into moto's backend)", f"{t_seed:,.2f} s", f"{seeded:,} images")
-        row("listing (describe_repositories + describe_images)", f"{t_list:,.2f} s")
-        row("planning (planner.plan)", f"{t_plan:,.2f} s")
-        row(
-            "apply (fresh look + archive + verify + delete)",
-            f"{t_apply:,.2f} s",
-            f"{len(expire) / t_apply:,.0f} images/s",
-        )
-        row("list + plan + apply", f"{t_list + t_plan + t_apply:,.2f} s")
-        row("expired by kind", "", ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
-        row("repositories by status", "", ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
-        row(
-            "images deleted / planned",
-            f"{deleted:,} / {len(expire):,}",
-            "OK" if deleted == len(expire) else "MISMATCH",
-        )
-        row(
-            "images archived (catalog entries)",
-            f"{archived:,}",
-            f"{len(catalogs)} catalogs, {len(packs)} packs",
-        )
-        row(
-            "repositories left with exactly the kept images",
-            f"{len(left) - len(wrong)} / {len(left)}",
-            "OK" if not wrong else "MISMATCH: " + ", ".join(wrong[:3]),
-        )
-
-        title("2. ECR requests: listing + apply, against the least the brief counts")
-        counts = ecr_counts
-        least = {
-            "DescribeRepositories": max(1, ceil_div(len(n_by_repo), PAGE)),
-            "DescribeImages": sum(ceil_div(int(n), PAGE) for n in n_by_repo),
-            "BatchGetImage": sum(ceil_div(int(n), BATCH) for n in x_by_repo),
-            "BatchDeleteImage": sum(ceil_div(int(n), BATCH) for n in x_by_repo),
-        }
-        index_reads = listing_counts.get("BatchGetImage", 0)
-        ops_table(
-            counts,
-            least,
-            {
-                "DescribeImages": "the inventory listing",
-                "ListImages": "none: the fresh look rides on the archive's BatchGetImage reads",
-                "BatchGetImage": f"incl. {index_reads:,} by the inventory listing (manifests of indexes)",
-                "BatchDeleteImage": f"{BATCH} ids per call",
-            },
-        )
-        actual = sum(counts.values())
-        row("actual / least", f"{actual / sum(least.values()):.3f}")
-        extra = actual - sum(least.values())
-        row(
-            "requests over the least",
-            f"{extra:,}",
-            "the listing's index reads (children must be linked to their indexes before planning)",
-        )
-
-        title("3. S3 requests against the unique digests archived")
-        ops_table(
-            s3_apply,
-            {},
-            {
-                "PutObject": "packs + catalogs (write-once) + journal checkpoints + audit files",
-                "GetObject": "read-back of packs and catalogs + journal loads",
-            },
-        )
-        s3_total = sum(s3_apply.values())
-        row("unique digests archived (expired images)", f"{unique_digests:,}")
-        row(
-            "S3 requests per unique digest",
-            f"{s3_total / unique_digests:.4f}",
-            "one object per digest would need >= 2 (write + read-back) plus metadata",
-        )
-        row("S3 requests per repository", f"{s3_total / len(x_by_repo):.1f}")
-
-        if not args.no_baseline:
-            note("baseline: a second fleet, listing + planning + bare deletes (no archive) ...")
-            fleet = make_fleet(
-                seed=7, repositories=repos, images=repos * per_repo, layer_scale=0.0001, prefix="base/"
-            )
-            seed_ecr(ecr_client(moto.endpoint), fleet, REGION)
-            del fleet
-            base_reg = EcrRegistry("ecr-base", ecr_client(moto.endpoint))
-            t0 = time.perf_counter()
-            base_plan, _, _ = list_and_plan(base_reg, policies)
-            base_expire = base_plan[base_plan["action"] == "expire"]
-            for repo, rows in base_expire.groupby("repository"):
-                kinds_first = rows.sort_values("kind", key=lambda k: k.map({"index": 0}).fillna(1))
-                base_reg.delete_images(repo, kinds_first["digest"].tolist())
-            t_base = time.perf_counter() - t0
-            ours = t_list + t_plan + t_apply
-            title("4. against a delete-only run (no fresh look, no archive), same machine, same fleet")
-            row("delete-only: list + plan + delete", f"{t_base:,.2f} s", f"{len(base_expire):,} deleted")
-            row("ours: list + plan + apply (archiving everything)", f"{ours:,.2f} s")
-            row("ours / delete-only", f"{ours / t_base:.2f}x", "goal: within 2x")
+        sizes: list[Measured] = []
+        for frac in fractions:
+            n = max(1, round(repos * frac))
+            note(f"size {frac:.0%}: seeding {n} x ~{per_repo} ...")
+            m = apply_once(moto, n, per_repo, policies, args.workers)
+            if not args.no_baseline:
+                note(f"size {frac:.0%}: delete-only peer on the same fleet ...")
+                delete_only(moto, m, per_repo, policies, args.workers)
+            sizes.append(m)
+        print_details(sizes[-1])
+        print_sizes(sizes, fractions, not args.no_baseline)
     finally:
         moto.stop()
     return 0

@@ -387,12 +387,16 @@ def archive_images(
     configs: dict[str, Blob] = {}
     layer_keys: dict[str, str] = {}
     blob_problems: dict[str, str] = {}
-    config_wanted = {
-        cfg["digest"]: cfg.get("mediaType", "")
-        for m in manifests.values()
-        for cfg in [_blob_descriptors(m)[0]]
-        if cfg and want_configs
-    }
+    config_wanted = (
+        {
+            cfg["digest"]: cfg.get("mediaType", "")
+            for m in manifests.values()
+            for cfg in [_blob_descriptors(m)[0]]
+            if cfg
+        }
+        if want_configs
+        else {}
+    )
     layers_wanted = sorted(
         {x["digest"] for m in manifests.values() for x in _blob_descriptors(m)[1]}
         if archive_layers
@@ -432,10 +436,12 @@ def archive_images(
             continue
         parts = _needs(digest, manifests)
         bad = sorted(p for p in parts if p in child_problems)
-        blobs_of = [_blob_descriptors(manifests[p]) for p in parts if p in manifests]
-        blob_digests = {c["digest"] for c, _ in blobs_of if c and want_configs}
-        blob_digests |= {x["digest"] for _, ls in blobs_of for x in ls} if archive_layers else set()
-        bad_blobs = sorted(b for b in blob_digests if b in blob_problems)
+        bad_blobs: list[str] = []
+        if blob_problems:  # only then can an image's blob be bad
+            blobs_of = [_blob_descriptors(manifests[p]) for p in parts if p in manifests]
+            blob_digests = {c["digest"] for c, _ in blobs_of if c and want_configs}
+            blob_digests |= {x["digest"] for _, ls in blobs_of for x in ls} if archive_layers else set()
+            bad_blobs = sorted(b for b in blob_digests if b in blob_problems)
         if bad:
             result.failures[digest] = f"child manifest {bad[0]}: {child_problems[bad[0]]}"
         elif bad_blobs:
@@ -449,7 +455,7 @@ def archive_images(
     pack_blobs = [Blob(d, manifests[d].media_type, manifests[d].raw) for d in parts]
     pack_blobs += [
         configs[c["digest"]]
-        for d in parts
+        for d in (parts if configs else [])
         for c in [_blob_descriptors(manifests[d])[0]]
         if c and c["digest"] in configs
     ]

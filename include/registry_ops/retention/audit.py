@@ -25,6 +25,7 @@ would have held are logged at ERROR, so a deletion is never without a record som
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -133,7 +134,8 @@ class Journal:
         """Note a deletion with its audit record (persisted at the next save) and log it (DEBUG)."""
         self.deleted[digest] = record
         self.unsaved.add(digest)
-        log.debug("retention audit: %s", json.dumps(record, sort_keys=True, default=str))
+        if log.isEnabledFor(logging.DEBUG):  # dumps is most of the cost of a deletion's bookkeeping
+            log.debug("retention audit: %s", json.dumps(record, sort_keys=True, default=str))
 
     def log_unsaved(self, why: str) -> None:
         """S3 did not take the journal: put the deletions it would have recorded in the log."""
@@ -150,6 +152,12 @@ class Journal:
             self.save()
 
 
+@functools.lru_cache(maxsize=16)
+def _iso(at: datetime) -> str:
+    """``at.isoformat()``, once per time: a batch's records share theirs (``record(at=...)``)."""
+    return at.isoformat()
+
+
 def record(
     row: dict[str, Any],
     result: str,
@@ -164,7 +172,7 @@ def record(
     """One audit record: when, which image, which rule and why, the archive key and the result."""
     size = row.get("size_bytes")
     return {
-        "at": (at or datetime.now(UTC)).isoformat(),
+        "at": _iso(at or datetime.now(UTC)),
         "run_id": run_id,
         "registry": row["registry"],
         "repository": row["repository"],

@@ -354,7 +354,8 @@ def _apply_live(
     )
     if journal.status == "done":
         log.info("retention: %s/%s already done in run %s (journal)", reg_name, repo, run.run_id)
-        return [_from_outcome(r, journal.outcomes, run.run_id) for r in rows], None
+        at = datetime.now(UTC)
+        return [_from_outcome(r, journal.outcomes, run.run_id, at) for r in rows], None
     if journal.status != "new":
         log.info(
             "retention: %s/%s: resuming run %s (attempt %d; %d archived, %d deleted so far)",
@@ -383,7 +384,8 @@ def _apply_live(
         problem = f"journal not saved to s3://{run.bucket}/{journal.key}: {type(exc).__name__}: {exc}"
         journal.log_unsaved(problem)
         error = f"{error}; {problem}" if error else problem
-    return [_from_outcome(r, final, run.run_id) for r in rows], error
+    at = datetime.now(UTC)
+    return [_from_outcome(r, final, run.run_id, at) for r in rows], error
 
 
 def _outcome(
@@ -412,7 +414,9 @@ def _outcome(
     return {"result": "failed", "detail": f"{where}: {error or 'not processed'}", "archive_key": archive_key}
 
 
-def _from_outcome(row: dict[str, Any], outcomes: dict[str, dict[str, Any]], run_id: str) -> dict[str, Any]:
+def _from_outcome(
+    row: dict[str, Any], outcomes: dict[str, dict[str, Any]], run_id: str, at: datetime | None = None
+) -> dict[str, Any]:
     o = outcomes.get(f"{row['action']}:{row['digest']}") or {"result": "failed", "detail": "no outcome"}
     return audit.record(
         row,
@@ -422,6 +426,7 @@ def _from_outcome(row: dict[str, Any], outcomes: dict[str, dict[str, Any]], run_
         detail=o.get("detail"),
         archive_key=o.get("archive_key"),
         tags_removed=o.get("tags_removed"),
+        at=at,
     )
 
 
@@ -568,11 +573,18 @@ def _delete_batch(
 
     def done(d: str, result: str, detail: str) -> None:
         record = audit.record(
-            rows[d], result, run_id=run_id, dry_run=False, archive_key=journal.archived[d], detail=detail
+            rows[d],
+            result,
+            run_id=run_id,
+            dry_run=False,
+            archive_key=journal.archived[d],
+            detail=detail,
+            at=at,
         )
         journal.record_deletion(d, record)
 
     res = _delete(registry, repo, digests)
+    at = datetime.now(UTC)  # the batch's answer: one time for its records (a clock read each cost more)
     for d in res.deleted:
         done(d, "deleted", "archived, verified, deleted")
     again = []
