@@ -25,3 +25,15 @@ def prepare(**extra_env: str) -> Path:
     for key, value in {**LOCAL_ENV, **extra_env}.items():
         os.environ.setdefault(key, value)
     return ROOT
+
+
+def s3_client(endpoint: str, region: str = "us-east-1") -> object:
+    """An S3 client for the bench's moto: path-style, the project's retry policy, a pool wide
+    enough for the benches' threads. Imports lazily: ``prepare`` must run first."""
+    import boto3
+    from botocore.config import Config
+
+    from include.registry_ops.clients import RETRIES
+
+    config = Config(retries=RETRIES, max_pool_connections=32, s3={"addressing_style": "path"})
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)

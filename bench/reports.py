@@ -73,19 +73,16 @@ from _report import Meter, S3Counter, note, out, release_memory, row, rss_bytes,
 
 ROOT = _local.prepare()
 
-import boto3  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
-from botocore.config import Config as BotoConfig  # noqa: E402
 from retention_plan import NOW as PLAN_NOW  # noqa: E402
 from retention_plan import _hex_digests, make_inventory  # noqa: E402
 
 from devstack.events import S3Target, day_range, write_events  # noqa: E402
 from devstack.services import MotoService  # noqa: E402
 from include.registry_ops import schema  # noqa: E402
-from include.registry_ops.clients import RETRIES  # noqa: E402
 from include.registry_ops.config import Config, parse_config  # noqa: E402
 from include.registry_ops.inventory import publish_snapshot  # noqa: E402
 from include.registry_ops.reports import ingest, jobs, savings  # noqa: E402
@@ -245,12 +242,7 @@ def make_config(reports_prefix: str) -> Config:
 
 
 def s3_client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        config=BotoConfig(retries=RETRIES, max_pool_connections=32, s3={"addressing_style": "path"}),
-    )
+    return _local.s3_client(endpoint, REGION)
 
 
 def pullable(table: pa.Table) -> int:

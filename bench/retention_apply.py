@@ -121,12 +121,7 @@ def ecr_client(endpoint: str) -> Any:
 
 
 def s3_client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        config=BotoConfig(retries=RETRIES, max_pool_connections=32, s3={"addressing_style": "path"}),
-    )
+    return _local.s3_client(endpoint, REGION)
 
 
 # -- moto in a child process ------------------------------------------------------------------------

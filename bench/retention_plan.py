@@ -64,7 +64,7 @@ DAY_NS = 86_400 * 10**9
 NEWEST = np.iinfo(np.int64).max
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
-from tests.retention.reference_planner import loop_plan  # noqa: E402  (the test oracle)
+from tests.retention.reference_planner import decisions, loop_plan  # noqa: E402  (the test oracle)
 
 # --------------------------------------------------------------------------- synthetic inventory
 
@@ -351,14 +351,7 @@ class Measure:
 
 def check_against_loop(result: pd.DataFrame, expected: dict) -> None:
     """Same action, rule priority and untag tags as the per-image loop for every image."""
-    got = {
-        (r.registry, r.repository, r.digest): (
-            r.action,
-            None if pd.isna(r.rule_priority) else int(r.rule_priority),
-            list(r.untag_tags),
-        )
-        for r in result.itertuples(index=False)
-    }
+    got = decisions(result)
     assert got.keys() == expected.keys(), "planned images differ"
     bad = [k for k in got if got[k] != expected[k]]
     assert not bad, (

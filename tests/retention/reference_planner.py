@@ -233,3 +233,15 @@ def _loop_semver(pol: ResolvedPolicy, info: dict[str, dict[str, Any]]) -> set[st
         )
         kept.update(d for _, d in members[: cfg.keep])
     return kept
+
+
+def decisions(result: pd.DataFrame) -> dict[tuple[str, str, str], tuple[str, int | None, list[str]]]:
+    """The vectorized planner's result in :func:`loop_plan`'s shape, for comparing the two."""
+    return {
+        (r.registry, r.repository, r.digest): (
+            r.action,
+            None if pd.isna(r.rule_priority) else int(r.rule_priority),
+            list(r.untag_tags),
+        )
+        for r in result.itertuples(index=False)
+    }

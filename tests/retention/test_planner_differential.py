@@ -19,7 +19,7 @@ from include.registry_ops import schema
 from include.registry_ops.registries.base import classify
 from include.registry_ops.retention.planner import plan
 from include.registry_ops.retention.policy import parse_policies
-from tests.retention.reference_planner import loop_plan
+from tests.retention.reference_planner import decisions, loop_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "bench") not in sys.path:  # as when the bench runs as a script: it imports _local
@@ -134,14 +134,7 @@ def random_policy(rng: random.Random) -> dict[str, Any]:
 
 def compare(inventory: pd.DataFrame, policies, in_use: set[str] | None) -> int:
     result = plan(inventory, policies, NOW, in_use)
-    got = {
-        (r.registry, r.repository, r.digest): (
-            r.action,
-            None if pd.isna(r.rule_priority) else int(r.rule_priority),
-            list(r.untag_tags),
-        )
-        for r in result.itertuples(index=False)
-    }
+    got = decisions(result)
     expected = loop_plan(inventory, policies, NOW, in_use)
     assert got.keys() == expected.keys()
     bad = {k: (got[k], expected[k]) for k in got if got[k] != expected[k]}
