@@ -54,20 +54,24 @@ CONFIGS_SCHEMA = pa.schema(
 def listing_mode(config: Config, s3: Any, registry: str, now: datetime, full: bool = False) -> dict[str, Any]:
     """How a registry is listed this run: ``{"cache": keys or None, "full_at": ..., "why": ...}``."""
     if config.registry(registry).kind not in CACHED_KINDS:
-        return {"cache": None, "full_at": None, "why": "not cached (kind)"}
+        return _full("not cached (kind)")
     if full:
-        return {"cache": None, "full_at": None, "why": "full listing asked for"}
+        return _full("full listing asked for")
     try:
         where, manifest = read_latest(s3, config.storage.bucket, config.storage.prefixes.inventory)
     except (SnapshotMissing, SnapshotError):
-        return {"cache": None, "full_at": None, "why": "no previous snapshot"}
+        return _full("no previous snapshot")
     cache = manifest.get("cache")
     full_at = (manifest.get("full_listing_at") or {}).get(registry)
     if not cache or not full_at:
-        return {"cache": None, "full_at": None, "why": "the previous snapshot has no cache of it"}
+        return _full("the previous snapshot has no cache of it")
     if now - datetime.fromisoformat(full_at) >= timedelta(days=config.inventory.full_every_days):
-        return {"cache": None, "full_at": None, "why": f"last full listing {full_at}"}
+        return _full(f"last full listing {full_at}")
     return {"cache": {"inventory": where.key, **cache}, "full_at": full_at, "why": "incremental"}
+
+
+def _full(why: str) -> dict[str, Any]:
+    return {"cache": None, "full_at": None, "why": why}
 
 
 def load_known(
@@ -107,12 +111,17 @@ def _of(table: pa.Table, registry: str) -> pa.Table:
     return table.filter(pc.equal(table["registry"], registry))
 
 
-def prepare(registry: Registry, known: KnownContent) -> bool:
-    """Give the adapter the cache (an empty one lists in full and collects the next cache)."""
+def attach(
+    registry: Registry, s3: Any, bucket: str, mode: dict[str, Any], repositories: list[str]
+) -> KnownContent | None:
+    """Give the adapter its cache for ``repositories`` as ``mode`` says (an empty one lists in
+    full and collects the next cache); None for kinds that list without one."""
     if registry.kind not in CACHED_KINDS:
-        return False
+        return None
+    cache = mode.get("cache")
+    known = load_known(s3, bucket, cache, registry.name, repositories) if cache else KnownContent()
     registry.known = known  # type: ignore[attr-defined]  # OciRegistry's
-    return True
+    return known
 
 
 def seen_tables(registry: str, known: KnownContent) -> tuple[pa.Table, pa.Table]:

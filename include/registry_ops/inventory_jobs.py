@@ -14,7 +14,6 @@ from . import inventory, inventory_cache, schema
 from .clients import build_registry
 from .config import Config
 from .registries.base import RegistryError
-from .registries.known import KnownContent
 from .store import objects
 from .store.clients import s3_client
 
@@ -64,17 +63,12 @@ def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict
     s3, bucket = s3_client(config), config.storage.bucket
     registry = build_registry(config.registry(batch["registry"]))
     mode = batch.get("listing") or {"cache": None, "full_at": None}
-    known = (
-        inventory_cache.load_known(s3, bucket, mode["cache"], registry.name, batch["repositories"])
-        if mode["cache"]
-        else KnownContent()
-    )
-    cached = inventory_cache.prepare(registry, known)
+    known = inventory_cache.attach(registry, s3, bucket, mode, batch["repositories"])
     listing = inventory.list_batch(registry, batch["repositories"], listed_at)
     key = part_key(config, run_id, batch)
     objects.put_table(s3, bucket, key, listing.table)
     cache: dict[str, str] | None = None
-    if cached:
+    if known is not None:
         cache = {"manifests": key.replace(".parquet", ".manifests.parquet")}
         cache["configs"] = key.replace(".parquet", ".configs.parquet")
         manifests, configs = inventory_cache.seen_tables(registry.name, known)
@@ -90,7 +84,7 @@ def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict
         registry.requests.total,
         dict(registry.requests.counts),
     )
-    if cached:
+    if known is not None:
         log.info("inventory: %s batch %d: cache %s", batch["registry"], batch["batch"], dict(known.stats))
     return {
         "key": key,
@@ -100,7 +94,7 @@ def list_batch_to_s3(config: Config, batch: dict[str, Any], run_id: str) -> dict
         "registry": batch["registry"],
         "cache": cache,
         # the cache chain's last full listing: this one, when it listed in full
-        "full_at": (mode["full_at"] or listed_at.isoformat()) if cached else None,
+        "full_at": (mode["full_at"] or listed_at.isoformat()) if known is not None else None,
     }
 
 

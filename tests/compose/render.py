@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +72,7 @@ def dotenv(values: dict[str, str]) -> str:
 
 def render(workdir: Path, dotenv_text: str | None = None, profiles: tuple[str, ...] = ()) -> Rendered:
     """``docker compose [--profile P] config --format json`` in a fresh copy of the project."""
-    project = workdir / f"project-{len(list(workdir.glob('project-*')))}"
-    project.mkdir()
+    project = Path(tempfile.mkdtemp(prefix="project-", dir=workdir))
     shutil.copy(COMPOSE_FILE, project / "docker-compose.yaml")
     if dotenv_text is not None:
         (project / ".env").write_text(dotenv_text, encoding="utf-8")

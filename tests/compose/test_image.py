@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import json
+import posixpath
 import re
 import subprocess
 import sys
@@ -39,27 +40,26 @@ def dockerfile() -> str:
     return DOCKERFILE.read_text(encoding="utf-8")
 
 
-def copies() -> list[tuple[list[str], PurePosixPath]]:
-    """(sources, destination) of each COPY line from the build context (not --from stages)."""
+def copies() -> list[tuple[list[str], str]]:
+    """(sources, destination as written) of each COPY line from the build context (not --from)."""
     result = []
     for line in re.findall(r"^COPY (.+)$", dockerfile(), re.M):
         parts = [p for p in line.split() if not p.startswith("--")]
         if "--from=" not in line:
-            result.append((parts[:-1], PurePosixPath(parts[-1])))
+            result.append((parts[:-1], parts[-1]))
     return result
 
 
 def in_image(path: PurePosixPath) -> Path | None:
     """The repository file the image has at ``path`` (None when no COPY puts it there)."""
     for sources, dest in copies():
+        into_folder = dest.endswith("/") or len(sources) > 1
         for source in sources:
-            if dest.name and not str(dest).endswith("/") and len(sources) == 1 and dest == path:
+            if source.endswith("/"):  # a folder's content
+                if path.is_relative_to(dest):
+                    return REPO / source / path.relative_to(dest)
+            elif path == (PurePosixPath(dest) / Path(source).name if into_folder else PurePosixPath(dest)):
                 return REPO / source
-            target = dest / PurePosixPath(source.rstrip("/")).name if not source.endswith("/") else dest
-            if path == target:
-                return REPO / source
-            if source.endswith("/") and path.is_relative_to(dest):
-                return REPO / source / path.relative_to(dest)
     return None
 
 
@@ -89,19 +89,9 @@ def container_files(config_file: Path) -> dict[str, PurePosixPath]:
     files = {"config": config_dir / config_file.name}
     for key in ("policy_file", "in_use_file"):
         if value := getattr(config.retention, key):
-            files[f"retention.{key}"] = PurePosixPath(_normalise(config_dir / value))
+            files[f"retention.{key}"] = PurePosixPath(posixpath.normpath(config_dir / value))
     files["page static files"] = AIRFLOW_HOME / "include" / "registry_ops" / "page" / "static" / "index.js"
     return files
-
-
-def _normalise(path: PurePosixPath) -> str:
-    parts: list[str] = []
-    for part in path.parts:
-        if part == "..":
-            parts.pop()
-        elif part != ".":
-            parts.append(part)
-    return "/" + "/".join(parts[1:])
 
 
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))

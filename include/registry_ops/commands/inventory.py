@@ -44,8 +44,7 @@ def _incremental(
 ) -> Callable[[Registry, list[str]], None]:
     """Give each OCI registry the latest snapshot's cache, as the DAG does (read only: the
     command publishes nothing, so the cache stays the DAG's)."""
-    from ..inventory_cache import listing_mode, load_known, prepare
-    from ..registries.known import KnownContent
+    from ..inventory_cache import attach, listing_mode
     from ..store.clients import s3_client
 
     s3 = s3_client(config)
@@ -53,12 +52,7 @@ def _incremental(
     def give(registry: Registry, repositories: list[str]) -> None:
         mode = listing_mode(config, s3, registry.name, now)
         modes[registry.name] = mode["why"]
-        if mode["cache"]:
-            prepare(
-                registry, load_known(s3, config.storage.bucket, mode["cache"], registry.name, repositories)
-            )
-        else:
-            prepare(registry, KnownContent())
+        attach(registry, s3, config.storage.bucket, mode, repositories)
 
     return give
 

@@ -62,7 +62,8 @@ class KnownContent:
 
     def manifest(self, digest: str, fetch: Callable[[], Manifest]) -> Manifest:
         """The manifest of ``digest``: from the cache, else ``fetch()`` once, however many
-        threads ask at the same time (a digest with two tags, a child of two indexes)."""
+        threads ask at the same time (a digest with two tags, a child of two indexes). Either way
+        it is part of what this listing saw."""
         with self._lock:
             m = self.manifests.get(digest)
             pending = None if m else self._pending.get(digest)
@@ -70,9 +71,15 @@ class KnownContent:
             if owner:
                 pending = self._pending[digest] = threading.Event()
             self.stats["manifest_misses" if owner else "manifest_hits"] += 1
-        if m is not None:
-            return m
-        assert pending is not None
+        if m is None:
+            assert pending is not None
+            m = self._fetched(digest, fetch, pending, owner)
+        self.saw_manifest(m)
+        return m
+
+    def _fetched(
+        self, digest: str, fetch: Callable[[], Manifest], pending: threading.Event, owner: bool
+    ) -> Manifest:
         if not owner:
             pending.wait()
             return self.manifests.get(digest) or fetch()  # the owner's fetch failed: try ours
@@ -89,9 +96,13 @@ class KnownContent:
         self.seen_manifests[m.digest] = m
 
     def config(self, digest: str) -> dict[str, Any] | None:
+        """The cached config fields of ``digest`` (recorded as seen), or None: fetch it and
+        :meth:`saw_config` it."""
         cfg = self.configs.get(digest)
         with self._lock:
             self.stats["config_hits" if cfg is not None else "config_misses"] += 1
+        if cfg is not None:
+            self.seen_configs[digest] = cfg
         return cfg
 
     def saw_config(self, digest: str, config: dict[str, Any]) -> None:

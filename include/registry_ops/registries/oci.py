@@ -383,23 +383,20 @@ class OciRegistry(Registry):
         """The manifest a tag points at: one GET, or with a cache one HEAD (plus a GET by digest
         only when the digest is new)."""
         known = self.known
-        if known is None or (repository, tag) not in known.tags:
-            m = self.get_manifest(repository, tag)
-        else:
-            head = self.head_manifest(repository, tag)
-            # a tag gone between the list and the HEAD: the GET names it the way a full listing does
-            m = self.get_manifest(repository, tag) if head is None else self._by_digest(repository, str(head))
-        if known is not None:
-            known.saw_manifest(m)
+        if known is None:
+            return self.get_manifest(repository, tag)
+        # a tag gone between the list and the HEAD falls through: the GET names it as a full listing does
+        if (repository, tag) in known.tags and (head := self.head_manifest(repository, tag)) is not None:
+            return self._by_digest(repository, str(head))
+        m = self.get_manifest(repository, tag)
+        known.saw_manifest(m)
         return m
 
     def _by_digest(self, repository: str, digest: str) -> Manifest:
         known = self.known
         if known is None:
             return self.get_manifest(repository, digest)
-        m = known.manifest(digest, lambda: self.get_manifest(repository, digest))
-        known.saw_manifest(m)
-        return m
+        return known.manifest(digest, lambda: self.get_manifest(repository, digest))
 
     def _has_referrers_api(self, repository: str, digest: str) -> bool:
         if self._referrers_api is None:
@@ -452,7 +449,6 @@ class OciRegistry(Registry):
         if known is not None:
             for digest, config in configs.items():
                 known.saw_config(digest, config)
-            known.seen_configs.update(cached)
         return {**configs, **cached}
 
     # -- manifests ---------------------------------------------------------------------------
