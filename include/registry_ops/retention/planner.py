@@ -267,15 +267,19 @@ def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.Array:
     mids = sorted(st.mids, key=st.mids.__getitem__)
     pre, mid, act = st.prefix[at], st.mid[at], st.action[at]
     detailed = st.has_detail[at]
-    plain_rows = np.flatnonzero(~detailed)
-    combo = (pre[plain_rows].astype(np.int64) * len(mids) + mid[plain_rows]) * len(ACTIONS) + act[plain_rows]
-    codes, uniq = pd.factorize(combo)
-    del combo
-    plain = []
-    for k in np.asarray(uniq).tolist():
-        rest, a = divmod(k, len(ACTIONS))
+
+    def combo(rows: np.ndarray) -> np.ndarray:
+        """(prefix, middle, action) of ``rows`` as one integer each."""
+        return (pre[rows].astype(np.int64) * len(mids) + mid[rows]) * len(ACTIONS) + act[rows]
+
+    def head_and_action(k: int) -> tuple[str, str]:
+        rest, a = divmod(int(k), len(ACTIONS))
         p, m = divmod(rest, len(mids))
-        plain.append(f"{prefixes[p]}{mids[m]} -> {ACTIONS[a]}")
+        return prefixes[p] + mids[m], ACTIONS[a]
+
+    plain_rows = np.flatnonzero(~detailed)
+    codes, uniq = pd.factorize(combo(plain_rows))
+    plain = ["{} -> {}".format(*head_and_action(k)) for k in np.asarray(uniq).tolist()]
     index = np.empty(len(at), dtype=np.int64)
     index[plain_rows] = codes
     del plain_rows, codes
@@ -285,24 +289,23 @@ def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.Array:
     if len(d):
         # detailed rows grouped by their (prefix, middle, action): each group is one scalar head,
         # its details and one scalar tail, so the bytes are written once before the final take
-        combo = (pre[d].astype(np.int64) * len(mids) + mid[d]) * len(ACTIONS) + act[d]
-        order = np.argsort(combo, kind="stable")
-        d, combo = d[order], combo[order]
-        cuts = np.r_[0, np.flatnonzero(combo[1:] != combo[:-1]) + 1, len(d)]
+        keys = combo(d)
+        order = np.argsort(keys, kind="stable")
+        d, keys = d[order], keys[order]
+        cuts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1, len(d)]
         details = pa.array(st.detail[at[d]], type=pa.large_string())
         for lo, hi in itertools.pairwise(cuts.tolist()):
-            rest, a = divmod(int(combo[lo]), len(ACTIONS))
-            p, m = divmod(rest, len(mids))
+            head, action = head_and_action(keys[lo])
             parts.append(
                 pc.binary_join_element_wise(
-                    pa.scalar(prefixes[p] + mids[m], pa.large_string()),
+                    pa.scalar(head, pa.large_string()),
                     details.slice(lo, hi - lo),
-                    pa.scalar(f" -> {ACTIONS[a]}", pa.large_string()),
+                    pa.scalar(f" -> {action}", pa.large_string()),
                     pa.scalar("", pa.large_string()),
                 )
             )
         index[d] = done + np.arange(len(d))
-        del details, combo, order
+        del details, keys, order
     values = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
     del parts
     return values.take(take_index(index))
