@@ -9,7 +9,8 @@ Run from the repository root (not a pytest test)::
    semver, commit, ``dev-``, ``pr-`` and ``main``/``latest`` tags, untagged images, multi-arch
    indexes with two untagged children each, cosign signatures (tag ``sha256-<hex>.sig``) and
    OCI attestations (untagged, ``subject_digest``), push and pull times over a year. Tags are
-   Python lists, as ``read_inventory`` returns them.
+   read back through ``schema.table_to_frame`` (validated), list columns kept as Arrow as the
+   retention DAG and ``retention plan`` read them (``--lists python``: Python lists instead).
 2. Plans it with a realistic policy (five ECR rules including a ``tagRegexList`` rule, an
    override, exclusions, protected tags, semver keep, keep-if-pulled, untag-partial and an
    in-use list of 1,000 references), timing the best of ``--repeat`` runs.
@@ -54,6 +55,7 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from include.registry_ops import schema  # noqa: E402
 from include.registry_ops.registries.base import OCI_INDEX, OCI_MANIFEST  # noqa: E402
 from include.registry_ops.retention.planner import plan  # noqa: E402
 from include.registry_ops.retention.policy import (  # noqa: E402
@@ -164,8 +166,11 @@ def _join(*parts: Any) -> pa.Array:
     )
 
 
-def make_inventory(images: int, repositories: int, seed: int = 7) -> tuple[pd.DataFrame, set[str]]:
-    """A synthetic inventory (vectorized) and an in-use reference list for it."""
+def make_inventory(
+    images: int, repositories: int, seed: int = 7, lists: str = "arrow"
+) -> tuple[pd.DataFrame, set[str]]:
+    """A synthetic inventory (vectorized) and an in-use reference list for it; ``lists`` as in
+    ``schema.table_to_frame`` ("arrow": how the retention DAG and CLI read an inventory)."""
     rng = np.random.default_rng(seed)
     per = images // repositories
     n = per * repositories
@@ -236,32 +241,35 @@ def make_inventory(images: int, repositories: int, seed: int = 7) -> tuple[pd.Da
     team = pc.cast(pa.array(repo_i % 40), pa.string())
     app = pc.cast(pa.array(repo_i), pa.string())
     repo_names = _join(pc.if_else(pa.array(repo_i % 97 == 5), "sandbox", _join("team", team)), "/app-", app)
-    frame = pd.DataFrame(
-        {
-            "registry": "ecr-prod",
-            "registry_kind": "ecr",
-            "repository": pd.array(repo_names, dtype="str"),
-            "digest": pd.array(digests, dtype="str"),
-            "tags": tags.to_pylist(),
-            "kind": kind,
-            "media_type": media,
-            "size_bytes": sizes,
-            "pushed_at": pd.to_datetime(pushed, utc=True).as_unit("us"),
-            "created_at": pd.NaT,
-            "last_pulled_at": pd.to_datetime(np.where(pulled_mask, pulled, np.iinfo(np.int64).min), utc=True),
-        }
-    )
-    parent_offsets = np.r_[0, np.cumsum(is_child)].astype(np.int32)
-    frame["parent_digests"] = pa.ListArray.from_arrays(
-        pa.array(parent_offsets), digests.take(pa.array(idx0[is_child]))
-    ).to_pylist()
     is_index = slot == 0
     child_offsets = np.r_[0, np.cumsum(is_index * 2)].astype(np.int32)
     child_pos = (np.flatnonzero(is_index)[:, None] + np.array([1, 2])[None, :]).ravel()
-    frame["child_digests"] = pa.ListArray.from_arrays(
-        pa.array(child_offsets), digests.take(pa.array(child_pos))
-    ).to_pylist()
-    frame["subject_digest"] = subject
+    parent_offsets = np.r_[0, np.cumsum(is_child)].astype(np.int32)
+
+    def times(ns: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+        return pa.array(ns // 1000, pa.timestamp("us", tz="UTC"), mask=None if valid is None else ~valid)
+
+    columns = {
+        "registry": pa.array(np.full(n, "ecr-prod", dtype=object), pa.string()),
+        "registry_kind": pa.array(np.full(n, "ecr", dtype=object), pa.string()),
+        "repository": repo_names,
+        "digest": digests,
+        "tags": tags,
+        "kind": pa.array(kind, pa.string()),
+        "media_type": pa.array(media, pa.string()),
+        "size_bytes": pa.array(sizes, pa.int64()),
+        "pushed_at": times(pushed),
+        "last_pulled_at": times(pulled, pulled_mask),
+        "parent_digests": pa.ListArray.from_arrays(
+            pa.array(parent_offsets), digests.take(pa.array(idx0[is_child]))
+        ),
+        "child_digests": pa.ListArray.from_arrays(pa.array(child_offsets), digests.take(pa.array(child_pos))),
+        "subject_digest": pa.array(subject, pa.string()),
+        "snapshot_at": pa.array(np.full(n, now // 1000), pa.timestamp("us", tz="UTC")),
+    }
+    # read back as an inventory file or snapshot is: validated, in the schema (absent columns
+    # null), list columns as the planning path reads them (Arrow) or as Python lists
+    frame = schema.table_to_frame(pa.table(columns), "bench inventory", lists=lists)
     # in use: 1,000 references, half by tag (ECR URI), half by digest
     pick = rng.choice(n, 1000, replace=False)
     host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -359,10 +367,10 @@ def check_against_loop(result: pd.DataFrame, expected: dict) -> None:
     )
 
 
-def measure(images: int, repos: int, policies: Any, repeat: int, loop: bool) -> Measure:
+def measure(images: int, repos: int, policies: Any, repeat: int, loop: bool, lists: str = "arrow") -> Measure:
     """Build one inventory, plan it ``repeat`` times, optionally run and compare the loop."""
     t = time.perf_counter()
-    inventory, in_use = make_inventory(images, repos)
+    inventory, in_use = make_inventory(images, repos, lists=lists)
     print(
         f"  inventory built in {time.perf_counter() - t:.2f} s: {len(inventory):,} rows, "
         f"{inventory['repository'].nunique():,} repositories, kinds "
@@ -395,6 +403,9 @@ def measure(images: int, repos: int, policies: Any, repeat: int, loop: bool) -> 
         f"(its working set and its result frame)"
     )
     if loop:
+        if lists != "python":  # the loop reads plain Python lists (its natural input), outside its timing
+            for col in schema.LIST_COLUMNS:
+                inventory[col] = inventory[col].tolist()
         t = time.perf_counter()
         expected = loop_plan(inventory, policies, NOW, in_use)
         m.loop_s = time.perf_counter() - t
@@ -406,10 +417,11 @@ def measure(images: int, repos: int, policies: Any, repeat: int, loop: bool) -> 
     return m
 
 
-def measure_in_child(images: int, repos: int, repeat: int, skip_loop: bool) -> Measure:
+def measure_in_child(images: int, repos: int, repeat: int, skip_loop: bool, lists: str) -> Measure:
     """``measure`` in a fresh interpreter: each size starts from the same state (no heap left
     fragmented, no allocator cache warmed by a smaller size), so the slope compares like with like."""
     cmd = [sys.executable, __file__, "--one-size", str(images), str(repos), "--repeat", str(repeat)]
+    cmd += ["--lists", lists]
     if skip_loop:
         cmd.append("--skip-loop")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -456,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="planner runs per size; the best is reported")
     ap.add_argument("--skip-loop", action="store_true", help="do not run the loop baseline")
     ap.add_argument(
+        "--lists",
+        choices=schema.LIST_MODES,
+        default="arrow",
+        help="list columns of the inventory: arrow (as the planning path reads them, default) or python",
+    )
+    ap.add_argument(
         "--sizes",
         default="10,30,100",
         help="percentages of the requested size to measure, smallest first (default 10,30,100)",
@@ -464,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.one_size:  # a child process: one size, its figures as the last line (JSON)
         m = measure(
-            *args.one_size, parse_policies(BENCH_POLICY, "bench-policy"), args.repeat, not args.skip_loop
+            *args.one_size,
+            parse_policies(BENCH_POLICY, "bench-policy"),
+            args.repeat,
+            not args.skip_loop,
+            args.lists,
         )
         print(json.dumps(vars(m)))
         return 0
@@ -473,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     fractions = sorted({float(x) / 100 for x in args.sizes.split(",") if x.strip()})
     if not fractions or fractions[-1] != 1.0 or fractions[0] <= 0:
         ap.error(f"--sizes {args.sizes!r}: percentages above 0, the largest 100")
-    print(f"retention planner bench: {images:,} images over {repos:,} repositories")
+    print(f"retention planner bench: {images:,} images over {repos:,} repos, {args.lists} list columns")
     print(
         f"python {platform.python_version()}, pandas {pd.__version__}, pyarrow {pa.__version__}, "
         f"numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs"
@@ -482,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     for frac in fractions:
         n, r = max(1, round(images * frac)), max(1, round(repos * frac))
         print(f"size {frac:.0%}: {n:,} images over {r:,} repositories (a fresh process)", flush=True)
-        sizes.append(measure_in_child(n, r, args.repeat, args.skip_loop))
+        sizes.append(measure_in_child(n, r, args.repeat, args.skip_loop, args.lists))
     print("sizes (images: best plan s, planner adds MB, peak RSS MB, loop speed-up):")
     for m in sizes:
         ratio = "loop not run" if m.ratio is None else f"{m.ratio:.1f}x the loop"

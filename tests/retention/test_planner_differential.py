@@ -31,8 +31,9 @@ _spec.loader.exec_module(bench)
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
-def fleet_inventory(seed: int) -> pd.DataFrame:
-    """make_fleet as inventory rows (the same fields the adapters produce)."""
+def fleet_inventory(seed: int, lists: str = "python") -> pd.DataFrame:
+    """make_fleet as inventory rows (the same fields the adapters produce); list columns as
+    Python lists or Arrow (``schema.built_frame``), the two forms the planner accepts."""
     records = []
     for repo in make_fleet(seed=seed, repositories=8, images=400, layer_scale=0.0001, prefix="ret-plan/"):
         parents: dict[str, list[str]] = {}
@@ -58,7 +59,7 @@ def fleet_inventory(seed: int) -> pd.DataFrame:
                     "snapshot_at": NOW,
                 }
             )
-    return schema.to_frame(records)
+    return schema.built_frame(schema.to_table(records), lists)
 
 
 def random_policy(rng: random.Random) -> dict[str, Any]:
@@ -142,10 +143,11 @@ def compare(inventory: pd.DataFrame, policies, in_use: set[str] | None) -> int:
     return len(set(result["action"]))
 
 
+@pytest.mark.parametrize("lists", schema.LIST_MODES)
 @pytest.mark.parametrize("seed", range(40))
-def test_random_policies_on_the_devstack_fleet(seed):
+def test_random_policies_on_the_devstack_fleet(seed, lists):
     rng = random.Random(seed)
-    inventory = fleet_inventory(seed % 3 + 1)
+    inventory = fleet_inventory(seed % 3 + 1, lists)
     in_use = set(rng.sample(list(inventory["digest"]), 5)) | {
         f"{r}:{t[0]}"
         for r, t in zip(inventory["repository"][:40:7], inventory["tags"][:40:7], strict=True)
@@ -155,7 +157,26 @@ def test_random_policies_on_the_devstack_fleet(seed):
     compare(inventory, policies, in_use)
 
 
-def test_the_bench_inventory_and_policy():
-    inventory, in_use = bench.make_inventory(20_000, 40, seed=3)
+@pytest.mark.parametrize("lists", schema.LIST_MODES)
+def test_the_bench_inventory_and_policy(lists):
+    inventory, in_use = bench.make_inventory(20_000, 40, seed=3, lists=lists)
     kinds = compare(inventory, parse_policies(bench.BENCH_POLICY, "bench"), in_use)
     assert kinds >= 3  # keep, expire and untag all happen
+
+
+def test_arrow_and_python_lists_give_the_same_plan():
+    """The planning path reads list columns as Arrow (``lists="arrow"``): the whole plan (every
+    column, reasons included) is the one the Python-list frame gives, row for row."""
+    policies = parse_policies(bench.BENCH_POLICY, "bench")
+    inventory, in_use = bench.make_inventory(6_000, 12, seed=5, lists="python")
+    arrow, _ = bench.make_inventory(6_000, 12, seed=5, lists="arrow")
+    assert isinstance(arrow["tags"].dtype, pd.ArrowDtype)
+    assert isinstance(inventory["tags"].iat[0], list)
+    a, b = plan(arrow, policies, NOW, in_use), plan(inventory, policies, NOW, in_use)
+    assert list(a.columns) == list(b.columns) and a.index.equals(b.index)
+    for col in a.columns:
+        if col == "tags":  # the inventory's own column, in the form the inventory holds it
+            assert a[col].tolist() == b[col].tolist()
+        else:
+            pd.testing.assert_series_equal(a[col], b[col], obj=col)
+    assert set(a["action"]) == {"keep", "expire", "untag"}

@@ -82,12 +82,14 @@ def col_lists(frame: pd.DataFrame, name: str) -> pa.Array:
             pa.array(np.zeros(len(frame) + 1, np.int32)), pa.array([], pa.string())
         )
     s = frame[name]
-    if isinstance(s.dtype, pd.ArrowDtype):
-        arr = pa.array(s)
+    if isinstance(s.dtype, pd.ArrowDtype):  # the table's own buffers: no copy for one chunk
+        arr = s.array.__arrow_array__()
     else:
         arr = pa.array(s.to_numpy(dtype=object), type=pa.list_(pa.string()), from_pandas=True)
     if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    if not pa.types.is_list(arr.type) or not pa.types.is_string(arr.type.value_type):
+        arr = arr.cast(pa.list_(pa.string()))  # large_list / large_string from other writers
     return arr
 
 
