@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from devstack.services import free_port
+from include.registry_ops import clients
 from include.registry_ops.audit import history, jobs
 from include.registry_ops.config import load_config
 from include.registry_ops.store import objects
@@ -228,6 +229,8 @@ def test_a_condition_added_is_a_changed_grant_and_a_registry_not_audited_resolve
     down = json.loads(os.environ[f"AIRFLOW_CONN_{acct.conn_id.upper()}"])
     down["extra"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{acct.conn_id.upper()}", json.dumps(down))
+    # one attempt: botocore's 8 (RETRIES) on a refused port only add ~40 s of backoff
+    monkeypatch.setattr(clients, "RETRIES", {"mode": "standard", "max_attempts": 1})
     third = jobs.run(config, notify=True)
     assert not third["complete"] and third["registries_audited"] == []
     changes = objects.get_json(s3, bucket, third["keys"]["changes"])

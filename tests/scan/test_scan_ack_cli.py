@@ -1,12 +1,29 @@
 """`registry-ops scan ack | acks | unack` as ops run them, between real `scan run --notify` runs
-(subprocesses, moto's S3, the SMTP sink, the trivy stand-in)."""
+(moto's S3, the SMTP sink, the trivy stand-in). The commands call ``cli.main`` in process (a
+subprocess pays a Python and Airflow start-up, seconds, per command); ``scan run`` as a real
+process, its exit code and JSON on stdout, is test_scan_cli.py's test_scan_run_outside_airflow."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
 
-from tests.scan.test_scan_cli import run
+import pytest
+
+from include.registry_ops.cli import main
+
+
+def _in_process(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``registry-ops ARGS`` through ``cli.main`` in this process: its exit code (argparse's
+    SystemExit included), stdout and stderr, as a subprocess would give them."""
+    capfd.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse refuses a value: exit 2 with the message on stderr
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capfd.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
 
 def _violations(out_gate_key: str, config) -> list[dict]:
@@ -17,9 +34,13 @@ def _violations(out_gate_key: str, config) -> list[dict]:
     return [v for v in gate["violations"] if v["protected"]]
 
 
-def test_ack_cycle_between_runs(scan_fleet, scan_config, trivy_env, smtp_server):
+def test_ack_cycle_between_runs(scan_fleet, scan_config, trivy_env, smtp_server, capfd):
     path, config = scan_config()
     cfg = ["--config", str(path)]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return _in_process(capfd, *args)
+
     before = len(smtp_server.messages)
     proc = run("scan", "run", *cfg, "--live", "--notify")
     assert proc.returncode == 1, proc.stderr
