@@ -374,14 +374,15 @@ def oci_fleet(sizes: Sizes) -> tuple[list[RepoSpec], float]:
 
 
 class InFlight:
-    """Wraps a requests.Session's ``request`` to record the peak number of concurrent calls."""
+    """Wraps an OciRegistry's ``_send`` (each HTTP exchange, fast path or requests) to record
+    the peak number of concurrent calls."""
 
-    def __init__(self, session: Any) -> None:
-        self._orig = session.request
+    def __init__(self, reg: OciRegistry) -> None:
+        self._orig = reg._send
         self._lock = threading.Lock()
         self.now = 0
         self.peak = 0
-        session.request = self._request
+        reg._send = self._request  # type: ignore[method-assign]
 
     def _request(self, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
@@ -420,7 +421,7 @@ def proc_cpu(pid: int) -> float:
 
 def list_oci(url: str, concurrency: int, registry_pid: int, read_configs: bool = True) -> OciRun:
     reg = OciRegistry("oci-bench", url, concurrency=concurrency, read_configs=read_configs)
-    flight = InFlight(reg.session)
+    flight = InFlight(reg)
     repo_wall: dict[str, float] = {}
     op_seconds: Counter[str] = Counter()
     lock = threading.Lock()

@@ -3,7 +3,9 @@
 A small client of our own on ``requests``: oras-py, the maintained Python OCI library, is
 built for pushing and pulling artifacts; it does not list the catalog, does not follow
 ``Link`` pages for catalog and tags with a configurable page size, and does not expose request
-counts, which the bench and the "one request per digest" goal need. What this client does:
+counts, which the bench and the "one request per digest" goal need. Small body-less requests
+(the HEAD per tag of an incremental inventory) take a fast path on the session's own urllib3
+pool (``transport``: less than half the CPU per call). What this client does:
 
 - catalog and tag listing, following ``Link: <...>; rel="next"`` until the last page;
 - manifests by tag or digest with ``Accept`` for OCI and Docker manifests, indexes and manifest
@@ -56,6 +58,7 @@ from typing import IO, Any
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from .base import (
@@ -93,6 +96,7 @@ from .base import (
 from .known import KnownContent
 from .records import IMAGE_CONFIG_TYPES, config_digests, index_created, manifest_record, parse_configs
 from .streams import CHUNK, BlobStream, spool
+from .transport import FastPath, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,11 @@ class OciRegistry(Registry):
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(concurrency, 4))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # small body-less requests (the inventory's HEAD per tag) skip requests' per-call work
+        self._fast = FastPath(self.session, adapter, self.url, self._creds is not None)
+        self._basic_header = (
+            urllib3.util.make_headers(basic_auth=f"{username}:{password or ''}") if self._creds else {}
+        )
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._lock = threading.Lock()
@@ -240,10 +249,8 @@ class OciRegistry(Registry):
                 body.seek(0)
             self.requests.add(op)
             try:
-                resp = self.session.request(
-                    method, url, headers=hdrs, auth=auth, timeout=self.timeout, **kwargs
-                )
-            except requests.RequestException as exc:
+                resp = self._send(method, url, hdrs, auth, kwargs)
+            except (requests.RequestException, TransportError) as exc:
                 if attempt < self.retries:
                     self._sleep(attempt, None)
                     attempt += 1
@@ -275,6 +282,16 @@ class OciRegistry(Registry):
                     error_class(resp.status_code, codes),
                 )
             return resp
+
+    def _send(self, method: str, url: str, headers: dict[str, str], auth: Any, kwargs: dict[str, Any]) -> Any:
+        """One HTTP exchange: on the fast path where it applies (``transport``), else requests."""
+        if self._fast.usable(url, method, kwargs):
+            if auth:
+                headers = {**headers, **self._basic_header}
+            resp = self._fast.send(method, url, headers, self.timeout)
+            if resp is not None:
+                return resp
+        return self.session.request(method, url, headers=headers, auth=auth, timeout=self.timeout, **kwargs)
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * (2**attempt) * (0.5 + random.random())
