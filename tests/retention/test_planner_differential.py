@@ -17,6 +17,7 @@ import pytest
 from devstack.fleet import make_fleet
 from include.registry_ops import schema
 from include.registry_ops.registries.base import classify
+from include.registry_ops.retention import planner
 from include.registry_ops.retention.planner import plan
 from include.registry_ops.retention.policy import parse_policies
 from tests.retention.reference_planner import decisions, loop_plan
@@ -164,12 +165,19 @@ def test_the_bench_inventory_and_policy(lists):
     assert kinds >= 3  # keep, expire and untag all happen
 
 
-def test_arrow_and_python_lists_give_the_same_plan():
+@pytest.mark.parametrize(("shuffled", "max_runs"), [(False, 1024), (True, 1024), (True, 8)])
+def test_arrow_and_python_lists_give_the_same_plan(shuffled, max_runs, monkeypatch):
     """The planning path reads list columns as Arrow (``lists="arrow"``): the whole plan (every
-    column, reasons included) is the one the Python-list frame gives, row for row."""
+    column, reasons included) is the one the Python-list frame gives, row for row. The sandbox
+    repositories are not planned: their rows are a few blocks, or (shuffled) hundreds of gaps
+    between the planned rows the result shares with the inventory (or, past ``max_runs``, copies)."""
+    monkeypatch.setattr(planner, "MAX_SHARED_RUNS", max_runs)
     policies = parse_policies(bench.BENCH_POLICY, "bench")
     inventory, in_use = bench.make_inventory(6_000, 12, seed=5, lists="python")
     arrow, _ = bench.make_inventory(6_000, 12, seed=5, lists="arrow")
+    if shuffled:
+        order = random.Random(5).sample(range(len(arrow)), len(arrow))
+        inventory, arrow = inventory.iloc[order], arrow.iloc[order]
     assert isinstance(arrow["tags"].dtype, pd.ArrowDtype)
     assert isinstance(inventory["tags"].iat[0], list)
     a, b = plan(arrow, policies, NOW, in_use), plan(inventory, policies, NOW, in_use)
