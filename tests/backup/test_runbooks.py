@@ -2,20 +2,26 @@
 the fault the runbook is for injected: the commands exist, take the flags written, and do what
 the runbook says they do.
 
-Commands are the ``registry-ops`` lines of the runbook's ``sh`` blocks, run by a shell (the
-runbook's variables come from its ``export`` line, values set here), with the console script of
-this venv, the config in ``$REGISTRY_OPS_CONFIG``. A trailing ``# exit 1`` (or ``# exit 0 or 2``)
-is the exit the runbook announces; otherwise 0.
+Commands are the ``registry-ops`` lines of the runbook's ``sh`` blocks (the runbook's variables
+come from its ``export`` line, values set here), the config in ``$REGISTRY_OPS_CONFIG``. Bash
+reads each line (quoting, variables, comments) and hands its argv to ``cli.main`` in this
+process, in the runbook's working directory and environment: a process per command paid a
+Python and Airflow start-up (seconds) each. Each test's first backup runs as the console script
+of this venv under bash, and a line with more shell than words (a pipe, a redirection) runs so
+too. A trailing ``# exit 1`` (or ``# exit 0 or 2``) is the exit the runbook announces;
+otherwise 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +29,7 @@ import yaml
 
 from devstack.seed import seed_oci
 from devstack.services import RegistryService
+from include.registry_ops.cli import main
 from include.registry_ops.registries.base import NotFound
 from include.registry_ops.registries.oci import OciRegistry
 from tests.backup.test_backup_support import bk_bucket, fleet_of, unique  # noqa: F401 - fixture
@@ -68,19 +75,71 @@ def exports(name: str) -> list[str]:
     ]
 
 
-def run_block(block: list[tuple[str, set[int]]], env: dict[str, str]) -> list[str]:
+# what bash would do more with than split words and expand variables: such a line runs in bash
+SHELL_WORK = re.compile(r"[|;&<>`()]")
+
+
+def run_block(
+    block: list[tuple[str, set[int]]], env: dict[str, str], capfd: pytest.CaptureFixture[str] | None = None
+) -> list[str]:
+    """Run the block's commands, each checked against its announced exit; their stdouts. With
+    ``capfd`` a plain command runs in process (see the module's docstring), else in bash."""
     outs = []
     for command, codes in block:
-        proc = subprocess.run(
-            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=600, cwd=env["WORKDIR"]
-        )
+        if capfd is None or SHELL_WORK.search(re.sub(r"\s#.*$", "", command)):
+            proc = subprocess.run(
+                ["bash", "-c", command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=env["WORKDIR"],
+            )
+        else:
+            proc = _in_process(command, env, capfd)
         assert proc.returncode in codes, f"{command}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
         outs.append(proc.stdout)
     return outs
 
 
+def _argv(command: str, env: dict[str, str]) -> list[str]:
+    """The arguments bash gives ``registry-ops`` for this line (a function prints them)."""
+    script = 'registry-ops() { printf "%s\\0" "$@"; }\n' + command
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, check=True, timeout=60)
+    return out.stdout.decode().split("\0")[:-1]
+
+
+@contextlib.contextmanager
+def _process_state(env: dict[str, str], cwd: str) -> Iterator[None]:
+    """This process's environment and working directory as the command's, then put back."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _in_process(
+    command: str, env: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> subprocess.CompletedProcess[str]:
+    argv = _argv(command, env)
+    capfd.readouterr()
+    with _process_state(env, env["WORKDIR"]):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse refuses the line: exit 2, its message on stderr
+            code = exc.code if isinstance(exc.code, int) else 1
+    out = capfd.readouterr()
+    return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+
 @pytest.fixture
-def stack(moto_server, s3, bk_bucket, tmp_path, smtp_server):  # noqa: F811
+def stack(moto_server, s3, bk_bucket, tmp_path, smtp_server, capfd):  # noqa: F811
     """A registry of its own (its storage can be wiped), a layout DR target, a config, a bucket."""
     (tmp_path / "registry").mkdir()
     service = RegistryService(tmp_path / "registry", OCI_USER, OCI_PASSWORD).start()
@@ -108,7 +167,15 @@ def stack(moto_server, s3, bk_bucket, tmp_path, smtp_server):  # noqa: F811
         "AIRFLOW_CONN_OCI_RB": conn,
         "WORKDIR": str(tmp_path),
     }
-    yield {"service": service, "reg": reg, "env": env, "tmp": tmp_path, "s3": s3, "bucket": bk_bucket}
+    yield {
+        "service": service,
+        "reg": reg,
+        "env": env,
+        "tmp": tmp_path,
+        "s3": s3,
+        "bucket": bk_bucket,
+        "capfd": capfd,
+    }
     service.stop()
 
 
@@ -159,14 +226,14 @@ def test_restore_registry_after_disaster(stack):
     stack["service"].start()
     assert {r: _tags(stack["reg"], r) for r in before} == {r: {} for r in before}
     look, dry, restore, confirm = blocks("restore-registry-after-disaster.md")
-    run_block(look, env)  # backup list, backup verify latest
-    run_block(dry, env)
+    run_block(look, env, stack["capfd"])  # backup list, backup verify latest
+    run_block(dry, env, stack["capfd"])
     assert {r: _tags(stack["reg"], r) for r in before} == {r: {} for r in before}  # dry run wrote nothing
-    first, again = run_block(restore, env)  # restore, then the rerun
+    first, again = run_block(restore, env, stack["capfd"])  # restore, then the rerun
     assert json.loads(first)["failures"] == {} and json.loads(first)["manifests"] > 0
     assert json.loads(again)["manifests"] == 0 and json.loads(again)["blobs"] == 0  # nothing twice
     assert {r: _tags(stack["reg"], r) for r in before} == before
-    run_block(confirm, env)  # inventory, a new backup
+    run_block(confirm, env, stack["capfd"])  # inventory, a new backup
     assert (stack["tmp"] / "restored-inventory.json").is_file()
 
 
@@ -178,8 +245,9 @@ def test_restore_deleted_image(stack):
     assert tag not in _tags(stack["reg"], repository)
     env = {**env, "REGISTRY": "oci-rb", "REPOSITORY": repository, "DIGEST": digest}
     archive, backup = blocks("restore-deleted-image.md")
-    run_block(archive, env)  # not in the archive: restore says so (exit 2), as the runbook expects
-    run_block(backup, env)
+    # not in the archive: restore says so (exit 2), as the runbook expects
+    run_block(archive, env, stack["capfd"])
+    run_block(backup, env, stack["capfd"])
     assert _tags(stack["reg"], repository) == before[repository]
 
 
@@ -196,10 +264,10 @@ def test_failed_drill(stack):
     )
     s3.put_object(Bucket=bucket, Key=layer_key, Body=b"rotten")
     reproduce, clean, repair, again = blocks("failed-drill.md")
-    run_block(reproduce, env)  # exit 1
-    run_block(clean, env)
-    run_block(repair, env)  # verify --quarantine (exit 1), full backup, verify (exit 0)
-    run_block(again, env)  # the drill passes
+    run_block(reproduce, env, stack["capfd"])  # exit 1
+    run_block(clean, env, stack["capfd"])
+    run_block(repair, env, stack["capfd"])  # verify --quarantine (exit 1), full backup, verify (exit 0)
+    run_block(again, env, stack["capfd"])  # the drill passes
     assert before  # the fleet the drill checked
 
 
@@ -208,11 +276,11 @@ def test_backup_not_completed(stack):
     env = stack["env"]
     _backup(env)
     look, cause, fix = blocks("backup-not-completed.md")
-    run_block(look, env)
+    run_block(look, env, stack["capfd"])
     stack["service"].stop()  # the fault: the registry does not answer
     try:
-        outs = run_block(cause, env)  # dry run 0, run 1 naming the registry
+        outs = run_block(cause, env, stack["capfd"])  # dry run 0, run 1 naming the registry
         assert "oci-rb" in outs[1]
     finally:
         stack["service"].start()  # the fix
-    run_block(fix, env)
+    run_block(fix, env, stack["capfd"])
