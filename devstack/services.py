@@ -152,7 +152,13 @@ class NotifyEndpoint:
 class RegistryService:
     """``docker-registry serve CONFIG`` with filesystem storage in a temp dir; ``notify``: the
     endpoints it sends its notifications to (none by default). The log level stays ``warn``:
-    at ``info`` the registry logs each endpoint's headers, bearer token included."""
+    at ``info`` the registry logs each endpoint's headers, bearer token included.
+
+    Options the benches use (off by default, so tests see a plain registry): ``blob_cache``
+    adds ``storage: cache: blobdescriptor: inmemory``, the blob-descriptor cache production
+    distribution deployments run with (Harbor's is redis); ``gogc`` sets the Go runtime's
+    ``GOGC`` of the registry process (distribution 2.8 compiles its URL routes' regexps on
+    every request, so a quarter of its CPU per request is garbage collection)."""
 
     def __init__(
         self,
@@ -161,6 +167,9 @@ class RegistryService:
         password: str | None = None,
         port: int | None = None,
         notify: tuple[NotifyEndpoint, ...] = (),
+        *,
+        blob_cache: bool = False,
+        gogc: int | None = None,
     ) -> None:
         if not shutil.which(REGISTRY_BIN):
             raise RuntimeError(
@@ -172,6 +181,7 @@ class RegistryService:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.notify = tuple(notify)
+        self.blob_cache, self.gogc = blob_cache, gogc
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _config(self) -> Path:
@@ -187,7 +197,8 @@ class RegistryService:
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
-            "  delete:\n    enabled: true\n"
+            + ("  cache:\n    blobdescriptor: inmemory\n" if self.blob_cache else "")
+            + "  delete:\n    enabled: true\n"
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: registry-ops-local\n"
             + auth
@@ -206,8 +217,9 @@ class RegistryService:
     def start(self) -> RegistryService:
         config = self._config()
         self._log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - lives with the process
+        env = {**os.environ, "GOGC": str(self.gogc)} if self.gogc is not None else None
         self._proc = subprocess.Popen(
-            [REGISTRY_BIN, "serve", str(config)], stdout=self._log, stderr=subprocess.STDOUT
+            [REGISTRY_BIN, "serve", str(config)], stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
         try:
             wait_http(f"{self.url}/v2/")
