@@ -27,7 +27,11 @@ Run from the repository root (not a pytest test)::
    (``cold again``: median), then 20 with the same Memo (``warm``: median and worst) and the
    S3 requests one warm request makes. A request is what the plugin does: ``guard(load)``,
    ``to_json()`` and ``json.dumps``. ``retention search`` is ``search_deleted`` (every
-   deletion of the year: its first call reads every audit object).
+   deletion of the year).
+
+3. Baseline: the two retention requests again in a second child, after the history of runs
+   (``retention/history.py``, written by every publish) is deleted, so the page reads every
+   run summary and audit object, as before the history existed; the cold ratio is printed.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ import pyarrow as pa  # noqa: E402
 GOAL_WARM, GOAL_COLD = 0.300, 2.0
 BUCKET = "reports-bench"  # bench/reports.py's config names it
 SECTIONS = ("fleet", "vulns", "retention", "retention search")
+RETENTION = ("retention", "retention search")
+WITHOUT = "(no history: every summary)"
 REPOS_PER_RUN, IMAGES_PER_REPO = 20, 10
 
 
@@ -271,7 +277,7 @@ def _settle(ctx: Any) -> float:
     return time.perf_counter() - t0
 
 
-def child(endpoint: str, now_iso: str) -> None:
+def child(endpoint: str, now_iso: str, sections: tuple[str, ...] = SECTIONS) -> None:
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -291,7 +297,7 @@ def child(endpoint: str, now_iso: str) -> None:
         return PageContext(config, s3, now, Memo())
 
     report: dict[str, Any] = {}
-    for section in SECTIONS:
+    for section in sections:
         ctx = fresh()
         t0 = time.perf_counter()
         size, held = _request(section, ctx)
@@ -329,6 +335,21 @@ def child(endpoint: str, now_iso: str) -> None:
     print(json.dumps(report))
 
 
+def _timed(endpoint: str, at: str, sections: tuple[str, ...]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", endpoint, at, ",".join(sections)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    if proc.returncode:
+        out(proc.stdout)
+        out(proc.stderr[-4000:])
+        raise SystemExit(1)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _held(held: dict[str, Any]) -> str:
     return ", ".join(
         f"{k} {v}" if not isinstance(v, dict) else " ".join(f"{a}={b}" for a, b in v.items())
@@ -340,7 +361,7 @@ def _held(held: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10,000 images, 60 days of runs")
-    parser.add_argument("--child", nargs=2, metavar=("ENDPOINT", "NOW"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("ENDPOINT", "NOW", "SECTIONS"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--hold",
         action="store_true",
@@ -348,13 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.child:
-        child(*args.child)
+        endpoint, at, sections = args.child
+        child(endpoint, at, tuple(sections.split(",")))
         return 0
     images, repositories, days = (10_000, 100, 60) if args.quick else (100_000, 500, 365)
 
     from reports import s3_client
 
     from devstack.services import MotoService
+    from include.registry_ops.store import objects
 
     now = datetime.now(UTC).replace(microsecond=0)
     title("registry-ops Registry page bench" + ("  (--quick)" if args.quick else ""))
@@ -391,24 +414,24 @@ def main(argv: list[str] | None = None) -> int:
             while True:
                 time.sleep(60)
         note("timing in a child process")
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", moto.endpoint, (now + timedelta(minutes=1)).isoformat()],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-        )
-        if proc.returncode:
-            out(proc.stdout)
-            out(proc.stderr[-4000:])
+        at = (now + timedelta(minutes=1)).isoformat()
+        report = _timed(moto.endpoint, at, SECTIONS)
+        history_keys = [
+            o["Key"] for o in objects.list_keys(s3, BUCKET, config.retention.runs_prefix + "history")
+        ]
+        if not history_keys:
+            out("  no history of runs was written: the retention figures above are the summaries' path")
             return 1
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        objects.delete_keys(s3, BUCKET, history_keys)
+        note("baseline: the retention requests again, without the history of runs")
+        baseline = _timed(moto.endpoint, at, RETENTION)
+        report.update({f"{k} {WITHOUT}": v for k, v in baseline.items()})
     finally:
         moto.stop()
 
     ok = True
     widths = (44, 10)
-    for section in SECTIONS:
+    for section in report:
         r = report[section]
         title(section)
         first, cold, warm, worst = r["first"], r["cold"], r["warm"], r["warm_max"]
@@ -443,9 +466,19 @@ def main(argv: list[str] | None = None) -> int:
         row("S3 requests per warm request", calls, "", widths)
         row("JSON bytes (first / complete)", f"{r['bytes']:,}", f"{r['complete_bytes']:,}", widths)
         met = warm < GOAL_WARM and max(first, cold) < GOAL_COLD
-        if section != "retention search":  # an endpoint of its own, not a page section
+        if section in SECTIONS and section != "retention search":  # a search is an endpoint of its own
             ok = ok and met
         row("goals met", "yes" if met else "NO", "", widths)
+    title("the history of runs against reading every summary and audit object (same run)")
+    for section in RETENTION:
+        old, new = report[f"{section} {WITHOUT}"], report[section]
+        for what in ("first", "cold"):
+            row(
+                f"{section}: {what} (ms)",
+                f"{new[what] * 1000:.0f} vs {old[what] * 1000:.0f}",
+                f"{old[what] / new[what]:.1f}x faster",
+                widths,
+            )
     out()
     out(f"  every section within both goals: {'yes' if ok else 'NO'}")
     return 0 if ok else 1

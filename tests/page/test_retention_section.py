@@ -10,13 +10,14 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 
 from include.registry_ops.config import parse_config
 from include.registry_ops.page import retention
 from include.registry_ops.page.context import Memo, PageContext
 from include.registry_ops.page.model import guard
-from include.registry_ops.retention import audit, jobs
+from include.registry_ops.retention import audit, history, jobs
 from include.registry_ops.retention.executor import Limits, RunContext, execute
 from include.registry_ops.store import objects
 from tests.retention_exec.helpers import (
@@ -180,11 +181,18 @@ def test_the_preview_is_the_newest_deletions_and_search_finds_the_rest(runs, s3,
         retention.search_deleted(ctx, "", offset=-1)
 
 
+def _copy(s3, bucket: str, prefix: str = "retention/", history: bool = True) -> None:
+    """The module's runs in a bucket of the test's own; without the history of runs, the page
+    reads every summary and audit object (the path taken before the first publish writes it)."""
+    objects.ensure_bucket(s3, bucket)
+    for o in objects.list_keys(s3, BUCKET, prefix):
+        if history or "/history" not in o["Key"]:
+            s3.copy_object(Bucket=bucket, Key=o["Key"], CopySource={"Bucket": BUCKET, "Key": o["Key"]})
+
+
 def test_a_corrupt_summary_or_audit_object_is_named_and_the_rest_shows(runs, s3):
     bucket = "page-retention-corrupt"
-    objects.ensure_bucket(s3, bucket)
-    for o in objects.list_keys(s3, BUCKET, "retention/"):
-        s3.copy_object(Bucket=bucket, Key=o["Key"], CopySource={"Bucket": BUCKET, "Key": o["Key"]})
+    _copy(s3, bucket, history=False)
     config = _config(bucket)
     summary = "retention/runs/page-exec-1/summary.json"
     doc = json.loads(
@@ -228,7 +236,8 @@ def test_summaries_past_the_budget_load_behind_and_a_warm_request_reads_only_the
 ):
     monkeypatch.setattr(retention, "SUMMARY_BUDGET", 0.0)
     monkeypatch.setattr(retention, "PREVIEW_BUDGET", 0.0)
-    ctx = _ctx(runs["config"], s3)
+    _copy(s3, "page-retention-budget", history=False)
+    ctx = _ctx(_config("page-retention-budget"), s3)
     first = retention.load(ctx)
     assert first.tables[0].rows == [] and any(
         "4 older run summaries are still being read" in n for n in first.notes
@@ -251,9 +260,7 @@ def test_summaries_past_the_budget_load_behind_and_a_warm_request_reads_only_the
 
 def test_a_rerun_rewriting_the_latest_summary_shows_on_the_next_request(runs, s3):
     bucket = "page-retention-rerun"
-    objects.ensure_bucket(s3, bucket)
-    for o in objects.list_keys(s3, BUCKET, "retention/runs/"):
-        s3.copy_object(Bucket=bucket, Key=o["Key"], CopySource={"Bucket": BUCKET, "Key": o["Key"]})
+    _copy(s3, bucket)
     config = _config(bucket)
     ctx = _ctx(config, s3)
     before = {r["run_id"]: r for r in retention.load(ctx).tables[0].rows}
@@ -263,11 +270,149 @@ def test_a_rerun_rewriting_the_latest_summary_shows_on_the_next_request(runs, s3
     doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     time.sleep(1.1)  # S3's LastModified has one-second resolution
     doc["repositories_failed"] = ["ecr-local/rerun-failed"]  # what the rerun found
+    deleted_before = retention.search_deleted(ctx, "").rows
     pointer_before = s3.get_object(Bucket=bucket, Key=layout.latest_key)["Body"].read()
-    layout.publish(
-        s3, layout.id_prefix("page-exec-2"), doc, extra={k: doc[k] for k in ("run_id", "now", "dry_run")}
-    )
+    jobs._publish_summary(config, s3, {k: v for k, v in doc.items() if k != "results"}, doc["results"])
     assert s3.get_object(Bucket=bucket, Key=layout.latest_key)["Body"].read() == pointer_before  # same text
     after = {r["run_id"]: r for r in retention.load(ctx).tables[0].rows}
     assert after["page-exec-2"]["failed"] == ["ecr-local/rerun-failed"]
     assert after["page-exec-1"] == before["page-exec-1"]
+    assert retention.search_deleted(ctx, "").rows == deleted_before  # its deletions once, not twice
+    assert history.current(s3, layout, json.loads(pointer_before)) is not None
+
+
+def _calls(s3):
+    """The S3 operations sent while the block runs."""
+    calls: list[str] = []
+
+    class _Watch:
+        def __enter__(self):
+            self.handler = lambda event_name, **_: calls.append(event_name.split(".")[-1])
+            s3.meta.events.register("before-send.s3.*", self.handler)
+            return calls
+
+        def __exit__(self, *exc):
+            s3.meta.events.unregister("before-send.s3.*", self.handler)
+
+    return _Watch()
+
+
+def _settled(ctx):
+    """The section and the whole search once every background read is done."""
+    retention.load(ctx)
+    _settle(ctx)
+    retention.search_deleted(ctx, "")
+    _settle(ctx)
+    return retention.load(ctx).to_json(), retention.search_deleted(ctx, "").__dict__
+
+
+def test_a_cold_page_reads_the_year_from_the_history_and_shows_what_the_summaries_say(runs, s3):
+    ctx = _ctx(runs["config"], s3)
+    with _calls(s3) as calls:
+        section = retention.load(ctx)
+        found = retention.search_deleted(ctx, "")
+    assert sorted(calls) == sorted(["GetObject"] * 4 + ["ListObjectsV2"]), calls  # pointer twice
+    assert not any("still being read" in n for n in section.notes)
+    layout = audit.run_layout(BUCKET, runs["config"].retention.runs_prefix)
+    hist = history.read(s3, layout)
+    assert hist.older == [layout.id_prefix("page-old") + audit.SUMMARY_NAME]  # outside the year
+    assert [r["key"].split("/")[-2] for r in hist.runs] == ["page-exec-2", "page-exec-1", "page-dry"]
+
+    _copy(s3, "page-retention-nohistory", history=False)
+    slow = _ctx(_config("page-retention-nohistory"), s3)
+    want_section, want_found = _settled(slow)
+    got = section.to_json()
+    for doc in (got, want_section):
+        doc.pop("source")  # names the bucket
+    assert got == want_section
+    assert found.__dict__ == want_found and found.total == len(
+        runs["expired"]["page-exec-1"] | runs["expired"]["page-exec-2"]
+    )
+    later = NOW + timedelta(days=363, hours=12)  # page-exec-2 is the one run left in the year
+    year_later = retention.search_deleted(PageContext(runs["config"], s3, later, ctx.memo), "")
+    slow_later = retention.search_deleted(PageContext(slow.config, s3, later, slow.memo), "")
+    assert year_later.__dict__ == slow_later.__dict__
+    assert {r["digest"] for r in year_later.rows} == runs["expired"]["page-exec-2"]
+
+
+def test_a_history_that_is_not_current_or_is_broken_is_not_trusted(runs, s3, caplog):
+    bucket = "page-retention-stale"
+    _copy(s3, bucket)
+    config = _config(bucket)
+    layout = audit.run_layout(bucket, config.retention.runs_prefix)
+    # a run published by a writer that did not update the history (an older registry-ops)
+    doc = json.loads(
+        s3.get_object(Bucket=bucket, Key=layout.id_prefix("page-dry") + "summary.json")["Body"].read()
+    )
+    doc.update(run_id="page-late", now=(NOW - timedelta(hours=1)).isoformat())
+    layout.publish(
+        s3, layout.id_prefix("page-late"), doc, extra={k: doc[k] for k in ("run_id", "now", "dry_run")}
+    )
+    rows = [r["run_id"] for r in _settled(_ctx(config, s3))[0]["tables"][0]["rows"]]
+    assert rows == ["page-late", "page-exec-2", "page-exec-1", "page-dry"]
+    # a run folder the history does not know, while the pointer is the one it covers
+    s3.put_object(
+        Bucket=bucket, Key=layout.latest_key, Body=json.dumps({"manifest": history.read(s3, layout).covers})
+    )
+    assert history.current(s3, layout, {"manifest": history.read(s3, layout).covers}) is None
+    # a history that is not one: named in the log, and the page still shows every run
+    s3.put_object(Bucket=bucket, Key=history.key_of(layout), Body=b"{not json")
+    with caplog.at_level("WARNING"):
+        rows = [r["run_id"] for r in _settled(_ctx(config, s3))[0]["tables"][0]["rows"]]
+    assert rows == ["page-late", "page-exec-2", "page-exec-1", "page-dry"]
+    assert f"s3://{bucket}/{history.key_of(layout)}" in caplog.text
+
+
+def test_a_publish_whose_history_failed_still_publishes_and_the_next_one_heals_it(runs, s3, monkeypatch):
+    bucket = "page-retention-heal"
+    _copy(s3, bucket)
+    config = _config(bucket)
+    layout = audit.run_layout(bucket, config.retention.runs_prefix)
+    doc = json.loads(
+        s3.get_object(Bucket=bucket, Key=layout.id_prefix("page-exec-2") + "summary.json")["Body"].read()
+    )
+    results = doc.pop("results")
+
+    def broken(*_a, **_k):
+        raise ConnectionError("S3 went away while the history was written")
+
+    # the history written, then the summary not: the page shows no run whose summary is not there
+    monkeypatch.setattr(type(layout), "publish", broken)
+    with pytest.raises(ConnectionError):
+        jobs._publish_summary(config, s3, {**doc, "run_id": "page-phantom"}, results)
+    assert history.read(s3, layout).covers == layout.id_prefix("page-phantom") + audit.SUMMARY_NAME
+    shown = [r["run_id"] for r in retention.load(_ctx(config, s3)).tables[0].rows]
+    assert shown == ["page-exec-2", "page-exec-1", "page-dry"]
+    monkeypatch.undo()
+
+    monkeypatch.setattr(history, "update", broken)
+    jobs._publish_summary(
+        config, s3, {**doc, "run_id": "page-missed", "now": (NOW - timedelta(hours=2)).isoformat()}, results
+    )
+    assert (
+        json.loads(s3.get_object(Bucket=bucket, Key=layout.latest_key)["Body"].read())["run_id"]
+        == "page-missed"
+    )
+    monkeypatch.undo()
+    jobs._publish_summary(
+        config,
+        s3,
+        {
+            **doc,
+            "run_id": "page-next",
+            "now": (NOW - timedelta(hours=1)).isoformat(),
+            "dry_run": True,
+            "images_removed": 0,
+        },
+        [],
+    )
+    pointer = json.loads(s3.get_object(Bucket=bucket, Key=layout.latest_key)["Body"].read())
+    hist = history.current(s3, layout, pointer)
+    assert hist is not None
+    assert [r["key"].split("/")[-2] for r in hist.runs][:2] == ["page-next", "page-missed"]
+    missed = layout.id_prefix("page-missed") + audit.SUMMARY_NAME
+    assert hist.deleted.filter(pc.equal(hist.deleted["run_key"], missed)).num_rows == len(
+        runs["expired"]["page-exec-2"]
+    )
+    section = retention.load(_ctx(config, s3))
+    assert [r["run_id"] for r in section.tables[0].rows][:2] == ["page-next", "page-missed"]

@@ -10,15 +10,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..store import objects
 from ..store.runs import ManifestError, RunLayout
 
 log = logging.getLogger(__name__)
-WORKERS = 10  # botocore's default connection pool per client; more threads would only queue
+WORKERS = objects.GET_WORKERS
+get_many = objects.get_many  # the sections' name for it
 
 
 class ArtefactError(ValueError):
@@ -49,30 +48,12 @@ def read_pointer(s3: Any, layout: RunLayout) -> tuple[dict[str, Any], tuple[str,
     return doc, (str(resp.get("ETag", "")), str(resp.get("LastModified", "")))
 
 
-def get_many(s3: Any, bucket: str, keys: Iterable[str]) -> dict[str, bytes | None]:
-    """Each key's bytes (None when it does not exist), fetched ``WORKERS`` at a time."""
-    keys = list(dict.fromkeys(keys))
-    if len(keys) <= 1:
-        return {k: objects.get_bytes(s3, bucket, k) for k in keys}
-    with ThreadPoolExecutor(min(WORKERS, len(keys)), thread_name_prefix="page-get") as pool:
-        return dict(zip(keys, pool.map(lambda k: objects.get_bytes(s3, bucket, k), keys), strict=True))
-
-
 def json_of(bucket: str, key: str, body: bytes) -> Any:
     """The object's JSON, or ArtefactError naming it."""
     try:
         return json.loads(body)
     except ValueError as exc:
         raise ArtefactError(f"{objects.url(bucket, key)} is not JSON ({exc})") from None
-
-
-def folders(s3: Any, bucket: str, prefix: str) -> list[str]:
-    """The "folders" directly under ``prefix`` (ListObjectsV2 with a delimiter: one request per
-    1,000 folders, however many objects each holds)."""
-    out: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        out.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-    return out
 
 
 class Loader:

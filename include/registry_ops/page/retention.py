@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..retention import audit
+from ..retention import audit, history
 from ..retention.restore_request import MODE_RESTORE
 from ..store import objects
 from ..store.runs import ManifestError, RunLayout
@@ -38,7 +39,7 @@ SUMMARY_BUDGET = 0.6  # seconds a request spends reading run summaries; the rest
 PREVIEW_BUDGET = 0.4
 SEARCH_BUDGET = 0.8
 WINDOW = timedelta(days=365)
-REMOVED = ("deleted", "already_deleted")
+REMOVED = audit.REMOVED
 RUN_COLUMNS = [
     Column("run_id", "Run"),
     Column("at", "Time", "time"),
@@ -88,10 +89,14 @@ def load(ctx: PageContext) -> Section:
     found = _read.read_pointer(ctx.s3, layout)
     if found is None:
         return never_run(ID, TITLE, DAG, "retention run summary")
-    runs, pending = _runs(ctx, layout, found)
+    year = _year(ctx, layout, found)
+    runs, pending = (year.runs, 0) if year else _runs(ctx, layout, found)
     recent = [r for r in runs if r.at is None or r.at >= ctx.now - WINDOW]
-    deleted, problems, _ = _deleted(ctx, recent, PREVIEW, PREVIEW_BUDGET)
-    _audits(ctx).get([k for r in recent for k in r.audits], 0.0)  # the search's objects, read behind
+    if year:
+        deleted, problems = _public(_year_rows(year, recent)[:PREVIEW]), list(year.problems)
+    else:
+        deleted, problems, _ = _deleted(ctx, recent, PREVIEW, PREVIEW_BUDGET)
+        _audits(ctx).get([k for r in recent for k in r.audits], 0.0)  # the search's objects, read behind
     total = sum(int(r.row.get("images_removed") or 0) for r in recent)
     notes = [r.error for r in recent if r.error] + problems
     if pending:
@@ -149,11 +154,14 @@ def search_deleted(ctx: PageContext, query: str, limit: int = PREVIEW, offset: i
     found = _read.read_pointer(ctx.s3, layout)
     if found is None:
         return Table("deleted", "Deleted images", DELETED_COLUMNS, [], total=0, note=f"{DAG} has not run yet")
-    runs, pending = _runs(ctx, layout, found)
+    year = _year(ctx, layout, found)
+    runs, pending = (year.runs, 0) if year else _runs(ctx, layout, found)
     recent = [r for r in runs if r.at is None or r.at >= ctx.now - WINDOW]
     loader = _audits(ctx)
     whole = ("page.retention.deleted", layout.latest_key, found[1], ctx.now.date())
-    if pending == 0 and loader.complete is not None and loader.complete[0] == whole:
+    if year:
+        rows, problems, unread = _year_rows(year, recent), list(year.problems), 0
+    elif pending == 0 and loader.complete is not None and loader.complete[0] == whole:
         rows, problems, unread = loader.complete[1], list(loader.complete[2]), 0
     else:
         rows, problems, unread = _deleted(ctx, recent, None, SEARCH_BUDGET, wait=True)
@@ -169,7 +177,7 @@ def search_deleted(ctx: PageContext, query: str, limit: int = PREVIEW, offset: i
         "deleted",
         "Deleted images",
         DELETED_COLUMNS,
-        [{k: v for k, v in r.items() if k != "_text"} for r in hits[offset : offset + limit]],
+        _public(hits[offset : offset + limit]),
         total=len(hits),
         note="; ".join(problems) or None,
     )
@@ -220,7 +228,7 @@ def _runs(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]
         loader.forget(named)  # the one summary a new pointer version can have rewritten
         loader.version = version
     folders = sorted(
-        (f for f in _read.folders(ctx.s3, ctx.bucket, layout.root) if f != layout.root + "_parts/"),
+        layout.run_folders(ctx.s3),
         key=_newest_first,
         reverse=True,
     )
@@ -241,18 +249,24 @@ def _runs(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]
 
 def _run(layout: RunLayout, key: str, body: bytes) -> Run:
     """One summary as a run row; an unreadable one as a row with status ``error`` naming it."""
-    run_id = key[len(layout.root) : -len("/" + layout.manifest_name)]
     try:
         doc = layout.check(_read.json_of(layout.bucket, key, body), key)
+    except (ManifestError, _read.ArtefactError) as exc:
+        return _broken(key, _run_id(layout, key), str(exc))
+    return _run_of(layout, key, doc, audit.removed_by_audit(doc.get("results") or []))
+
+
+def _run_id(layout: RunLayout, key: str) -> str:
+    return key[len(layout.root) : -len("/" + layout.manifest_name)]
+
+
+def _run_of(layout: RunLayout, key: str, doc: dict[str, Any], audits: dict[str, int]) -> Run:
+    """A summary (from its object, or the history's copy) as a run row."""
+    run_id = _run_id(layout, key)
+    try:
         at = datetime.fromisoformat(str(doc["now"]))
         at = at if at.tzinfo else at.replace(tzinfo=UTC)  # compared with the request's time
         dry = bool(doc["dry_run"])
-        results = doc.get("results") or []
-        audits = {
-            r["audit_key"]: sum(int(r.get(k) or 0) for k in REMOVED)
-            for r in results
-            if isinstance(r, dict) and r.get("audit_key") and any(int(r.get(k) or 0) for k in REMOVED)
-        }
         row = {
             "run_id": str(doc.get("run_id", run_id)),
             "at": at,
@@ -267,8 +281,6 @@ def _run(layout: RunLayout, key: str, body: bytes) -> Run:
             "caps_hit": [str(x) for x in doc.get("repositories_stopped") or []],
             "failed": [str(x) for x in doc.get("repositories_failed") or []],
         }
-    except (ManifestError, _read.ArtefactError) as exc:
-        return _broken(key, run_id, str(exc))
     except (KeyError, TypeError, ValueError) as exc:
         return _broken(
             key, run_id, f"{layout.url(key)}: not a retention summary ({type(exc).__name__}: {exc})"
@@ -288,6 +300,43 @@ def _broken(key: str, run_id: str, problem: str) -> Run:
     row = dict.fromkeys((c.key for c in RUN_COLUMNS), None)
     row.update(run_id=run_id, status="error", mode=None, caps_hit=[], failed=[])
     return Run(key, row, None, error=problem)
+
+
+# -- the year at once (``retention/history.py``) ------------------------------------------------------
+@dataclass
+class _Year:
+    runs: list[Run]
+    rows: list[dict[str, Any]]  # every deletion the history holds, newest first
+    problems: list[str]
+
+
+def _year(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]) -> _Year | None:
+    """The runs and deletions from the history the last publish wrote (one LIST and two GETs),
+    kept for this pointer version; None when there is none or it is not current (then the
+    summaries and audit objects are read one by one, as before)."""
+
+    def build() -> _Year | None:
+        hist = history.current(ctx.s3, layout, found[0])
+        if hist is None:
+            return None
+        runs = [
+            _broken(e["key"], _run_id(layout, e["key"]), e["error"])
+            if "error" in e
+            else _run_of(layout, e["key"], e["summary"], e["audits"])
+            for e in hist.runs
+        ]
+        runs.sort(key=lambda r: (r.at is not None, r.at or datetime.min.replace(tzinfo=UTC)), reverse=True)
+        rows = _rows_of(hist.deleted.to_pylist())
+        rows.sort(key=lambda r: (r["at"] or "", r["digest"]), reverse=True)
+        return _Year(runs, rows, list(hist.problems))
+
+    return ctx.memo.get(("page.retention.year", ctx.bucket, layout.latest_key, found[1]), build)
+
+
+def _year_rows(year: _Year, runs: list[Run]) -> list[dict[str, Any]]:
+    """The year's deletions made by ``runs`` (the runs within the window at this request)."""
+    keys = {r.key for r in runs}
+    return [r for r in year.rows if r["_run"] in keys]
 
 
 # -- deletions -------------------------------------------------------------------------------------
@@ -320,8 +369,13 @@ def _deleted(
             rows.extend(value)
     rows.sort(key=lambda r: (r["at"] or "", r["digest"]), reverse=True)
     if limit is not None:
-        rows = [{k: v for k, v in r.items() if k != "_text"} for r in rows[:limit]]
+        rows = _public(rows[:limit])
     return rows, problems, unread
+
+
+def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without the fields only the page uses (``_text`` searched, ``_run`` the run's key)."""
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
 
 
 def _audit_rows(key: str, body: bytes) -> list[dict[str, Any]] | str:
@@ -333,11 +387,14 @@ def _audit_rows(key: str, body: bytes) -> list[dict[str, Any]] | str:
 
 
 def _deleted_rows(body: bytes) -> list[dict[str, Any]]:
+    return _rows_of(json.loads(line) for line in body.decode().splitlines() if line.strip())
+
+
+def _rows_of(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Audit records (from an audit object, or the history's table) as deleted-image rows:
+    those that removed an image; ``_run`` keeps the history's run key, when there is one."""
     out = []
-    for line in body.decode().splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for rec in records:
         if rec.get("result") not in REMOVED:
             continue
         rule = rec.get("policy") or ""
@@ -363,6 +420,7 @@ def _deleted_rows(body: bytes) -> list[dict[str, Any]]:
         }
         parts = [row["digest"], row["repository"], row["rule"], row["reason"], row["run_id"], *row["tags"]]
         row["_text"] = "\n".join(str(p) for p in parts if p).lower()
+        row["_run"] = rec.get("run_key")
         out.append(row)
     return out
 

@@ -207,6 +207,19 @@ def read_audit(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
+REMOVED = ("deleted", "already_deleted")  # the results that took an image out of its registry
+
+
+def removed_by_audit(results: list[Any]) -> dict[str, int]:
+    """Audit object key -> images it records as removed, for the results of a summary that
+    removed any (the objects that hold a run's deletions)."""
+    return {
+        r["audit_key"]: sum(int(r.get(k) or 0) for k in REMOVED)
+        for r in results
+        if isinstance(r, dict) and r.get("audit_key") and any(int(r.get(k) or 0) for k in REMOVED)
+    }
+
+
 def summarize(results: list[dict[str, Any]], usd_per_gb_month: float, dry_run: bool) -> dict[str, Any]:
     """Run totals for the log and the Asset extra; savings at ``usd_per_gb_month`` per GiB-month.
 

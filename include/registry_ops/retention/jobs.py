@@ -13,7 +13,7 @@ plans, plan parts and per-item results travel through S3 (claim-check), never th
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +165,21 @@ def _publish_summary(config: Config, s3: Any, summary: dict[str, Any], results: 
     layout = _run_layout(config)
     run = layout.id_prefix(summary["run_id"])
     extra = {k: summary[k] for k in ("run_id", "now", "dry_run")}
+    _update_history(s3, layout, layout.manifest_key(run), {**summary, "results": results})
     layout.publish(s3, run, {**summary, "results": results}, extra=extra)
     return layout.manifest_key(run)
+
+
+def _update_history(s3: Any, layout: RunLayout, key: str, summary: dict[str, Any]) -> None:
+    """The year's history (``history.py``) with this run in, before the pointer moves. Never fails
+    the run: it is a cache, and the next publish rebuilds what this one could not write."""
+    from . import history
+
+    try:
+        now = datetime.fromisoformat(str(summary["now"]))
+        history.update(s3, layout, key, summary, now if now.tzinfo else now.replace(tzinfo=UTC))
+    except Exception as exc:  # S3 trouble or a bug here: the summary and pointer still go out
+        log.warning("retention: history of runs not updated (%s); the next run rebuilds it", exc)
 
 
 # -- the DAG's steps --------------------------------------------------------------------------------

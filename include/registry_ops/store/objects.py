@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from botocore.exceptions import ClientError
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
+GET_WORKERS = 10  # botocore's default connection pool per client; more threads would only queue
 _BUCKET_MISSING = {"404", "NoSuchBucket", "NotFound"}
 _DENIED = {"403", "AccessDenied", "Forbidden"}
 _OBJECT_MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -64,6 +66,18 @@ def get_bytes(s3: Any, bucket: str, key: str, byte_range: str | None = None) -> 
         if is_missing(exc):
             return None
         raise
+
+
+def get_many(
+    s3: Any, bucket: str, keys: Iterable[str], workers: int | None = None
+) -> dict[str, bytes | None]:
+    """Each key's bytes (None when it does not exist), ``workers`` GETs at a time (default
+    :data:`GET_WORKERS`): hundreds of small objects one after the other take seconds."""
+    keys = list(dict.fromkeys(keys))
+    if len(keys) <= 1:
+        return {k: get_bytes(s3, bucket, k) for k in keys}
+    with ThreadPoolExecutor(min(workers or GET_WORKERS, len(keys)), thread_name_prefix="s3-get") as pool:
+        return dict(zip(keys, pool.map(lambda k: get_bytes(s3, bucket, k), keys), strict=True))
 
 
 def stream(s3: Any, bucket: str, key: str, chunk: int = READ_CHUNK) -> Iterator[bytes] | None:
@@ -155,6 +169,15 @@ def list_keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         out.extend(page.get("Contents", []))
+    return out
+
+
+def folders(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """The "folders" directly under ``prefix`` (ListObjectsV2 with a delimiter: one request per
+    1,000 folders, however many objects each holds)."""
+    out: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        out.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
     return out
 
 

@@ -128,6 +128,11 @@ class RunLayout:
     def manifest_key(self, run_prefix: str) -> str:
         return run_prefix + self.manifest_name
 
+    def run_folders(self, s3: Any) -> list[str]:
+        """The folders directly under the root, but the intermediate ``_parts/`` (one LIST per
+        1,000): the runs of a layout keyed by run id (retention)."""
+        return [f for f in objects.folders(s3, self.bucket, self.root) if f != self.root + PARTS]
+
     # -- writing -----------------------------------------------------------------------------
     def publish(
         self,
