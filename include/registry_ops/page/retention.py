@@ -12,6 +12,10 @@ by a pool of GETs; a summary is read once per process (only ``summary.json`` of 
 one more GET. The section carries the newest :data:`PREVIEW` deletions (the audit objects of the
 newest runs only); :func:`search_deleted` serves the rest.
 
+Cold, the year comes from the history of runs each publish writes (``retention/history.py``:
+one LIST and two GETs), when it names the summary the pointer names and knows every run folder;
+otherwise from the summaries and audit objects as above, which is what it caches.
+
 A summary or audit object that cannot be read is named in the section's notes (a run row with
 status ``error``); the other runs still show.
 """
