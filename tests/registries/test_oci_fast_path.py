@@ -1,7 +1,8 @@
 """The OCI adapter's urllib3 fast path (``registries.transport``) against a scripted local server:
-it retries and types errors as the ``requests`` path does, and leaves redirects and proxied
-registries to ``requests``. (Mounted adapters are covered by test_typed_errors and test_faults,
-which mount theirs on ``session``; basic auth by every test on the htpasswd registry.)"""
+it retries and types errors as the ``requests`` path does, and leaves redirects, proxied
+registries and ``.netrc`` credentials to ``requests``. (Mounted adapters are covered by
+test_typed_errors and test_faults, which mount theirs on ``session``; basic auth by every test
+on the htpasswd registry.)"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from include.registry_ops.registries.base import Throttled, Unavailable
 from include.registry_ops.registries.oci import OciRegistry
+from tests.conftest import OCI_PASSWORD, OCI_USER
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -125,3 +127,14 @@ def test_a_proxied_registry_goes_through_the_proxy(server, monkeypatch):
     reg = OciRegistry("proxied", "http://127.0.0.2:9", retries=0, timeout=2)
     assert reg.list_repositories() == ["via-proxy"]
     assert server.seen == ["GET http://127.0.0.2:9/v2/_catalog?n=1000"]
+
+
+def test_netrc_credentials_are_sent_by_requests(registry_server, tmp_path, monkeypatch):
+    """No credentials configured but a ``.netrc`` entry for the registry: requests sends it, as
+    it did before the fast path existed (the fast path would ask without them and get 401)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {OCI_USER} password {OCI_PASSWORD}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    reg = OciRegistry("netrc", registry_server.url, retries=0)
+    assert isinstance(reg.list_repositories(), list)
