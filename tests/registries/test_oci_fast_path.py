@@ -32,6 +32,7 @@ class Scripted(ThreadingHTTPServer):
         self.script: list[tuple[int, dict[str, str], bytes]] = []
         self.final: tuple[int, dict[str, str], bytes] = (200, {}, b"{}")
         self.seen: list[str] = []
+        self.drop = False  # close each connection after answering, without saying so
 
     @property
     def url(self) -> str:
@@ -40,6 +41,7 @@ class Scripted(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     server: Scripted
+    protocol_version = "HTTP/1.1"  # keep-alive, as registries answer
 
     def _answer(self) -> None:
         self.server.seen.append(f"{self.command} {self.path}")
@@ -52,6 +54,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.close_connection = srv.drop
 
     do_GET = do_HEAD = do_DELETE = _answer
 
@@ -138,3 +141,15 @@ def test_netrc_credentials_are_sent_by_requests(registry_server, tmp_path, monke
     monkeypatch.setenv("NETRC", str(netrc))
     reg = OciRegistry("netrc", registry_server.url, retries=0)
     assert isinstance(reg.list_repositories(), list)
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_at_once(server):
+    """The server closes each connection after its answer, without ``Connection: close``: the
+    next request on the kept connection fails and goes again on a new one, costing no retry."""
+    server.drop = True
+    server.final = (200, {"Docker-Content-Digest": DIGEST}, b"")
+    reg = OciRegistry("scripted", server.url, retries=0)
+    for tag in ("a", "b", "c"):
+        head = reg.head_manifest("r", tag)
+        assert head is not None and head.digest == DIGEST
+    assert server.seen == [f"HEAD /v2/r/manifests/{t}" for t in "abc"]
