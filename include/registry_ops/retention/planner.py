@@ -69,6 +69,7 @@ from .planner_state import (
     log,
     now_ns,
     take_index,
+    take_pieces,
 )
 from .policy import PolicySet, ResolvedPolicy, Rule
 
@@ -78,19 +79,26 @@ __all__ = ["RESULT_COLUMNS", "plan"]
 # --------------------------------------------------------------------------- preparation
 
 
+def _codes(inv: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
+    """Dictionary codes (int32, first appearance first) and values ("" for null) of a string
+    column: Arrow's encoder grows with the distinct values, not the rows (no copy, no 1M table)."""
+    encoded = pc.dictionary_encode(col_strings(inv, name), null_encoding="encode")
+    return np.asarray(encoded.indices), ["" if v is None else v for v in encoded.dictionary.to_pylist()]
+
+
 def _assign(inv: pd.DataFrame, policies: PolicySet) -> tuple[np.ndarray, np.ndarray, list, list[str]]:
     """Policy id per row (-1 none), repository group per row, resolved policies, group names."""
-    registry = inv["registry"].fillna("") if "registry" in inv.columns else pd.Series("", index=inv.index)
-    reg_codes, reg_names = pd.factorize(registry)
-    repo_codes, repo_names = pd.factorize(inv["repository"])
-    width = max(len(repo_names), 1)
-    group, pairs = pd.factorize(reg_codes.astype(np.int64) * width + repo_codes)
+    reg_codes, reg_list = _codes(inv, "registry")
+    repo_codes, repo_list = _codes(inv, "repository")
+    width = max(len(repo_list), 1)
+    pairs = pc.dictionary_encode(pa.array(reg_codes.astype(np.int64) * width + repo_codes))
+    del reg_codes, repo_codes
+    group = np.asarray(pairs.indices).astype(np.int64)
     resolved: list[ResolvedPolicy] = []
     keys: dict[tuple, int] = {}
-    group_pid = np.full(len(pairs), -1, dtype=np.int32)
+    group_pid = np.full(len(pairs.dictionary), -1, dtype=np.int32)
     names: list[str] = []
-    reg_list, repo_list = list(map(str, reg_names)), list(map(str, repo_names))  # not per-element Arrow
-    for g, code in enumerate(np.asarray(pairs).tolist()):
+    for g, code in enumerate(pairs.dictionary.to_pylist()):
         registry_name, repo = reg_list[code // width], repo_list[code % width]
         names.append(repo)
         policy = policies.resolve(repo, registry_name)
@@ -98,7 +106,7 @@ def _assign(inv: pd.DataFrame, policies: PolicySet) -> tuple[np.ndarray, np.ndar
             group_pid[g] = keys.setdefault(policy.key, len(resolved))
             if group_pid[g] == len(resolved):
                 resolved.append(policy)
-    return group_pid[group], group.astype(np.int64), resolved, names
+    return group_pid[group], group, resolved, names
 
 
 def _context(
@@ -133,13 +141,12 @@ def _context(
     subject = col_strings(inv, "subject_digest")
     if "kind" in inv.columns:
         kinds = col_strings(inv, "kind")
-        kind = np.where(
-            as_bool(pc.equal(kinds, "index")), 1, np.where(as_bool(pc.equal(kinds, "referrer")), 2, 0)
-        )
+        kind = as_bool(pc.equal(kinds, "index")).astype(np.int8)  # 0 image, 1 index, 2 referrer
+        kind[as_bool(pc.equal(kinds, "referrer"))] = 2
     else:
         media = col_strings(inv, "media_type")
-        kind = np.where(as_bool(pc.is_in(media, pa.array(sorted(INDEX_TYPES), media.type))), 1, 0)
-        kind = np.where(as_bool(pc.is_valid(subject)), 2, kind)
+        kind = as_bool(pc.is_in(media, pa.array(sorted(INDEX_TYPES), media.type))).astype(np.int8)
+        kind[as_bool(pc.is_valid(subject))] = 2
     tags = col_lists(inv, "tags")
     flat = pc.list_flatten(tags)
     flat_row = evalpos[np.asarray(pc.list_parent_indices(tags))] if len(flat) else np.zeros(0, np.int64)
@@ -256,7 +263,7 @@ def _str(arr: pa.Array | pa.ChunkedArray) -> Any:
     return pd.array(arr.cast(pa.large_string()), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
-def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.Array:
+def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.ChunkedArray:
     """Reason strings: prefix (who decided) + middle (why not) + detail + " -> " + action.
 
     Rows without a per-row detail share one string per distinct combination; only rows with a
@@ -309,7 +316,7 @@ def _reasons(st: State, at: np.ndarray, rules: list[Rule]) -> pa.Array:
         del details, keys, order
     values = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
     del parts
-    return values.take(take_index(index))
+    return take_pieces(values, index)
 
 
 def _decisions(
@@ -332,7 +339,7 @@ def _decisions(
         pa.array(np.r_[0, np.cumsum(counts)], pa.int32()),
         ctx.flat.take(take_index(st.untag_flat)).cast(pa.string()),
     )
-    action = pa.array(ACTIONS, pa.large_string()).take(take_index(st.action[at].astype(np.int64)))
+    action = take_pieces(pa.array(ACTIONS, pa.large_string()), st.action[at])
     prio = st.prio[at]
     pid = ctx.pid[at].astype(np.int64)
     return planned, {
@@ -341,7 +348,7 @@ def _decisions(
         "reason": reason,
         "untag_tags": pd.array(untag, dtype=LIST_OF_STR),
         "dry_run": np.array([p.dry_run for p in resolved], dtype=bool)[pid],
-        "policy": _str(pa.array([p.name for p in resolved], pa.large_string()).take(take_index(pid))),
+        "policy": _str(take_pieces(pa.array([p.name for p in resolved], pa.large_string()), pid)),
     }
 
 
