@@ -188,3 +188,10 @@ def test_arrow_and_python_lists_give_the_same_plan(shuffled, max_runs, monkeypat
         else:
             pd.testing.assert_series_equal(a[col], b[col], obj=col)
     assert set(a["action"]) == {"keep", "expire", "untag"}
+
+
+def test_an_unknown_list_form_is_refused():
+    table = schema.to_table([])
+    with pytest.raises(ValueError, match="lists='pylist': expected one of python, arrow"):
+        schema.built_frame(table, "pylist")
+    assert isinstance(schema.built_frame(table, "arrow")["tags"].dtype, pd.ArrowDtype)
