@@ -16,15 +16,14 @@ from __future__ import annotations
 import csv
 import html
 import io
-import re
 from typing import Any
 
+from .. import redact as _redact
 from ..config import Config
 from ..notify import Attachment, Message
 from .history import ACCESS_SCHEMA
 
 MAX_ROWS = 200
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@")
 MATRIX_COLUMNS = [c for c in ACCESS_SCHEMA.names if c != "audited_at"]
 _FINDING_HEAD = (
     "Severity",
@@ -39,8 +38,8 @@ _FINDING_HEAD = (
 
 
 def redact(text: str) -> str:
-    """``text`` with the user-info of every URL (``scheme://user:secret@host``) replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", text)
+    """``text`` with credentials replaced by ``***`` (``redact.py``: URL user-info and the rest)."""
+    return _redact.text(text)
 
 
 def recipients(config: Config) -> tuple[str, ...]:

@@ -13,8 +13,8 @@ deadline, sent through the SMTP provider's ``SmtpNotifier``.
 * :func:`send_notice` sends any such notice (``registry_watch`` uses it for paused DAGs).
 
 The error text is masked before it leaves: Airflow's secrets masker (every connection password
-and extra the task read is registered there), then our own patterns (URL user-info,
-``password=...``, ``token: ...``, ``Bearer ...``) and the SMTP connection's own secrets.
+and extra the task read is registered there), then the SMTP connection's own secrets, then the
+patterns of ``redact.py`` (URL user-info, ``password=...``, ``token: ...``, ``Bearer ...``).
 Nothing here raises into Airflow: a notice that cannot be sent is logged (masked), and the task
 keeps its own failure. The subject and body are never Jinja-rendered (``notify`` is called, not
 the notifier itself), so ``{{`` in an error message stays text.
@@ -25,13 +25,13 @@ from __future__ import annotations
 import html
 import json
 import logging
-import re
 import traceback
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from .. import redact
 from .smtp import scrub
 
 log = logging.getLogger(__name__)
@@ -41,31 +41,17 @@ LINE_CHARS = 300  # each line trimmed to this
 FRAMES = 3  # the innermost frames of the traceback
 MARKER_DIR = "alerts/failed-runs/"  # under storage.prefixes.reports
 
-_USERINFO = re.compile(r"(://)[^/\s:@]+:[^/\s@]+@")
-_KEY_VALUE = re.compile(
-    r"""(?ix)
-    ( (?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key
-       |client[_-]?secret|authorization)
-      ["']?\s*[=:]\s*["']? )
-    ( (?!\*\*\*|bearer\s|basic\s)[^\s"',;}&]+ )
-    """
-)
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-
 
 def mask(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` with every secret Airflow's masker knows, every given one and every credential
     our patterns recognise replaced by ``***``."""
     try:
-        from airflow.sdk._shared.secrets_masker import redact
+        from airflow.sdk._shared.secrets_masker import redact as airflow_masker
 
-        text = str(redact(text))
+        text = str(airflow_masker(text))
     except Exception:  # outside Airflow, or a masker that cannot run: our own rules still apply
         log.debug("Airflow's secrets masker not available", exc_info=True)
-    text = scrub(text, sorted((s for s in secrets if s), key=len, reverse=True))
-    text = _USERINFO.sub(r"\1***@", text)
-    text = _BEARER.sub(r"\1 ***", text)
-    return _KEY_VALUE.sub(r"\1***", text)
+    return redact.text(scrub(text, sorted((s for s in secrets if s), key=len, reverse=True)))
 
 
 def _trim(line: str) -> str:

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+from .. import redact as _redact
+
 log = logging.getLogger(__name__)
 
 # How the page shows a value: ``bytes`` as KB/MB/GB, ``usd`` with 2 decimals, ``time`` as
@@ -40,8 +42,6 @@ Kind = Literal[
     "list",
 ]
 Status = Literal["ok", "never_run", "error"]
-_USERINFO = re.compile(r"(?i)(://)[^/@\s:]+:[^/@\s]+@")
-_SECRET_ARG = re.compile(r"(?i)\b(password|passwd|secret|token|access_key|signature)(=|:\s*)\S+")
 _SECRET_KEY = re.compile(
     r"(?i)(password|passwd|secret|token|credential|private_key|access_key|authorization)"
 )
@@ -131,11 +131,11 @@ def guard(section_id: str, title: str, load: Callable[[], Section]) -> Section:
 
 
 def redact(text: Any) -> Any:
-    """Text copied from an error (a registry's, S3's, a restore's) with URL credentials and
-    ``password=...``-style values replaced by ``***``; other values as they are."""
+    """Text copied from an error (a registry's, S3's, a restore's) with credentials replaced by
+    ``***`` (``redact.py``); other values as they are."""
     if not isinstance(text, str):
         return text
-    return _SECRET_ARG.sub(r"\1\2***", _USERINFO.sub(r"\1***@", text))
+    return _redact.text(text)
 
 
 def scrub(value: Any) -> Any:
