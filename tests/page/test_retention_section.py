@@ -335,15 +335,23 @@ def test_a_cold_page_reads_the_year_from_the_history_and_shows_what_the_summarie
     assert {r["digest"] for r in year_later.rows} == runs["expired"]["page-exec-2"]
 
 
-def test_a_history_that_is_not_current_or_is_broken_is_not_trusted(runs, s3, caplog):
-    bucket = "page-retention-stale"
+def _copied(s3, bucket: str):
+    """The module's runs, history included, in the test's own bucket: its config and run layout."""
     _copy(s3, bucket)
     config = _config(bucket)
-    layout = audit.run_layout(bucket, config.retention.runs_prefix)
+    return config, audit.run_layout(bucket, config.retention.runs_prefix)
+
+
+def _summary(s3, layout, run_id: str) -> dict:
+    key = layout.id_prefix(run_id) + audit.SUMMARY_NAME
+    return json.loads(s3.get_object(Bucket=layout.bucket, Key=key)["Body"].read())
+
+
+def test_a_history_that_is_not_current_or_is_broken_is_not_trusted(runs, s3, caplog):
+    bucket = "page-retention-stale"
+    config, layout = _copied(s3, bucket)
     # a run published by a writer that did not update the history (an older registry-ops)
-    doc = json.loads(
-        s3.get_object(Bucket=bucket, Key=layout.id_prefix("page-dry") + "summary.json")["Body"].read()
-    )
+    doc = _summary(s3, layout, "page-dry")
     doc.update(run_id="page-late", now=(NOW - timedelta(hours=1)).isoformat())
     layout.publish(
         s3, layout.id_prefix("page-late"), doc, extra={k: doc[k] for k in ("run_id", "now", "dry_run")}
@@ -365,12 +373,8 @@ def test_a_history_that_is_not_current_or_is_broken_is_not_trusted(runs, s3, cap
 
 def test_a_publish_whose_history_failed_still_publishes_and_the_next_one_heals_it(runs, s3, monkeypatch):
     bucket = "page-retention-heal"
-    _copy(s3, bucket)
-    config = _config(bucket)
-    layout = audit.run_layout(bucket, config.retention.runs_prefix)
-    doc = json.loads(
-        s3.get_object(Bucket=bucket, Key=layout.id_prefix("page-exec-2") + "summary.json")["Body"].read()
-    )
+    config, layout = _copied(s3, bucket)
+    doc = _summary(s3, layout, "page-exec-2")
     results = doc.pop("results")
 
     def broken(*_a, **_k):
