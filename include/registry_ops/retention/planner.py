@@ -375,8 +375,9 @@ def _planned_column(values: Any, planned: np.ndarray, runs: list[tuple[int, int]
 
 
 def _result(inv: pd.DataFrame, planned: np.ndarray, decided: dict[str, Any]) -> pd.DataFrame:
-    """The plan: the planned rows' inventory columns, then the decisions. Called after the
-    evaluation state is gone, so the copied inventory columns never coincide with it."""
+    """The plan: the planned rows' inventory columns (shared with the inventory where they can
+    be, see ``_planned_column``), then the decisions. Called after the evaluation state is gone,
+    so copied inventory columns never coincide with it."""
     n = int(np.count_nonzero(planned))
     whole = n == len(inv)
     runs = None if whole else _planned_runs(planned)

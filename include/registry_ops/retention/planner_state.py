@@ -216,7 +216,7 @@ class Ctx:
         """Per evaluation position: is the row's digest one of ``values``.
 
         Exact: rows whose 64-bit digest key is among the values' keys are the candidates (an
-        integer hash lookup, ~10x cheaper than hashing a million digests as text), and only they
+        integer hash lookup, several times cheaper than hashing a million digests as text), and only they
         are compared as text. Without keys (digests not all 71 bytes), every row is compared."""
         values = values.cast(self.digest_full.type)
         if self._digest_keys is None:
