@@ -118,11 +118,10 @@ def pushed(notifying):
 
 
 @pytest.fixture(scope="module")
-def airflow(airflow_db, moto_server, tmp_path_factory):
+def airflow(serialized_dags, moto_server, tmp_path_factory):
     """The real API server, with our DAGs serialized (registry_scan registers the asset)."""
-    from devstack.api_server import ApiServer, reserialize_dags
+    from devstack.api_server import ApiServer
 
-    reserialize_dags()
     server = ApiServer(
         tmp_path_factory.mktemp("push-api"),
         {USER: PASSWORD},

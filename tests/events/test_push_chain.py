@@ -56,9 +56,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def chain(airflow_db, moto_server, tmp_path_factory):
+def chain(serialized_dags, moto_server, tmp_path_factory):
     """The API server with the plugin, and two registries notifying its receiver."""
-    from devstack.api_server import ApiServer, reserialize_dags
+    from devstack.api_server import ApiServer
 
     work = tmp_path_factory.mktemp("push-chain")
     tag = f"chain-{uuid.uuid4().hex[:8]}"
@@ -88,7 +88,7 @@ def chain(airflow_db, moto_server, tmp_path_factory):
     s3 = s3_client(config)
     storage.ensure_bucket(s3, bucket)
 
-    reserialize_dags()  # registry_scan parsed: Airflow knows the registry_pushed_images asset
+    # registry_scan parsed (serialized_dags): Airflow knows the registry_pushed_images asset
     api = ApiServer(
         work,
         {USER: PASSWORD},

@@ -72,10 +72,9 @@ def deleted(moto_server, s3, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def airflow(airflow_db, deleted, tmp_path_factory):
-    from devstack.api_server import ApiServer, reserialize_dags
+def airflow(serialized_dags, deleted, tmp_path_factory):
+    from devstack.api_server import ApiServer
 
-    reserialize_dags()
     server = ApiServer(
         tmp_path_factory.mktemp("api-server"),
         {USER: PASSWORD},

@@ -45,11 +45,8 @@ def auth(airflow_db):
 
 
 @pytest.fixture(scope="module")
-def airflow_app(airflow_db):
+def airflow_app(serialized_dags):
     """Airflow's own REST API app on the test DB, with our DAGs serialized into it."""
-    from devstack.api_server import reserialize_dags
-
-    reserialize_dags()
     from airflow.api_fastapi.app import create_app as airflow_create_app
 
     return airflow_create_app(apps="core")
