@@ -6,10 +6,10 @@ Commands are the ``registry-ops`` lines of the runbook's ``sh`` blocks (the runb
 come from its ``export`` line, values set here), the config in ``$REGISTRY_OPS_CONFIG``. Bash
 reads each line (quoting, variables, comments) and hands its argv to ``cli.main`` in this
 process, in the runbook's working directory and environment: a process per command paid a
-Python and Airflow start-up (seconds) each. Each test's first backup runs as the console script
-of this venv under bash, and a line with more shell than words (a pipe, a redirection) runs so
-too. A trailing ``# exit 1`` (or ``# exit 0 or 2``) is the exit the runbook announces;
-otherwise 0.
+Python and Airflow start-up (seconds) each. The first backup of
+test_restore_registry_after_disaster runs as the console script of this venv under bash, and a
+line with more shell than words (a pipe, a redirection) runs so too. A trailing ``# exit 1`` (or
+``# exit 0 or 2``) is the exit the runbook announces; otherwise 0.
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ def _tags(reg: OciRegistry, repository: str) -> dict[str, str]:
     return {t: reg.head_manifest(repository, t).digest for t in tags}
 
 
-def _backup(env: dict[str, str]) -> None:
-    run_block([("registry-ops backup run --mode full", {0})], env)
+def _backup(env: dict[str, str], capfd: pytest.CaptureFixture[str] | None = None) -> None:
+    run_block([("registry-ops backup run --mode full", {0})], env, capfd)
 
 
 def test_the_runbooks_name_their_variables_and_every_command_exists():
@@ -239,7 +239,7 @@ def test_restore_registry_after_disaster(stack):
 
 def test_restore_deleted_image(stack):
     before = _seed(stack["reg"])
-    _backup(env := stack["env"])
+    _backup(env := stack["env"], stack["capfd"])
     repository, (tag, digest) = next(iter(before.items()))[0], next(iter(next(iter(before.values())).items()))
     stack["reg"].delete_images(repository, [digest])  # deleted by hand
     assert tag not in _tags(stack["reg"], repository)
@@ -254,7 +254,7 @@ def test_restore_deleted_image(stack):
 def test_failed_drill(stack):
     before = _seed(stack["reg"])
     env = {**stack["env"], "DR_TARGET": "dr-layout"}
-    _backup(env)
+    _backup(env, stack["capfd"])
     # the fault: one layer in the store damaged
     s3, bucket = stack["s3"], stack["bucket"]
     layer_key = next(
@@ -274,7 +274,7 @@ def test_failed_drill(stack):
 def test_backup_not_completed(stack):
     _seed(stack["reg"])
     env = stack["env"]
-    _backup(env)
+    _backup(env, stack["capfd"])
     look, cause, fix = blocks("backup-not-completed.md")
     run_block(look, env, stack["capfd"])
     stack["service"].stop()  # the fault: the registry does not answer
