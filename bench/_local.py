@@ -35,5 +35,5 @@ def s3_client(endpoint: str, region: str = "us-east-1") -> object:
 
     from include.registry_ops.clients import RETRIES
 
-    config = Config(retries=RETRIES, max_pool_connections=32, s3={"addressing_style": "path"})
+    config = Config(retries=dict(RETRIES), max_pool_connections=32, s3={"addressing_style": "path"})
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)

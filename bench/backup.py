@@ -136,7 +136,7 @@ def ecr_client(endpoint: str) -> Any:
         "ecr",
         endpoint_url=endpoint,
         region_name=REGION,
-        config=BotoConfig(retries=RETRIES, max_pool_connections=32),
+        config=BotoConfig(retries=dict(RETRIES), max_pool_connections=32),
     )
 
 
@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             "s3",
             endpoint_url=moto.endpoint,
             region_name=REGION,
-            config=BotoConfig(retries=RETRIES, max_pool_connections=32, s3={"addressing_style": "path"}),
+            config=BotoConfig(
+                retries=dict(RETRIES), max_pool_connections=32, s3={"addressing_style": "path"}
+            ),
         )
         s3.create_bucket(Bucket=BUCKET)
         config = parse_config(

@@ -204,7 +204,7 @@ def bench_ecr(moto: MotoService, sizes: Sizes) -> EcrResult:
         if m.kind != "index"
     }
     client = boto3.client(
-        "ecr", endpoint_url=moto.endpoint, region_name=REGION, config=BotoConfig(retries=RETRIES)
+        "ecr", endpoint_url=moto.endpoint, region_name=REGION, config=BotoConfig(retries=dict(RETRIES))
     )
     note("ECR: seeding moto ...")
     t = time.perf_counter()

@@ -116,7 +116,7 @@ def ecr_client(endpoint: str) -> Any:
         "ecr",
         endpoint_url=endpoint,
         region_name=REGION,
-        config=BotoConfig(retries=RETRIES, max_pool_connections=32),
+        config=BotoConfig(retries=dict(RETRIES), max_pool_connections=32),
     )
 
 

@@ -26,7 +26,10 @@ def test_ecr_throttling_is_retried(seeded, moto_server):
     from botocore.config import Config
 
     client = boto3.client(
-        "ecr", endpoint_url=moto_server.endpoint, region_name="us-east-1", config=Config(retries=RETRIES)
+        "ecr",
+        endpoint_url=moto_server.endpoint,
+        region_name="us-east-1",
+        config=Config(retries=dict(RETRIES)),
     )
     throttled = {"left": 3, "sent": 0}
 

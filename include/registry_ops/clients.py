@@ -18,29 +18,47 @@ from .registries.ocilayout import OciLayoutRegistry
 
 # botocore "standard" mode retries throttling (ThrottlingException, 429) and 5xx with
 # exponential backoff and jitter; 8 attempts ride out a burst of throttling.
-RETRIES = {"mode": "standard", "max_attempts": 8}
+RETRIES = {"mode": "standard", "max_attempts": 8}  # pass a copy: botocore rewrites the dict it is given
+
+
+def botocore_config(conn_id: str, **defaults: Any) -> Any:
+    """Our botocore settings (:data:`RETRIES`, then ``defaults``) with the connection's own
+    ``config_kwargs`` over them. The hook uses a config it is given instead of the connection's,
+    so without this merge a team's ``connect_timeout``, proxies or retries in the connection's
+    extra would be silently ignored."""
+    from botocore import UNSIGNED
+    from botocore.config import Config as BotoConfig
+
+    ours = BotoConfig(retries=dict(RETRIES), **defaults)  # a copy: botocore rewrites the dict it gets
+    try:
+        extra = get_connection(conn_id).extra_dejson
+    except ConnectionMissing:
+        return ours  # the hook reports the missing connection its own way
+    theirs = dict(extra.get("config_kwargs") or {})
+    if not theirs:
+        return ours
+    if theirs.get("signature_version") == "unsigned":  # as the provider reads it
+        theirs["signature_version"] = UNSIGNED
+    try:
+        return ours.merge(BotoConfig(**theirs))
+    except TypeError as exc:
+        raise ValueError(
+            f"Airflow connection {conn_id!r}: extra config_kwargs is not a botocore Config: {exc}"
+        ) from None
 
 
 def aws_client(service: str, conn_id: str, region: str | None = None) -> Any:
     """A boto3 client through the Amazon provider's hook (endpoint, region, keys from the conn)."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-    from botocore.config import Config as BotoConfig
 
-    hook = AwsBaseHook(
-        aws_conn_id=conn_id,
-        client_type=service,
-        region_name=region,
-        config=BotoConfig(retries=RETRIES, max_pool_connections=32),
-    )
-    return hook.get_conn()
+    config = botocore_config(conn_id, max_pool_connections=32)
+    return AwsBaseHook(aws_conn_id=conn_id, client_type=service, region_name=region, config=config).get_conn()
 
 
 def ecr_client(conn_id: str, region: str | None = None) -> Any:
     from airflow.providers.amazon.aws.hooks.ecr import EcrHook
-    from botocore.config import Config as BotoConfig
 
-    hook = EcrHook(aws_conn_id=conn_id, region_name=region, config=BotoConfig(retries=RETRIES))
-    return hook.conn
+    return EcrHook(aws_conn_id=conn_id, region_name=region, config=botocore_config(conn_id)).conn
 
 
 class ConnectionMissing(ValueError):

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 import pytest
 
 from devstack.services import free_port
-from include.registry_ops import clients
 from include.registry_ops.audit import history, jobs
 from include.registry_ops.config import load_config
 from include.registry_ops.store import objects
@@ -141,9 +140,7 @@ def test_dag_end_to_end(
         },
     }
     monkeypatch.setenv("AIRFLOW_CONN_AUDIT_DOWN", json.dumps(unreachable))
-    # one attempt: the connection's config_kwargs above do not lower botocore's 8 (RETRIES: the
-    # client's explicit config wins), whose backoff on a refused port is ~40 s
-    monkeypatch.setattr(clients, "RETRIES", {"mode": "standard", "max_attempts": 1})
+    # one attempt (the connection's config_kwargs): botocore's 8 on a refused port add ~40 s
     down = {"name": "ecr-down", "kind": "ecr", "conn_id": "audit_down", "region": support.REGION}
     text = path.read_text().replace("registries:\n", "registries:\n" + _yaml_item(down), 1)
     path.write_text(text)

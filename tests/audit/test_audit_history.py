@@ -15,7 +15,6 @@ import pyarrow as pa
 import pytest
 
 from devstack.services import free_port
-from include.registry_ops import clients
 from include.registry_ops.audit import history, jobs
 from include.registry_ops.config import load_config
 from include.registry_ops.store import objects
@@ -228,9 +227,9 @@ def test_a_condition_added_is_a_changed_grant_and_a_registry_not_audited_resolve
     # the registry cannot be read now: none of its grants is lost, none of its findings resolved
     down = json.loads(os.environ[f"AIRFLOW_CONN_{acct.conn_id.upper()}"])
     down["extra"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    # one attempt (the connection's config_kwargs): botocore's 8 on a refused port add ~40 s
+    down["extra"]["config_kwargs"] = {"retries": {"max_attempts": 1}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{acct.conn_id.upper()}", json.dumps(down))
-    # one attempt: botocore's 8 (RETRIES) on a refused port only add ~40 s of backoff
-    monkeypatch.setattr(clients, "RETRIES", {"mode": "standard", "max_attempts": 1})
     third = jobs.run(config, notify=True)
     assert not third["complete"] and third["registries_audited"] == []
     changes = objects.get_json(s3, bucket, third["keys"]["changes"])

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.services import free_port
-from include.registry_ops import clients
 from include.registry_ops.audit import history
 from include.registry_ops.cli import main
 from include.registry_ops.config import load_config
@@ -244,9 +243,7 @@ def test_a_registry_not_audited_keeps_latest_and_its_url_credentials_out(
             }
         ),
     )
-    # one attempt: botocore's 8 (RETRIES) on a refused port only add ~40 s of backoff (the
-    # connection's config_kwargs above do not lower them: the client's explicit config wins)
-    monkeypatch.setattr(clients, "RETRIES", {"mode": "standard", "max_attempts": 1})
+    # one attempt (the connection's config_kwargs): botocore's 8 on a refused port add ~40 s
     broken = {"name": "ecr-broken", "kind": "ecr", "conn_id": "audit_broken", "region": support.REGION}
     path = support.write_config(acct, tmp_path, security=["secops@example.com"], extra_registries=(broken,))
     config, cfg = load_config(path), ["--config", str(path)]

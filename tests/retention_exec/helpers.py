@@ -125,7 +125,7 @@ def tags_now(registry: Registry, repository: str) -> dict[str, set[str]]:
 
 def ecr_registry(endpoint: str) -> EcrRegistry:
     client = boto3.client(
-        "ecr", endpoint_url=endpoint, region_name="us-east-1", config=Config(retries=RETRIES)
+        "ecr", endpoint_url=endpoint, region_name="us-east-1", config=Config(retries=dict(RETRIES))
     )
     return EcrRegistry("ecr-local", client)
 

@@ -8,7 +8,7 @@ import boto3
 import pytest
 import yaml
 
-from include.registry_ops import clients, inventory
+from include.registry_ops import inventory
 from include.registry_ops.config import load_config
 from include.registry_ops.retention import jobs
 from include.registry_ops.retention.in_use import InUseError
@@ -96,13 +96,12 @@ def test_discovery_off_means_no_source(moto_server, tmp_path):
 
 def test_a_failing_discovery_stops_the_plan(tmp_path, monkeypatch):
     """Without knowing what runs nothing may be deleted: a dead ECS endpoint raises."""
-    # one attempt: botocore's 8 (RETRIES) on a refused connection only add ~40 s of backoff;
-    # the connection's config_kwargs cannot lower them (the client's explicit config wins)
-    monkeypatch.setattr(clients, "RETRIES", {"mode": "standard", "max_attempts": 1})
+    # one attempt (the connection's config_kwargs): botocore's 8 on a refused port add ~40 s
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_DEFAULT",
         '{"conn_type": "aws", "login": "x", "password": "y", "extra": {"region_name": "us-east-1", '
-        '"endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"connect_timeout": 1}}}',
+        '"endpoint_url": "http://127.0.0.1:9", '
+        '"config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}}',
     )
     with pytest.raises(InUseError, match="in-use discovery: list_task_definitions failed"):
         jobs.in_use_refs(_config(tmp_path, "ret-inuse-dead/", ["ecs"]))
