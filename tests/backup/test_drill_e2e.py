@@ -28,7 +28,9 @@ from tests.conftest import OCI_PASSWORD, OCI_USER
 from tests.registries.images import image, push
 
 FLEET_NOW = datetime(2026, 11, 27, tzinfo=UTC)
-TAKEN = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+# the snapshot: two hours ago, to the hour. The DAG judges the snapshot's age against the real
+# clock, so a fixed date here made its RPO (26 h) fail from 26 h after that date on.
+TAKEN = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
 SCRATCH = f"dr-drill-{uuid.uuid4().hex[:8]}/"  # the session's second registry is shared
 
 
