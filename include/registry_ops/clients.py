@@ -29,7 +29,7 @@ def botocore_config(conn_id: str, **defaults: Any) -> Any:
     from botocore import UNSIGNED
     from botocore.config import Config as BotoConfig
 
-    ours = BotoConfig(retries=dict(RETRIES), **defaults)  # a copy: botocore rewrites the dict it gets
+    ours = BotoConfig(retries=dict(RETRIES), **defaults)
     try:
         extra = get_connection(conn_id).extra_dejson
     except ConnectionMissing:

@@ -163,7 +163,8 @@ def load_table(config: Config, s3: Any, extras: list[dict[str, Any]]) -> tuple[L
     return where, schema.validate_table(table, where.uri)
 
 
-def load(config: Config, s3: Any, extras: list[dict[str, Any]]) -> Snapshot:
-    """Choose the snapshot (see :func:`choose`) and read its rows, validated against the schema."""
+def load(config: Config, s3: Any, extras: list[dict[str, Any]], lists: str = "python") -> Snapshot:
+    """Choose the snapshot (see :func:`choose`) and read its rows, validated against the schema;
+    ``lists``: as :func:`schema.built_frame` gives the list columns."""
     where, table = load_table(config, s3, extras)
-    return Snapshot(where, schema.built_frame(table))
+    return Snapshot(where, schema.built_frame(table, lists))

@@ -1,7 +1,7 @@
 """S3 reads the section loaders share: a pointer read that also says which version of it was read
-(the memo key), many small GETs at once (a year of run summaries one after the other takes
-seconds; a pool of GETs takes a fraction), and the folders under a prefix. Text copied from errors is masked
-with ``model.redact`` (a registry error may quote a URL with credentials in it).
+(the memo key), and a loader of many small objects read once per process, within a time budget
+and then behind the request (``objects.get_many`` reads them a pool at a time). Text copied from
+errors is masked with ``model.redact`` (a registry error may quote a URL with credentials in it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from ..store import objects
 from ..store.runs import ManifestError, RunLayout
 
 log = logging.getLogger(__name__)
-WORKERS = objects.GET_WORKERS
-get_many = objects.get_many  # the sections' name for it
 
 
 class ArtefactError(ValueError):
@@ -65,7 +63,7 @@ class Loader:
     shows those, and leaves the others to one background thread; later requests find them read.
     Thread-safe; only one background thread per loader at a time."""
 
-    BATCH = WORKERS * 4
+    BATCH = objects.GET_WORKERS * 4
 
     def __init__(self, s3: Any, bucket: str, parse: Any) -> None:
         self.s3, self.bucket, self.parse = s3, bucket, parse
@@ -84,7 +82,7 @@ class Loader:
         return self._thread is not None and self._thread.is_alive()
 
     def _read(self, keys: list[str]) -> None:
-        got = get_many(self.s3, self.bucket, keys)
+        got = objects.get_many(self.s3, self.bucket, keys)
         parsed = {k: None if body is None else self.parse(k, body) for k, body in got.items()}
         with self._lock:
             self.done.update(parsed)

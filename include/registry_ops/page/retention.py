@@ -22,7 +22,6 @@ status ``error``); the other runs still show.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ SUMMARY_BUDGET = 0.6  # seconds a request spends reading run summaries; the rest
 PREVIEW_BUDGET = 0.4
 SEARCH_BUDGET = 0.8
 WINDOW = timedelta(days=365)
-REMOVED = audit.REMOVED
 RUN_COLUMNS = [
     Column("run_id", "Run"),
     Column("at", "Time", "time"),
@@ -241,11 +239,7 @@ def _runs(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]
         keys.remove(named)
         keys.insert(0, named)
     got, pending = loader.get(keys, SUMMARY_BUDGET)
-    runs = sorted(
-        (r for r in got.values() if r is not None),
-        key=lambda r: (r.at is not None, r.at or datetime.min),
-        reverse=True,
-    )
+    runs = _newest_runs_first(r for r in got.values() if r is not None)
     if not pending:
         loader.complete = (done_key, runs)
     return runs, pending
@@ -312,6 +306,7 @@ class _Year:
     runs: list[Run]
     rows: list[dict[str, Any]]  # every deletion the history holds, newest first
     problems: list[str]
+    by_runs: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _year(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]) -> _Year | None:
@@ -323,24 +318,26 @@ def _year(ctx: PageContext, layout: RunLayout, found: tuple[dict[str, Any], Any]
         hist = history.current(ctx.s3, layout, found[0])
         if hist is None:
             return None
-        runs = [
+        runs = _newest_runs_first(
             _broken(e["key"], _run_id(layout, e["key"]), e["error"])
             if "error" in e
             else _run_of(layout, e["key"], e["summary"], e["audits"])
             for e in hist.runs
-        ]
-        runs.sort(key=lambda r: (r.at is not None, r.at or datetime.min.replace(tzinfo=UTC)), reverse=True)
-        rows = _rows_of(hist.deleted.to_pylist())
-        rows.sort(key=lambda r: (r["at"] or "", r["digest"]), reverse=True)
-        return _Year(runs, rows, list(hist.problems))
+        )
+        return _Year(runs, _newest_rows_first(_rows_of(hist.deleted.to_pylist())), list(hist.problems))
 
     return ctx.memo.get(("page.retention.year", ctx.bucket, layout.latest_key, found[1]), build)
 
 
 def _year_rows(year: _Year, runs: list[Run]) -> list[dict[str, Any]]:
-    """The year's deletions made by ``runs`` (the runs within the window at this request)."""
-    keys = {r.key for r in runs}
-    return [r for r in year.rows if r["_run"] in keys]
+    """The year's deletions made by ``runs`` (the runs within the window at this request), kept
+    per set of runs: the window moves once a day, a warm request must not filter the year again."""
+    key = tuple(r.key for r in runs)
+    found = year.by_runs.get(key)
+    if found is None:
+        wanted = set(key)
+        found = year.by_runs[key] = [r for r in year.rows if r["_run"] in wanted]
+    return found
 
 
 # -- deletions -------------------------------------------------------------------------------------
@@ -371,10 +368,19 @@ def _deleted(
             problems.append(f"{objects.url(ctx.bucket, key)}: {value}")
         else:
             rows.extend(value)
-    rows.sort(key=lambda r: (r["at"] or "", r["digest"]), reverse=True)
+    rows = _newest_rows_first(rows)
     if limit is not None:
         rows = _public(rows[:limit])
     return rows, problems, unread
+
+
+def _newest_runs_first(runs: Iterable[Run]) -> list[Run]:
+    """Runs newest first, those without a time (unreadable summaries) last."""
+    return sorted(runs, key=lambda r: (r.at is not None, r.at or datetime.min), reverse=True)
+
+
+def _newest_rows_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: (r["at"] or "", r["digest"]), reverse=True)
 
 
 def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -391,7 +397,7 @@ def _audit_rows(key: str, body: bytes) -> list[dict[str, Any]] | str:
 
 
 def _deleted_rows(body: bytes) -> list[dict[str, Any]]:
-    return _rows_of(json.loads(line) for line in body.decode().splitlines() if line.strip())
+    return _rows_of(audit.parse_audit(body))
 
 
 def _rows_of(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -399,7 +405,7 @@ def _rows_of(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     those that removed an image; ``_run`` keeps the history's run key, when there is one."""
     out = []
     for rec in records:
-        if rec.get("result") not in REMOVED:
+        if rec.get("result") not in audit.REMOVED:
             continue
         rule = rec.get("policy") or ""
         if rec.get("rule") is not None:

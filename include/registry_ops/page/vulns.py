@@ -333,7 +333,7 @@ def _trend(ctx: PageContext) -> tuple[Chart, list[str]]:
     keys = [p["Prefix"] + MANIFEST_NAME for page in pages for p in page.get("CommonPrefixes", [])]
     points: list[tuple[str, int | None, int | None]] = []
     notes: list[str] = []
-    for key, body in _read.get_many(ctx.s3, ctx.bucket, _sampled(sorted(keys), ctx.now - DAILY)).items():
+    for key, body in objects.get_many(ctx.s3, ctx.bucket, _sampled(sorted(keys), ctx.now - DAILY)).items():
         if body is None:
             continue
         try:
@@ -384,7 +384,7 @@ def _acks(ctx: PageContext) -> tuple[list[dict[str, Any]], list[str]]:
 
 def _read_acks(ctx: PageContext, keys: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     rows, notes = [], []
-    for key, body in sorted(_read.get_many(ctx.s3, ctx.bucket, keys).items()):
+    for key, body in sorted(objects.get_many(ctx.s3, ctx.bucket, keys).items()):
         if body is None:  # removed between the listing and the read
             continue
         try:

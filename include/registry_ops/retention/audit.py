@@ -203,8 +203,13 @@ def write_audit(s3: Any, bucket: str, key: str, records: list[dict[str, Any]]) -
 
 
 def read_audit(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    return [json.loads(line) for line in body.splitlines() if line.strip()]
+    return parse_audit(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def parse_audit(body: bytes) -> list[dict[str, Any]]:
+    """An audit object's records (JSON lines, as :func:`write_audit` writes them); ValueError
+    (or UnicodeDecodeError) when it is not that."""
+    return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
 
 
 REMOVED = ("deleted", "already_deleted")  # the results that took an image out of its registry

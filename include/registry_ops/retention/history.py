@@ -268,7 +268,7 @@ def _records(
             problems.append(f"{objects.url(bucket, key)}: audit object named by a summary is missing")
             continue
         try:
-            recs = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+            recs = audit.parse_audit(body)
             out.extend({**r, "run_key": run_key} for r in recs if r.get("result") in audit.REMOVED)
         except (ValueError, AttributeError) as exc:
             problems.append(f"{objects.url(bucket, key)}: not JSON-lines audit records ({exc})")

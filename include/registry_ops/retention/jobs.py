@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from .. import schema, snapshots, storage
+from .. import snapshots, storage
 from ..clients import build_registry
 from ..config import Config, ConfigError
 from ..registries.base import Registry
@@ -165,8 +165,9 @@ def _publish_summary(config: Config, s3: Any, summary: dict[str, Any], results: 
     layout = _run_layout(config)
     run = layout.id_prefix(summary["run_id"])
     extra = {k: summary[k] for k in ("run_id", "now", "dry_run")}
-    _update_history(s3, layout, layout.manifest_key(run), {**summary, "results": results})
-    layout.publish(s3, run, {**summary, "results": results}, extra=extra)
+    whole = {**summary, "results": results}
+    _update_history(s3, layout, layout.manifest_key(run), whole)
+    layout.publish(s3, run, whole, extra=extra)
     return layout.manifest_key(run)
 
 
@@ -203,10 +204,9 @@ def plan_run(
             "items": [],
         }
     s3 = s3_client(config)
-    where, table = snapshots.load_table(config, s3, extras)  # the newest event's, never a stale one
-    # list columns stay Arrow: the planner reads them so (Python lists: ~400 MB at 1M images)
-    snapshot = snapshots.Snapshot(where, schema.built_frame(table, lists="arrow"))
-    del table
+    # the newest event's snapshot, never a stale one; list columns stay Arrow, as the planner
+    # reads them (Python lists: ~400 MB at 1M images)
+    snapshot = snapshots.load(config, s3, extras, lists="arrow")
     policies = load_policy_set(config)
     frame = pull_sources.merge_configured(config, s3, snapshot.frame, now, policies)  # retention.pulls
     plan = make_plan(frame, policies, now, in_use_refs(config))
