@@ -29,9 +29,9 @@ import yaml
 
 from devstack.seed import seed_oci
 from devstack.services import RegistryService
-from include.registry_ops.cli import main
 from include.registry_ops.registries.base import NotFound
 from include.registry_ops.registries.oci import OciRegistry
+from tests import cli_in_process
 from tests.backup.test_backup_support import bk_bucket, fleet_of, unique  # noqa: F401 - fixture
 from tests.conftest import OCI_PASSWORD, OCI_USER
 
@@ -128,14 +128,8 @@ def _in_process(
     command: str, env: dict[str, str], capfd: pytest.CaptureFixture[str]
 ) -> subprocess.CompletedProcess[str]:
     argv = _argv(command, env)
-    capfd.readouterr()
     with _process_state(env, env["WORKDIR"]):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse refuses the line: exit 2, its message on stderr
-            code = exc.code if isinstance(exc.code, int) else 1
-    out = capfd.readouterr()
-    return subprocess.CompletedProcess(argv, code, out.out, out.err)
+        return cli_in_process.run(capfd, argv)
 
 
 @pytest.fixture

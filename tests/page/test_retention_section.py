@@ -4,9 +4,11 @@ the retention jobs' own writers into this module's bucket."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -248,14 +250,9 @@ def test_summaries_past_the_budget_load_behind_and_a_warm_request_reads_only_the
     assert not any("still being read" in n for n in full.notes)
     _settle(ctx)  # the audit objects the section asked for, read behind it
     full = retention.load(ctx)
-    calls: list[str] = []
-    handler = lambda event_name, **_: calls.append(event_name)  # noqa: E731
-    s3.meta.events.register("before-send.s3.*", handler)
-    try:
+    with _calls(s3) as calls:
         again = retention.load(ctx)
-    finally:
-        s3.meta.events.unregister("before-send.s3.*", handler)
-    assert again.to_json() == full.to_json() and calls == ["before-send.s3.GetObject"]
+    assert again.to_json() == full.to_json() and calls == ["GetObject"]
 
 
 def test_a_rerun_rewriting_the_latest_summary_shows_on_the_next_request(runs, s3):
@@ -281,20 +278,19 @@ def test_a_rerun_rewriting_the_latest_summary_shows_on_the_next_request(runs, s3
     assert history.current(s3, layout, json.loads(pointer_before)) is not None
 
 
-def _calls(s3):
-    """The S3 operations sent while the block runs."""
+@contextlib.contextmanager
+def _calls(s3) -> Iterator[list[str]]:
+    """The S3 operations sent while the block runs (``GetObject``, ...)."""
     calls: list[str] = []
 
-    class _Watch:
-        def __enter__(self):
-            self.handler = lambda event_name, **_: calls.append(event_name.split(".")[-1])
-            s3.meta.events.register("before-send.s3.*", self.handler)
-            return calls
+    def handler(event_name: str, **_) -> None:
+        calls.append(event_name.split(".")[-1])
 
-        def __exit__(self, *exc):
-            s3.meta.events.unregister("before-send.s3.*", self.handler)
-
-    return _Watch()
+    s3.meta.events.register("before-send.s3.*", handler)
+    try:
+        yield calls
+    finally:
+        s3.meta.events.unregister("before-send.s3.*", handler)
 
 
 def _settled(ctx):

@@ -9,21 +9,7 @@ import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from include.registry_ops.cli import main
-
-
-def _in_process(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``registry-ops ARGS`` through ``cli.main`` in this process: its exit code (argparse's
-    SystemExit included), stdout and stderr, as a subprocess would give them."""
-    capfd.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse refuses a value: exit 2 with the message on stderr
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capfd.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+from tests import cli_in_process
 
 
 def _violations(out_gate_key: str, config) -> list[dict]:
@@ -39,7 +25,7 @@ def test_ack_cycle_between_runs(scan_fleet, scan_config, trivy_env, smtp_server,
     cfg = ["--config", str(path)]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return _in_process(capfd, *args)
+        return cli_in_process.run(capfd, list(args))
 
     before = len(smtp_server.messages)
     proc = run("scan", "run", *cfg, "--live", "--notify")
