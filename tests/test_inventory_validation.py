@@ -223,6 +223,25 @@ def test_dictionary_strings_and_nanosecond_times_are_accepted(tmp_path, good):
     assert back["pushed_at"].tolist() == schema.table_to_frame(good)["pushed_at"].tolist()
 
 
+def test_parquet_lists_can_stay_arrow_with_the_same_values(tmp_path, good):
+    """The CLI's plan and apply read Parquet with ``lists="arrow"`` (the planner's input): the
+    list columns are Arrow-backed (a missing list is NA), the validation is the same, and every
+    value equals the Python-list read."""
+    path = tmp_path / "inv.parquet"
+    write_inventory(good, path)
+    python, arrow = read_inventory(path), read_inventory(path, lists="arrow")
+    for col in schema.LIST_COLUMNS:
+        assert isinstance(arrow[col].dtype, pd.ArrowDtype), col
+        assert [None if v is pd.NA else v for v in arrow[col].tolist()] == python[col].tolist(), col
+    scalars = [c for c in schema.COLUMNS if c not in schema.LIST_COLUMNS]
+    assert arrow[scalars].equals(python[scalars])
+    pq.write_table(comma_joined(good), tmp_path / "comma.parquet")
+    with pytest.raises(schema.SchemaError, match="tags"):
+        read_inventory(tmp_path / "comma.parquet", lists="arrow")
+    with pytest.raises(ValueError, match="lists='numpy'"):
+        read_inventory(path, lists="numpy")
+
+
 # -- CSV and JSON ---------------------------------------------------------------------------------
 def test_csv_comma_joined_tags_are_refused_not_split(tmp_path, good):
     frame = schema.table_to_frame(good)

@@ -55,15 +55,19 @@ def write_inventory(table: pa.Table, path: str | Path) -> None:
         Path(path).write_text(json.dumps(frame.to_dict(orient="records"), indent=1))
 
 
-def read_inventory(path: str | Path) -> pd.DataFrame:
-    """Any of the three formats back to a validated, schema-typed DataFrame."""
+def read_inventory(path: str | Path, lists: str = "python") -> pd.DataFrame:
+    """Any of the three formats back to a validated, schema-typed DataFrame.
+
+    ``lists="arrow"`` keeps a Parquet file's list columns as Arrow (``schema.built_frame``), for
+    readers that take them (the retention planner and executor): a million images' tags as Python
+    lists cost hundreds of MB. CSV and JSON are parsed into Python lists either way."""
     fmt, source = file_format(path), str(path)
     if fmt == "parquet":
         try:
             table = pq.read_table(path)
         except pa.ArrowInvalid as exc:
             raise schema.SchemaError(f"{source}: not a Parquet file: {exc}") from None
-        return schema.table_to_frame(table, source)
+        return schema.table_to_frame(table, source, lists)
     frame = _read_csv(path, source) if fmt == "csv" else _read_json(path, source)
     if frame.empty and not len(frame.columns):  # an empty JSON list: an empty inventory
         frame = pd.DataFrame(columns=list(schema.COLUMNS))

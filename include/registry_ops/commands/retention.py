@@ -24,10 +24,10 @@ def run_apply(args: argparse.Namespace) -> tuple[int, dict]:
     config = load_config(args.config)
     now = parse_now(args.now)
     if args.from_s3:  # latest.json's snapshot; none (or no bucket) is a SnapshotMissing: exit 2
-        inventory = snapshots.load(config, s3_client(config), []).frame
-    else:
+        inventory = snapshots.load(config, s3_client(config), [], lists="arrow").frame
+    else:  # list columns stay Arrow: the planner and the executor read them so
         try:
-            inventory = read_inventory(args.inventory)
+            inventory = read_inventory(args.inventory, lists="arrow")
         except OSError as exc:
             raise ValueError(f"{args.inventory}: cannot read inventory: {exc.strerror or exc}") from None
     try:

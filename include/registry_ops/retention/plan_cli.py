@@ -90,7 +90,7 @@ def plan_command(args: argparse.Namespace) -> tuple[int, str | list]:
     policies = load_policies(args.policy)
     now = parse_now(getattr(args, "now", None))
     try:
-        inventory = read_inventory(args.inventory)
+        inventory = read_inventory(args.inventory, lists="arrow")  # the planner reads Arrow lists
     except (OSError, ValueError) as exc:
         raise ValueError(f"{args.inventory}: cannot read inventory: {exc}") from None
     refs: set[str] = set()
