@@ -4,7 +4,9 @@ tests that run many commands only need the exit code and what was printed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -20,3 +22,33 @@ def run(capfd: pytest.CaptureFixture[str], argv: list[str]) -> subprocess.Comple
         code = exc.code if isinstance(exc.code, int) else 1
     out = capfd.readouterr()
     return subprocess.CompletedProcess(list(argv), code, out.out, out.err)
+
+
+def run_json(capfd: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, Any, str]:
+    """Exit code, the command's JSON result (None when it printed none), and everything else
+    printed: stdout before the result, then stderr; all of stdout when no JSON result parses,
+    so a test can still assert on raw text."""
+    done = run(capfd, argv)
+    result, before = _split_result(done.stdout)
+    return done.returncode, result, before + done.stderr
+
+
+def _split_result(stdout: str) -> tuple[Any, str]:
+    """``(result, what stdout held before it)``. ``cli.main`` prints its result last, as
+    ``json.dumps(indent=2)``: a document opening with a line that is exactly ``{`` or ``[`` (its
+    nested lines are indented), or one line (``[]``, ``{}``). Under pytest, Airflow's loggers may
+    write lines to the captured stdout before it: hence the last such opening line."""
+    lines = stdout.splitlines()
+    opens = [i for i, line in enumerate(lines) if line in ("{", "[")]
+    start = opens[-1] if opens else _last_nonblank(lines)
+    if start is None:
+        return None, stdout
+    try:
+        result = json.loads("\n".join(lines[start:]))
+    except json.JSONDecodeError:
+        return None, stdout
+    return result, "".join(line + "\n" for line in lines[:start])
+
+
+def _last_nonblank(lines: list[str]) -> int | None:
+    return next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip()), None)

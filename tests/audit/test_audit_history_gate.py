@@ -17,20 +17,12 @@ from include.registry_ops.cli import main
 from include.registry_ops.config import load_config
 from include.registry_ops.store import objects
 from include.registry_ops.store.clients import s3_client
+from tests.cli_in_process import run_json
 
 from . import test_audit_history_support as support
 from .conftest import policy
 
 TODAY = datetime.now(UTC).date()
-
-
-def cli(capfd, *args: str) -> tuple[int, object, str]:
-    code = main(list(args))
-    out = capfd.readouterr()
-    try:
-        return code, json.loads(out.out), out.err
-    except json.JSONDecodeError:
-        return code, out.out, out.err
 
 
 def _pointer(config) -> dict | None:
@@ -48,11 +40,11 @@ def test_new_high_fails_acknowledged_passes_expired_fails_again(aws_account, tmp
     path = support.write_config(acct, tmp_path, security=["secops@example.com"])
     config, cfg = load_config(path), ["--config", str(path)]
 
-    code, out, err = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, err = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 0 and out["gate"]["passed"], err[-3000:]
 
     support.scan_off(acct)
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 1 and not out["gate"]["passed"]
     [failing] = out["gate"]["failing"]
     assert (failing["id"], failing["severity"], failing["repository"], failing["gate"]) == (
@@ -65,11 +57,11 @@ def test_new_high_fails_acknowledged_passes_expired_fails_again(aws_account, tmp
     assert _findings(config, out)["mutable-tags"]["gate"] is None  # medium: below the gate
 
     # known and still unacknowledged: the gate keeps failing, naming it as such
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 1 and [(f["key"], f["gate"]) for f in out["gate"]["failing"]] == [(key, "unacknowledged")]
 
     ack_args = ["--finding", key, "--reason", "scanner migration this week", "--until", TODAY.isoformat()]
-    code, acked, err = cli(capfd, "audit", "ack", *cfg, *ack_args, "--by", "kim")
+    code, acked, err = run_json(capfd, ["audit", "ack", *cfg, *ack_args, "--by", "kim"])
     assert code == 0, err
     assert (acked["finding"], acked["id"], acked["severity"], acked["by"]) == (
         key,
@@ -77,11 +69,11 @@ def test_new_high_fails_acknowledged_passes_expired_fails_again(aws_account, tmp
         "high",
         "kim",
     )
-    code, listed, _ = cli(capfd, "audit", "acks", *cfg)
+    code, listed, _ = run_json(capfd, ["audit", "acks", *cfg])
     assert [(a["finding"], a["active"]) for a in listed] == [(key, True)]
 
     before = len(smtp_server.messages)
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 0 and out["gate"]["passed"] and out["gate"]["acknowledged"] == 1
     row = _findings(config, out)["scan-on-push-off"]
     assert (row["change"], row["first_seen"]) == ("known", found_at)  # first seen two runs ago
@@ -97,18 +89,18 @@ def test_new_high_fails_acknowledged_passes_expired_fails_again(aws_account, tmp
     # the day after `until` the acknowledgement covers nothing: the run fails again
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     before = len(smtp_server.messages)
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify", "--now", tomorrow)
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify", "--now", tomorrow])
     assert code == 1 and [(f["key"], f["gate"]) for f in out["gate"]["failing"]] == [(key, "unacknowledged")]
     text = support.parts(smtp_server.messages[before])["text"]
     assert f"unacknowledged (acknowledgement ended {TODAY.isoformat()})" in text
 
-    code, listed, _ = cli(capfd, "audit", "acks", *cfg)
+    code, listed, _ = run_json(capfd, ["audit", "acks", *cfg])
     assert code == 0 and [a["finding"] for a in listed] == [key]  # active today still
-    code, out, err = cli(capfd, "audit", "unack", *cfg, "--finding", key)
+    code, out, err = run_json(capfd, ["audit", "unack", *cfg, "--finding", key])
     assert code == 0 and out["removed"].endswith(f"iam-audit/acks/{key}.json")
-    code, listed, _ = cli(capfd, "audit", "acks", *cfg, "--all")
+    code, listed, _ = run_json(capfd, ["audit", "acks", *cfg, "--all"])
     assert listed == []
-    code, _, err = cli(capfd, "audit", "unack", *cfg, "--finding", key)
+    code, _, err = run_json(capfd, ["audit", "unack", *cfg, "--finding", key])
     assert code == 2 and f"--finding '{key}' has no acknowledgement" in err
 
 
@@ -118,10 +110,10 @@ def test_ack_refuses_bad_input_naming_it(aws_account, tmp_path, smtp_server, cap
     support.scan_off(acct)
     path = support.write_config(acct, tmp_path)
     cfg = ["--config", str(path)]
-    code, _, err = cli(capfd, "audit", "ack", *cfg, "--finding", "0" * 16, "--reason", "why not", "--until",
-                       TODAY.isoformat())  # fmt: skip
+    ack_args = ["--finding", "0" * 16, "--reason", "why not", "--until", TODAY.isoformat()]
+    code, _, err = run_json(capfd, ["audit", "ack", *cfg, *ack_args])
     assert code == 2 and "no audit published yet" in err
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 1
     high = out["gate"]["failing"][0]["key"]
     medium = _findings(load_config(path), out)["mutable-tags"]["key"]
@@ -134,14 +126,13 @@ def test_ack_refuses_bad_input_naming_it(aws_account, tmp_path, smtp_server, cap
         (high, "reason", (TODAY - timedelta(days=1)).isoformat(), "is in the past"),
         (high, "reason", (TODAY + timedelta(days=91)).isoformat(), "more than 90 days ahead"),
     ):
-        code, _, err = cli(
-            capfd, "audit", "ack", *cfg, "--finding", finding, "--reason", reason, "--until", day
-        )
+        ack_args = ["--finding", finding, "--reason", reason, "--until", day]
+        code, _, err = run_json(capfd, ["audit", "ack", *cfg, *ack_args])
         assert code == 2 and message in err, (finding, err)
     with pytest.raises(SystemExit) as exit_:
         main(["audit", "ack", *cfg, "--finding", high, "--reason", "reason", "--until", "soon"])
     assert exit_.value.code == 2 and "'soon' is not a date (YYYY-MM-DD)" in capfd.readouterr().err
-    code, listed, _ = cli(capfd, "audit", "acks", *cfg, "--all")
+    code, listed, _ = run_json(capfd, ["audit", "acks", *cfg, "--all"])
     assert listed == []
 
 
@@ -156,17 +147,17 @@ def test_an_acknowledgement_does_not_cover_the_finding_grown_more_severe(
     ecr.set_repository_policy(repositoryName="prod/web", policyText=policy({**public, "Condition": vpc}))
     path = support.write_config(acct, tmp_path)
     cfg = ["--config", str(path)]
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     [failing] = out["gate"]["failing"]
     assert code == 1 and (failing["id"], failing["severity"]) == ("public-repository", "high")
-    code, _, err = cli(capfd, "audit", "ack", *cfg, "--finding", failing["key"], "--reason", "VPC only",
-                       "--until", TODAY.isoformat())  # fmt: skip
+    ack_args = ["--finding", failing["key"], "--reason", "VPC only", "--until", TODAY.isoformat()]
+    code, _, err = run_json(capfd, ["audit", "ack", *cfg, *ack_args])
     assert code == 0, err
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 0 and out["gate"]["acknowledged"] == 1
 
     ecr.set_repository_policy(repositoryName="prod/web", policyText=policy(public))  # the condition dropped
-    code, out, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     [failing2] = out["gate"]["failing"]
     assert code == 1 and (failing2["key"], failing2["severity"], failing2["gate"]) == (
         failing["key"],
@@ -187,13 +178,13 @@ def test_latest_moves_only_after_the_report(aws_account, tmp_path, smtp_server, 
     config, cfg = load_config(path), ["--config", str(path)]
     s3, bucket = s3_client(config), config.storage.bucket
 
-    code, quiet, _ = cli(capfd, "audit", "run", *cfg)
+    code, quiet, _ = run_json(capfd, ["audit", "run", *cfg])
     assert code == 0 and quiet["published"] == {"manifest": quiet["published"]["manifest"], "latest": False}
     assert _pointer(config) is None
     manifest = objects.get_json(s3, bucket, quiet["published"]["manifest"])
     assert manifest["reported"] is False and manifest["kind"] == "iam-audit"
 
-    code, first, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, first, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 0 and first["baseline"] is None  # the quiet run was no baseline
     assert _findings(config, first)["mutable-tags"]["change"] == "new"
     assert _pointer(config)["manifest"] == first["published"]["manifest"]
@@ -203,7 +194,7 @@ def test_latest_moves_only_after_the_report(aws_account, tmp_path, smtp_server, 
     closed["port"] = free_port()
     closed["extra"].update(retry_limit=0, timeout=5)
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_FLAKY", json.dumps(closed))
-    code, failed, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, failed, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 1 and "SMTP connection 'smtp_flaky'" in failed["email_error"]
     assert failed["published"]["latest"] is False
     assert _pointer(config)["manifest"] == first["published"]["manifest"]
@@ -212,7 +203,7 @@ def test_latest_moves_only_after_the_report(aws_account, tmp_path, smtp_server, 
     assert objects.get_json(s3, bucket, failed["published"]["manifest"])["reported"] is False
 
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_FLAKY", smtp_server.conn_json())
-    code, again, _ = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, again, _ = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert again["baseline"]["manifest"] == first["published"]["manifest"]
     assert [(f["id"], f["gate"]) for f in again["gate"]["failing"]] == [("scan-on-push-off", "new")]
     assert _pointer(config)["manifest"] == again["published"]["manifest"]
@@ -248,7 +239,7 @@ def test_a_registry_not_audited_keeps_latest_and_its_url_credentials_out(
     path = support.write_config(acct, tmp_path, security=["secops@example.com"], extra_registries=(broken,))
     config, cfg = load_config(path), ["--config", str(path)]
     before = len(smtp_server.messages)
-    code, out, err = cli(capfd, "audit", "run", *cfg, "--notify")
+    code, out, err = run_json(capfd, ["audit", "run", *cfg, "--notify"])
     assert code == 1 and not out["complete"] and out["gate"]["passed"]
     assert secret not in err  # the log line naming the broken registry is redacted too
     [error] = out["errors"]

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from include.registry_ops.backup.store import SnapshotStore
-from include.registry_ops.cli import main
 from include.registry_ops.config import load_config
 from tests.backup.test_backup_support import (
     adapters,
@@ -22,6 +21,7 @@ from tests.backup.test_backup_support import (
     seed_all,
     unique,
 )
+from tests.cli_in_process import run_json
 from tests.conftest import OCI_PASSWORD
 from tests.dag_test import without_deadline
 
@@ -49,12 +49,6 @@ def env(moto_server, registry_server, s3, bk_bucket, tmp_path):  # noqa: F811
     return {"config": str(path), "layout": layout, "prefix": prefix, "bucket": bk_bucket, "s3": s3}
 
 
-def cli(capfd, *args: str) -> tuple[int, object, str]:
-    code = main(list(args))
-    out = capfd.readouterr()
-    return code, (json.loads(out.out) if out.out.strip() else None), out.err
-
-
 def _break(env) -> str:
     broken = env["layout"] / env["prefix"] / "broken"
     broken.mkdir(parents=True)
@@ -65,30 +59,30 @@ def _break(env) -> str:
 
 def test_backup_commands(env, capfd):
     cfg = env["config"]
-    code, first, err = cli(capfd, "backup", "run", "--config", cfg)
+    code, first, err = run_json(capfd, ["backup", "run", "--config", cfg])
     assert code == 0, err
     assert first["latest"] and first["mode"] == "full" and first["manifests"] > 0
     assert OCI_PASSWORD not in json.dumps(first) + err
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    code, second, _ = cli(capfd, "backup", "run", "--config", cfg, "--now", tomorrow)
+    code, second, _ = run_json(capfd, ["backup", "run", "--config", cfg, "--now", tomorrow])
     assert code == 0 and second["puts"] == 2 and second["mode"] == "metadata"
 
-    code, listing, _ = cli(capfd, "backup", "list", "--config", cfg)
+    code, listing, _ = run_json(capfd, ["backup", "list", "--config", cfg])
     assert code == 0 and [s["snapshot"] for s in listing] == [second["snapshot"], first["snapshot"]]
     assert listing[0]["latest"] and not listing[1]["latest"] and listing[0]["complete"]
 
-    code, verified, _ = cli(capfd, "backup", "verify", "--config", cfg)
+    code, verified, _ = run_json(capfd, ["backup", "verify", "--config", cfg])
     assert code == 0 and verified["ok"] and verified["snapshot"] == second["snapshot"]
 
     before = keys_under(env["s3"], env["bucket"])
-    code, out, err = cli(capfd, "backup", "verify", "20200101T000000Z", "--config", cfg)
+    code, out, err = run_json(capfd, ["backup", "verify", "20200101T000000Z", "--config", cfg])
     assert code == 2 and out is None
     assert "'20200101T000000Z' does not exist" in err and second["snapshot"] in err
-    code, _, err = cli(capfd, "backup", "run", "--registry", "nope", "--config", cfg)
+    code, _, err = run_json(capfd, ["backup", "run", "--registry", "nope", "--config", cfg])
     assert code == 2 and "unknown registry 'nope'" in err
-    code, plan, _ = cli(capfd, "backup", "run", "--dry-run", "--config", cfg)
+    code, plan, _ = run_json(capfd, ["backup", "run", "--dry-run", "--config", cfg])
     assert code == 0 and plan["dry_run"] and set(plan["previous"]) == {"ecr-local", "oci-local", "layout"}
-    code, pruned, _ = cli(capfd, "backup", "prune", "--dry-run", "--config", cfg)
+    code, pruned, _ = run_json(capfd, ["backup", "prune", "--dry-run", "--config", cfg])
     assert code == 0 and pruned["dry_run"] and pruned["deleted_objects"] == 0
     assert keys_under(env["s3"], env["bucket"]).keys() == before.keys()  # nothing written
 
@@ -96,13 +90,13 @@ def test_backup_commands(env, capfd):
     catalog = store.read_catalog(store.resolve("latest"), "oci-local")
     pack = next(loc["pack"] for loc in catalog.objects.values() if "pack" in loc)
     env["s3"].put_object(Bucket=env["bucket"], Key=pack, Body=b"not the pack")
-    code, damaged, err = cli(capfd, "backup", "verify", "--config", cfg)
+    code, damaged, err = run_json(capfd, ["backup", "verify", "--config", cfg])
     assert code == 1 and not damaged["ok"] and pack in err
     assert damaged["damaged"][0]["key"] == pack and damaged["damaged"][0]["images"]
 
     failing = _break(env)
     later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
-    code, summary, err = cli(capfd, "backup", "run", "--config", cfg, "--now", later)
+    code, summary, err = run_json(capfd, ["backup", "run", "--config", cfg, "--now", later])
     assert code == 1 and not summary["latest"] and list(summary["failures"]) == [failing]
     assert f"error: {failing}:" in err
 

@@ -12,21 +12,9 @@ from typing import Any
 
 import yaml
 
-from include.registry_ops.cli import main
+from tests.cli_in_process import run_json
 
 from .conftest import Aws, Reg, make_config
-
-
-def cli(capfd, *argv: str) -> tuple[int, Any, str]:
-    """Exit code, the JSON result, and everything else printed (stderr, and under pytest the
-    log lines Airflow's loggers write to the captured ``sys.stdout`` object before the result)."""
-    code = main(list(argv))
-    out, err = capfd.readouterr()
-    lines = out.splitlines()
-    starts = [i for i, line in enumerate(lines) if line == "{"]
-    if not starts:
-        return code, None, out + err
-    return code, json.loads("\n".join(lines[starts[-1] :])), "\n".join(lines[: starts[-1]]) + err
 
 
 def logged_since(caplog, start: int) -> str:
@@ -56,12 +44,12 @@ def test_cli_rotates_keys_and_never_prints_a_secret(aws, tmp_path, capfd, caplog
     account = aws.service_account()
     config = make_config([account], directory=tmp_path).source
     with caplog.at_level(logging.DEBUG):
-        code, planned, err_dry = cli(capfd, "-vv", "rotate", "keys", "--config", config, "--dry-run")
+        code, planned, err_dry = run_json(capfd, ["-vv", "rotate", "keys", "--config", config, "--dry-run"])
         logs_dry = logged_since(caplog, 0)
         assert code == 0 and planned["accounts"][0]["status"] == "planned" and planned["summary"]["dry_run"]
         assert len(secrets_of(aws, account.secret_id, "SecretAccessKey")) == 1  # nothing written
         start = len(caplog.records)
-        code, result, err = cli(capfd, "-vv", "rotate", "keys", "--config", config)
+        code, result, err = run_json(capfd, ["-vv", "rotate", "keys", "--config", config])
         logs = logged_since(caplog, start)
     assert code == 0, err
     (record,) = result["accounts"]
@@ -78,7 +66,7 @@ def test_cli_rotates_keys_and_never_prints_a_secret(aws, tmp_path, capfd, caplog
 def test_cli_rotates_htpasswd_and_never_prints_a_password(aws, reg, tmp_path, capfd, caplog):
     config = make_config(directory=tmp_path, htpasswd=[reg.entry()]).source
     with caplog.at_level(logging.DEBUG):  # --force: moto dates every secret version "now"
-        code, result, err = cli(capfd, "-vv", "rotate", "htpasswd", "--config", config, "--force")
+        code, result, err = run_json(capfd, ["-vv", "rotate", "htpasswd", "--config", config, "--force"])
         logs = logged_since(caplog, 0)
     assert code == 0, err
     assert result["accounts"][0]["status"] == "rotated"
@@ -91,20 +79,20 @@ def test_cli_exit_codes(aws, tmp_path, capfd):
     good, broken = aws.service_account(), aws.service_account()
     aws.sm.put_secret_value(SecretId=broken.secret_id, SecretString='{"AccessKeyId": 1}')
     config = make_config([good, broken], directory=tmp_path).source
-    code, result, err = cli(capfd, "rotate", "keys", "--config", config)
+    code, result, err = run_json(capfd, ["rotate", "keys", "--config", config])
     assert code == 1 and result["summary"]["errors"] == 1
     statuses = {a["user"]: a["status"] for a in result["accounts"]}
     assert statuses == {good.user: "rotated", broken.user: "error"}
     assert f"error: rotate {broken.user}:" not in err  # the failure is in the JSON...
     assert "field 'AccessKeyId' is missing or not a string" in json.dumps(result)
 
-    code, _, err = cli(capfd, "rotate", "keys", "--config", config, "--user", "nobody")
+    code, _, err = run_json(capfd, ["rotate", "keys", "--config", config, "--user", "nobody"])
     assert code == 2 and "--user: 'nobody' is not in rotation.service_accounts" in err
 
     doc = yaml.safe_load(Path(config).read_text())
     doc["rotation"]["grace_days"] = -1
     Path(config).write_text(yaml.safe_dump(doc))
-    code, _, err = cli(capfd, "rotate", "keys", "--config", config)
+    code, _, err = run_json(capfd, ["rotate", "keys", "--config", config])
     assert code == 2 and "rotation.grace_days" in err and config in err
 
 
