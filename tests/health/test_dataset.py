@@ -120,6 +120,39 @@ def test_read_takes_the_half_open_range(s3, config):
     assert table.num_rows == 4
 
 
+def test_read_lists_from_the_ranges_first_day_not_the_whole_history(s3, config):
+    """Years of probes must not make a read of the last hours list them all: S3 is asked for
+    the keys from the range's first day on (keys sort by day), and returns no older one."""
+    old = [f"{dataset.day_prefix(config, date(2025, m, 1))}000000Z-old.parquet" for m in (1, 6, 12)]
+    for key in old:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"an old day's object: never listed by this read")
+    new = day_runs(s3, config, DAY, 3)
+    listed: list[str] = []
+
+    def seen(**kwargs) -> None:
+        listed.extend(o["Key"] for o in kwargs["parsed"].get("Contents", []))
+
+    s3.meta.events.register("after-call.s3.ListObjectsV2", seen)
+    try:
+        table = dataset.read(s3, config, *whole_day(DAY))
+    finally:
+        s3.meta.events.unregister("after-call.s3.ListObjectsV2", seen)
+    assert table.num_rows == 6
+    assert sorted(listed) == sorted(new)
+
+
+def test_a_run_filed_under_the_day_before_is_still_read(s3, config):
+    """A run that started just before midnight is filed under its start's day while its rows are
+    stamped after midnight: a read of the next day lists from the day before."""
+    start = whole_day(DAY)[0]
+    key = dataset.append(
+        s3, config, rows("late", start + timedelta(seconds=2)), "late", start - timedelta(seconds=1)
+    )
+    assert key.startswith(dataset.day_prefix(config, DAY - timedelta(days=1)))
+    table = dataset.read(s3, config, *whole_day(DAY))
+    assert table.column("run_id").to_pylist() == ["late", "late"]
+
+
 def test_compaction_merges_verifies_then_deletes(s3, config):
     small = day_runs(s3, config, DAY, 6)
     result = dataset.compact(s3, config, now=datetime(2026, 11, 21, 0, 1, tzinfo=UTC))
@@ -238,9 +271,9 @@ def test_a_read_racing_a_compaction_still_finds_every_row(s3, config, monkeypatc
     dataset.compact(s3, config, DAY, now=datetime(2026, 11, 22, tzinfo=UTC))
     real, calls = objects.list_keys, []
 
-    def listing(s3_, bucket, prefix):
+    def listing(s3_, bucket, prefix, start_after=None):
         calls.append(prefix)
-        return stale if len(calls) == 1 else real(s3_, bucket, prefix)
+        return stale if len(calls) == 1 else real(s3_, bucket, prefix, start_after)
 
     monkeypatch.setattr(objects, "list_keys", listing)
     assert dataset.read(s3, config, *whole_day(DAY)).num_rows == 6

@@ -247,7 +247,10 @@ def read(s3: Any, config: Config, since: datetime, until: datetime) -> pa.Table:
     first, last = (since - timedelta(days=1)).date(), until.date()  # a row's day may be its run's +-1
 
     def listed(prefix: str) -> list[str]:
-        keys = [o["Key"] for o in objects.list_keys(s3, bucket, prefix)]
+        # keys sort by day (dt=YYYY-MM-DD/): the listing starts at the range's first day, so a
+        # read of the last hours costs the same after a year of probes as after a day
+        after = f"{root(config)}dt={first:%Y-%m-%d}"  # < every key of that day, > every earlier one
+        keys = [o["Key"] for o in objects.list_keys(s3, bucket, prefix, start_after=after)]
         return [k for k in keys if (d := _day_of(config, k)) is not None and first <= d <= last]
 
     tables, done, gone = [], set(), set()

@@ -164,10 +164,12 @@ def get_json_or_none(s3: Any, bucket: str, key: str) -> Any | None:
 
 
 # -- listings --------------------------------------------------------------------------------------
-def list_keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    """Every object under a prefix (Key, ETag, LastModified, Size), all pages."""
+def list_keys(s3: Any, bucket: str, prefix: str, start_after: str | None = None) -> list[dict[str, Any]]:
+    """Every object under a prefix (Key, ETag, LastModified, Size), all pages; with
+    ``start_after``, only keys after it (S3 lists in key order: dated keys skip their past)."""
     out: list[dict[str, Any]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    extra = {"StartAfter": start_after} if start_after else {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra):
         out.extend(page.get("Contents", []))
     return out
 
