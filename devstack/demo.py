@@ -388,7 +388,6 @@ def scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
     from include.registry_ops.clients import s3_client
     from include.registry_ops.config import load_config
     from include.registry_ops.registries.oci import OciRegistry
-    from include.registry_ops.scan import store as scan_store
 
     config = load_config()
     s3 = s3_client(config)
@@ -400,7 +399,96 @@ def scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
     start = time.monotonic()
     oci = OciRegistry("demo", stack.registry.url, stack.registry.username, stack.registry.password)
     seed_oci(oci, fleet)
-    out: dict[str, Any] = {"repository": fleet[0].name, "digests": sorted(digests)}
+    out = follow_push(api, fleet[0].name, digests, pushed_at, start)
+    if "run_id" in out:
+        import re
+
+        from include.registry_ops.store import objects
+
+        # what the receiver stored since the registry began notifying it (the seeded files differ)
+        stored = objects.list_keys(s3, config.storage.bucket, config.storage.prefixes.events + "oci-local/")
+        named = re.compile(r"/dt=\d{4}-\d{2}-\d{2}/[0-9a-f]{64}\.json$")
+        out["envelopes_received"] = sum(bool(named.search(o["Key"])) for o in stored)
+    return out
+
+
+ECR_PUSH_QUEUE = "registry-ops-ecr-pushes"
+ECR_PUSH_PATTERN = {  # the rule the scan-on-push docs give (docs/scan-on-push.md)
+    "source": ["aws.ecr"],
+    "detail-type": ["ECR Image Action"],
+    "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]},
+}
+
+
+def ecr_push_queue(stack, config_path: Path) -> str:
+    """ECR's scan-on-push wiring on moto, before Airflow starts: an SQS queue, an EventBridge rule
+    for successful image pushes that targets it, and ``events.ecr`` in the demo's config naming
+    it, so that ``registry_scan``'s asset has an ``AssetWatcher`` whose trigger the standalone's
+    triggerer runs. Returns the queue URL."""
+    import boto3
+    import yaml
+
+    kw = {"endpoint_url": stack.moto.endpoint, "region_name": "us-east-1"}
+    sqs, events = boto3.client("sqs", **kw), boto3.client("events", **kw)
+    url = sqs.create_queue(QueueName=ECR_PUSH_QUEUE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=ECR_PUSH_QUEUE, EventPattern=json.dumps(ECR_PUSH_PATTERN), State="ENABLED")
+    events.put_targets(Rule=ECR_PUSH_QUEUE, Targets=[{"Id": "scan-on-push", "Arn": arn}])
+    doc = yaml.safe_load(config_path.read_text())
+    ecr = next(r["name"] for r in doc["registries"] if r["kind"] == "ecr")
+    doc.setdefault("events", {})["ecr"] = [{"registry": ecr, "queue_url": url, "poll_seconds": 5}]
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return url
+
+
+def ecr_scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
+    """Push a new image to moto's ECR, with ECR's basic-scan findings for it (AWS CLI's real
+    response), and put the documented "ECR Image Action" push event on EventBridge (moto's ECR
+    sends none): the rule moves it to the queue, the ``EcrPushTrigger`` in the standalone's
+    triggerer turns it into a ``registry_pushed_images`` asset event, and ``registry_scan``
+    scans that digest. Times are from the push."""
+    import boto3
+
+    from devstack.fleet import make_fleet
+    from devstack.scan_seed import FIXTURES, seed_ecr_findings
+    from devstack.seed import seed_ecr
+
+    kw = {"endpoint_url": stack.moto.endpoint, "region_name": "us-east-1"}
+    fleet = make_fleet(
+        seed=int(time.time()) % 100_000 + 2000, repositories=1, images=1, layer_scale=0.01, prefix="pushed/"
+    )
+    fleet = [r for r in fleet if any(m.kind == "image" for m in r.manifests)][:1]
+    images = [m for r in fleet for m in r.manifests if m.kind == "image"]
+    pushed_at = datetime.now(UTC)
+    start = time.monotonic()
+    seed_ecr(boto3.client("ecr", **kw), fleet)
+    seed_ecr_findings(stack.moto.endpoint, fleet)
+    documented = json.loads(
+        (FIXTURES / "events" / "eventbridge-ecr-image-action-push.awsdocs.json").read_text()
+    )
+    entries = []
+    for m in images:
+        detail = {**documented["detail"], "repository-name": fleet[0].name, "image-digest": m.digest}
+        detail["image-tag"] = m.tags[0] if m.tags else None
+        entries.append({"Source": documented["source"], "DetailType": documented["detail-type"],
+                        "Detail": json.dumps(detail)})  # fmt: skip
+    resp = boto3.client("events", **kw).put_events(Entries=entries)
+    if resp["FailedEntryCount"]:
+        return {"ok": False, "error": f"EventBridge refused the push event: {resp['Entries']}"}
+    return follow_push(api, fleet[0].name, {m.digest for m in images}, pushed_at, start)
+
+
+def follow_push(
+    api: AirflowApi, repository: str, digests: set[str], pushed_at: datetime, start: float
+) -> dict:
+    """After a push: the ``registry_pushed_images`` asset event naming the digests (the
+    receiver's extra holds ``images``; a trigger's, ``payload.images``), the asset-triggered
+    ``registry_scan`` run after it, and that run's scan of the digests."""
+    from include.registry_ops.clients import s3_client
+    from include.registry_ops.config import load_config
+    from include.registry_ops.scan import store as scan_store
+
+    out: dict[str, Any] = {"repository": repository, "digests": sorted(digests)}
     deadline = start + 600
     run_id = None
     while time.monotonic() < deadline and "asset_event_s" not in out:
@@ -410,10 +498,14 @@ def scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
             _log(f"scan on push: {exc}; asking again")
             events = {}
         for event in events.get("asset_events", []):
-            images = (event.get("extra") or {}).get("images")  # the inventory's is a count
+            extra = event.get("extra") or {}
+            payload = extra.get("payload") if isinstance(extra.get("payload"), dict) else {}
+            images = extra.get("images")  # the inventory's is a count
+            images = images if isinstance(images, list) else payload.get("images")
             images = images if isinstance(images, list) else []
             if digests & {i.get("digest") for i in images if isinstance(i, dict)}:
                 out["asset_event_s"] = round(time.monotonic() - start, 1)
+                out["source"] = payload.get("source", "registry-page receiver")
         time.sleep(1)
     while time.monotonic() < deadline and run_id is None:
         for run in api.runs("registry_scan"):
@@ -424,15 +516,8 @@ def scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
     if run_id is None:
         return {**out, "ok": False, "error": "no asset-triggered registry_scan run within 10 minutes"}
     run = api.wait_run("registry_scan", run_id, timeout=600)
-    import re
-
-    from include.registry_ops.store import objects
-
-    # what the receiver stored since the registry began notifying it (the seeded files differ)
-    stored = objects.list_keys(s3, config.storage.bucket, config.storage.prefixes.events + "oci-local/")
-    named = re.compile(r"/dt=\d{4}-\d{2}-\d{2}/[0-9a-f]{64}\.json$")
-    out["envelopes_received"] = sum(bool(named.search(o["Key"])) for o in stored)
-    findings, scans, _ = scan_store.previous(s3, config)  # the published run's state and findings
+    config = load_config()
+    findings, scans, _ = scan_store.previous(s3_client(config), config)  # the published run's state
     scanned = {r["digest"] for r in scans.to_pylist() if r["digest"] in digests and r["status"] == "ok"}
     out.update(
         run_id=run_id,
@@ -492,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         _log(f"moto {stack.moto.endpoint}, registry {stack.registry.url}, smtp 127.0.0.1:{stack.smtp.port}")
+        ecr_push_queue(stack, Path(os.environ["REGISTRY_OPS_CONFIG"]))  # before Airflow parses the DAGs
         pushed = seed(stack, args.small)
         _log(f"seeded {pushed['ecr']} ECR images and {pushed['oci']} registry manifests")
         # from now on the registry's pushes and pulls go to the Registry page's event receiver
@@ -511,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(5)  # the last task processes exit; then Airflow idles
         on_push = scan_on_push(api, stack)
         _log(f"scan on push: {json.dumps(on_push)}")
+        on_ecr_push = ecr_scan_on_push(api, stack)
+        _log(f"ECR scan on push: {json.dumps(on_ecr_push)}")
         drilled = backup_and_drill(runs)
         reports = reports_summary(runs, stack.smtp.messages)
         page = registry_page(api, args.port)
@@ -521,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             "reports": reports,
             "registry_page": page,
             "scan_on_push": on_push,
+            "ecr_scan_on_push": on_ecr_push,
             "airflow_idle_memory": standalone.memory(),
             "seconds": round(time.monotonic() - started, 1),
         }
@@ -532,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = runs_ok and summary["images"] > 0 and every_digest_back and bool(summary["backup"]["latest"])
         ok = ok and report_sent
         page_ok = all(isinstance(v, str) and v in ("ok", "never_run") for v in page["sections"].values())
-        ok = ok and page_ok and page["signed_out_status"] == 401 and on_push["ok"]
+        ok = ok and page_ok and page["signed_out_status"] == 401 and on_push["ok"] and on_ecr_push["ok"]
         if args.once:
             return 0 if ok else 1
         _log(f"Airflow UI: http://127.0.0.1:{args.port}  (every DAG unpaused: the schedules go on)")
