@@ -413,11 +413,6 @@ def scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
 
 
 ECR_PUSH_QUEUE = "registry-ops-ecr-pushes"
-ECR_PUSH_PATTERN = {  # the rule the scan-on-push docs give (docs/scan-on-push.md)
-    "source": ["aws.ecr"],
-    "detail-type": ["ECR Image Action"],
-    "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]},
-}
 
 
 def ecr_push_queue(stack, config_path: Path) -> str:
@@ -428,12 +423,10 @@ def ecr_push_queue(stack, config_path: Path) -> str:
     import boto3
     import yaml
 
+    from devstack.ecr_events import wire_push_queue
+
     kw = {"endpoint_url": stack.moto.endpoint, "region_name": "us-east-1"}
-    sqs, events = boto3.client("sqs", **kw), boto3.client("events", **kw)
-    url = sqs.create_queue(QueueName=ECR_PUSH_QUEUE)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=ECR_PUSH_QUEUE, EventPattern=json.dumps(ECR_PUSH_PATTERN), State="ENABLED")
-    events.put_targets(Rule=ECR_PUSH_QUEUE, Targets=[{"Id": "scan-on-push", "Arn": arn}])
+    url = wire_push_queue(boto3.client("sqs", **kw), boto3.client("events", **kw), ECR_PUSH_QUEUE)
     doc = yaml.safe_load(config_path.read_text())
     ecr = next(r["name"] for r in doc["registries"] if r["kind"] == "ecr")
     doc.setdefault("events", {})["ecr"] = [{"registry": ecr, "queue_url": url, "poll_seconds": 5}]
@@ -449,8 +442,9 @@ def ecr_scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
     scans that digest. Times are from the push."""
     import boto3
 
+    from devstack.ecr_events import documented, put_event
     from devstack.fleet import make_fleet
-    from devstack.scan_seed import FIXTURES, seed_ecr_findings
+    from devstack.scan_seed import seed_ecr_findings
     from devstack.seed import seed_ecr
 
     kw = {"endpoint_url": stack.moto.endpoint, "region_name": "us-east-1"}
@@ -463,18 +457,13 @@ def ecr_scan_on_push(api: AirflowApi, stack) -> dict[str, Any]:
     start = time.monotonic()
     seed_ecr(boto3.client("ecr", **kw), fleet)
     seed_ecr_findings(stack.moto.endpoint, fleet)
-    documented = json.loads(
-        (FIXTURES / "events" / "eventbridge-ecr-image-action-push.awsdocs.json").read_text()
-    )
-    entries = []
-    for m in images:
-        detail = {**documented["detail"], "repository-name": fleet[0].name, "image-digest": m.digest}
-        detail["image-tag"] = m.tags[0] if m.tags else None
-        entries.append({"Source": documented["source"], "DetailType": documented["detail-type"],
-                        "Detail": json.dumps(detail)})  # fmt: skip
-    resp = boto3.client("events", **kw).put_events(Entries=entries)
-    if resp["FailedEntryCount"]:
-        return {"ok": False, "error": f"EventBridge refused the push event: {resp['Entries']}"}
+    events, push = boto3.client("events", **kw), documented("push")
+    try:
+        for m in images:
+            put_event(events, push, **{"repository-name": fleet[0].name, "image-digest": m.digest,
+                                       "image-tag": m.tags[0] if m.tags else None})  # fmt: skip
+    except RuntimeError as exc:
+        return {"ok": False, "error": str(exc)}
     return follow_push(api, fleet[0].name, {m.digest for m in images}, pushed_at, start)
 
 

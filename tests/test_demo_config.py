@@ -24,11 +24,11 @@ def test_the_demo_wires_ecr_pushes_to_a_watcher(tmp_path, monkeypatch, moto_serv
     """``ecr_push_queue``: the queue and the documented rule on moto, and ``events.ecr`` in the
     demo's config, so the scan DAG's asset gets the watcher the standalone's triggerer runs; a
     documented push put on EventBridge lands on that queue."""
-    import json
     from types import SimpleNamespace
 
     import boto3
 
+    from devstack import ecr_events
     from devstack.demo import ECR_PUSH_QUEUE, demo_config, ecr_push_queue
     from include.registry_ops.events.sqs_watch import EcrPushTrigger, push_image, watchers
 
@@ -40,16 +40,11 @@ def test_the_demo_wires_ecr_pushes_to_a_watcher(tmp_path, monkeypatch, moto_serv
     (watcher,) = watchers(config)
     assert isinstance(watcher.trigger, EcrPushTrigger) and watcher.trigger.queue_url == url
     kw = {"endpoint_url": moto_server.endpoint, "region_name": "us-east-1"}
-    detail = {"action-type": "PUSH", "result": "SUCCESS", "repository-name": "pushed/app",
-              "image-digest": "sha256:" + "b" * 64, "image-tag": "1.0.0"}  # fmt: skip
-    events = boto3.client("events", **kw)
+    sqs, events = boto3.client("sqs", **kw), boto3.client("events", **kw)
+    digest = "sha256:" + "b" * 64
     try:
-        entry = {"Source": "aws.ecr", "DetailType": "ECR Image Action", "Detail": json.dumps(detail)}
-        assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
-        sqs = boto3.client("sqs", **kw)
+        ecr_events.put_event(events, ecr_events.documented("push"), **{"image-digest": digest})
         (msg,) = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"]
-        assert push_image("ecr-local", msg["Body"])["digest"] == detail["image-digest"]
+        assert push_image("ecr-local", msg["Body"])["digest"] == digest
     finally:
-        events.remove_targets(Rule=ECR_PUSH_QUEUE, Ids=["scan-on-push"])
-        events.delete_rule(Name=ECR_PUSH_QUEUE)
-        boto3.client("sqs", **kw).delete_queue(QueueUrl=url)
+        ecr_events.unwire_push_queue(sqs, events, ECR_PUSH_QUEUE, url)

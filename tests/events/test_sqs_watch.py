@@ -12,7 +12,6 @@ The trigger's ``run()`` is driven as the triggerer drives it: to its first event
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 import logging
@@ -24,19 +23,13 @@ import boto3
 import pytest
 import yaml
 
+from devstack import ecr_events
 from include.registry_ops.config import load_config
 from include.registry_ops.events import sqs_watch
 from include.registry_ops.events.sqs_watch import EcrPushTrigger
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
-PUSH = json.loads((FIXTURES / "eventbridge-ecr-image-action-push.awsdocs.json").read_text())
-DELETE = json.loads((FIXTURES / "eventbridge-ecr-image-action-delete.awsdocs.json").read_text())
-SCAN = json.loads((FIXTURES / "eventbridge-ecr-image-scan-basic.awsdocs.json").read_text())
-PATTERN = {
-    "source": ["aws.ecr"],
-    "detail-type": ["ECR Image Action"],
-    "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]},
-}
+PUSH, DELETE, SCAN = (ecr_events.documented(n) for n in ("push", "delete", "scan-basic"))
+put = ecr_events.put_event  # raises when EventBridge refuses the event
 
 
 def digest(name: str) -> str:
@@ -49,29 +42,9 @@ def queue(moto_server):
     kw = {"endpoint_url": moto_server.endpoint, "region_name": "us-east-1"}
     sqs, events = boto3.client("sqs", **kw), boto3.client("events", **kw)
     name = f"ecr-pushes-{uuid.uuid4().hex[:8]}"
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=name, EventPattern=json.dumps(PATTERN), State="ENABLED")
-    events.put_targets(Rule=name, Targets=[{"Id": "scan-on-push", "Arn": arn}])
+    url = ecr_events.wire_push_queue(sqs, events, name)
     yield sqs, events, url
-    events.remove_targets(Rule=name, Ids=["scan-on-push"])
-    events.delete_rule(Name=name)
-    sqs.delete_queue(QueueUrl=url)
-
-
-def put(events, documented: dict, **detail) -> None:
-    event = copy.deepcopy(documented)
-    event["detail"].update(detail)
-    resp = events.put_events(
-        Entries=[
-            {
-                "Source": event["source"],
-                "DetailType": event["detail-type"],
-                "Detail": json.dumps(event["detail"]),
-            }
-        ]
-    )
-    assert resp["FailedEntryCount"] == 0, resp
+    ecr_events.unwire_push_queue(sqs, events, name, url)
 
 
 def counts(sqs, url: str) -> tuple[int, int]:
