@@ -37,3 +37,14 @@ def s3_client(endpoint: str, region: str = "us-east-1") -> object:
 
     config = Config(retries=dict(RETRIES), max_pool_connections=32, s3={"addressing_style": "path"})
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+def ecr_client(endpoint: str, region: str = "us-east-1") -> object:
+    """An ECR client for the bench's moto: the project's retry policy and the same wide pool."""
+    import boto3
+    from botocore.config import Config
+
+    from include.registry_ops.clients import RETRIES
+
+    config = Config(retries=dict(RETRIES), max_pool_connections=32)
+    return boto3.client("ecr", endpoint_url=endpoint, region_name=region, config=config)

@@ -49,8 +49,6 @@ from _report import S3Counter, ceil_div, note, out, row, title
 
 ROOT = _local.prepare()
 
-import boto3  # noqa: E402
-from botocore.config import Config as BotoConfig  # noqa: E402
 
 from devstack.fleet import make_fleet  # noqa: E402
 from devstack.moto_ecr_extras import enable_pull_through_cache_rules  # noqa: E402
@@ -59,7 +57,6 @@ from devstack.services import MotoService  # noqa: E402
 from include.registry_ops.backup.run import run_backup  # noqa: E402
 from include.registry_ops.backup.store import SnapshotStore  # noqa: E402
 from include.registry_ops.backup.verify import verify_snapshot  # noqa: E402
-from include.registry_ops.clients import RETRIES  # noqa: E402
 from include.registry_ops.config import parse_config  # noqa: E402
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
 
@@ -132,12 +129,7 @@ PHASES: list[tuple[str, Callable[[Bench], list[tuple[str, Any, str]]]]] = [
 
 
 def ecr_client(endpoint: str) -> Any:
-    return boto3.client(
-        "ecr",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        config=BotoConfig(retries=dict(RETRIES), max_pool_connections=32),
-    )
+    return _local.ecr_client(endpoint, REGION)
 
 
 def least_ecr(per_repo: dict[str, int], blobs: int, first: bool) -> int:
@@ -182,14 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         images = sum(len(r.manifests) for r in fleet)
         layers = {b.digest for r in fleet for m in r.manifests for b in m.blobs[1:]}
         configs = {m.blobs[0].digest for r in fleet for m in r.manifests if m.blobs}
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=moto.endpoint,
-            region_name=REGION,
-            config=BotoConfig(
-                retries=dict(RETRIES), max_pool_connections=32, s3={"addressing_style": "path"}
-            ),
-        )
+        s3 = _local.s3_client(moto.endpoint, REGION)
         s3.create_bucket(Bucket=BUCKET)
         config = parse_config(
             {

@@ -40,14 +40,11 @@ from _report import note, out, title
 
 ROOT = _local.prepare()
 
-import boto3  # noqa: E402
-from botocore.config import Config as BotoConfig  # noqa: E402
 
 from devstack.fleet import make_fleet  # noqa: E402
 from devstack.seed import seed_ecr  # noqa: E402
 from devstack.services import MotoService  # noqa: E402
 from include.registry_ops import schema  # noqa: E402
-from include.registry_ops.clients import RETRIES  # noqa: E402
 from include.registry_ops.inventory import list_batch  # noqa: E402
 from include.registry_ops.registries.ecr import EcrRegistry  # noqa: E402
 from include.registry_ops.retention.archive import ArchiveStore  # noqa: E402
@@ -111,12 +108,7 @@ def fmt(counts: Counter[str]) -> str:
 
 
 def ecr_client(endpoint: str) -> Any:
-    return boto3.client(
-        "ecr",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        config=BotoConfig(retries=dict(RETRIES), max_pool_connections=32),
-    )
+    return _local.ecr_client(endpoint, REGION)
 
 
 def archive_fleet(
@@ -184,14 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     row("date (UTC)", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
     moto = MotoService().start()
     try:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=moto.endpoint,
-            region_name=REGION,
-            config=BotoConfig(
-                retries=dict(RETRIES), max_pool_connections=32, s3={"addressing_style": "path"}
-            ),
-        )
+        s3 = _local.s3_client(moto.endpoint, REGION)
         s3.create_bucket(Bucket=BUCKET)
         counter = S3Requests(s3)
 

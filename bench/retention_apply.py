@@ -69,12 +69,9 @@ from _report import S3Counter, ceil_div, note, out, row, title
 
 ROOT = _local.prepare()
 
-import boto3  # noqa: E402
 import pandas as pd  # noqa: E402
-from botocore.config import Config as BotoConfig  # noqa: E402
 
 from include.registry_ops import schema  # noqa: E402
-from include.registry_ops.clients import RETRIES  # noqa: E402
 from include.registry_ops.inventory import list_batch  # noqa: E402
 from include.registry_ops.registries.ecr import BATCH, PAGE, EcrRegistry  # noqa: E402
 from include.registry_ops.retention.archive import ArchiveStore  # noqa: E402
@@ -118,12 +115,7 @@ def ops_table(counts: Counter[str], least: dict[str, int], comments: dict[str, s
 
 
 def ecr_client(endpoint: str) -> Any:
-    return boto3.client(
-        "ecr",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        config=BotoConfig(retries=dict(RETRIES), max_pool_connections=32),
-    )
+    return _local.ecr_client(endpoint, REGION)
 
 
 def s3_client(endpoint: str) -> Any:
